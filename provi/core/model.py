@@ -1,0 +1,200 @@
+"""Inspecting a NumPyro model once: its latent, observed and deterministic sites, with checks.
+
+The model is run a single time under NumPyro's own handlers (`seed`, `trace`); nothing here is on
+the hot path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.distributions import ImproperUniform, biject_to, constraints
+
+from provi.errors import ModelError
+
+__all__ = ["LatentSite", "ModelInfo", "inspect_model", "trace_model", "base_distribution"]
+
+_HIDDEN = tuple(os.path.dirname(m.__file__) for m in (sys.modules["numpyro"], sys.modules["provi"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentSite:
+    """A latent sample site: its constrained shape, support and bijection to unconstrained space."""
+
+    name: str
+    shape: tuple[int, ...]
+    support: Any
+    transform: Any
+    unconstrained_shape: tuple[int, ...]
+    discrete: bool
+    has_rsample: bool
+    distribution: str
+    improper: bool
+    dtype: Any
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.unconstrained_shape, dtype=int))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What one run of the model shows: its sites in execution order."""
+
+    latents: tuple[LatentSite, ...]
+    observed: dict[str, Any]  # name -> observed value (None where the model computes it from its data)
+    deterministic: dict[str, tuple[int, ...]]  # name -> shape
+    params: dict[str, tuple[Any, Any]]  # numpyro.param: name -> (initial value, constraint)
+    subsampled: bool
+
+    @property
+    def latent_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.latents)
+
+    def latent(self, name: str) -> LatentSite:
+        for s in self.latents:
+            if s.name == name:
+                return s
+        raise KeyError(f"no latent site named {name!r}; the model's latent sites are {list(self.latent_names)}")
+
+
+def _model_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drop the leading frames that belong to provi and NumPyro, so the user sees their own code."""
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_HIDDEN):
+        tb = tb.tb_next
+    return tb
+
+
+def trace_model(model: Callable, args: tuple, kwargs: dict, key, substitute: dict | None = None) -> dict:
+    """Run `model` once under `seed` and `trace`; the model's own exceptions surface unchanged."""
+    fn = handlers.seed(model, key)
+    if substitute:
+        fn = handlers.substitute(fn, data=substitute)
+    try:
+        return handlers.trace(fn).get_trace(*args, **kwargs)
+    except Exception as exc:  # re-raised as is, with provi's and NumPyro's frames cut off
+        exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
+        raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
+
+
+def base_distribution(fn):
+    """Strip NumPyro's wrappers (Independent, Masked, Expanded) off a site's distribution."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def _check_observed(name: str, site: dict) -> None:
+    value = site["value"]
+    fn = site["fn"]
+    concrete = not isinstance(value, jax.core.Tracer)
+    arr = np.asarray(value) if concrete else jax.ShapeDtypeStruct(jnp.shape(value), jnp.result_type(value))
+    if concrete and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ModelError(
+            f"observed site {name!r} has {bad} non-finite value(s) (NaN or inf) in its data. "
+            "Remove or impute them, or mask them with numpyro.handlers.mask / obs_mask."
+        )
+    dist_shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    try:
+        joint = jnp.broadcast_shapes(arr.shape, dist_shape)
+    except ValueError:
+        joint = None
+    if joint is None or tuple(joint) != tuple(arr.shape):
+        raise ModelError(
+            f"observed site {name!r}: data of shape {arr.shape} does not match its distribution "
+            f"{type(base_distribution(fn)).__name__} of shape {dist_shape} (batch {tuple(fn.batch_shape)}, "
+            f"event {tuple(fn.event_shape)}). Reshape the data or the distribution's parameters so that "
+            "they agree, e.g. inside a numpyro.plate of the data's length."
+        )
+
+
+def _latent_site(name: str, site: dict) -> LatentSite:
+    fn = site["fn"]
+    value = site["value"]
+    support = fn.support
+    discrete = bool(getattr(support, "is_discrete", False))
+    shape = tuple(jnp.shape(value))
+    if discrete:
+        transform, ushape = None, shape
+    else:
+        transform = biject_to(support)
+        ushape = tuple(transform.inverse_shape(shape))
+    return LatentSite(
+        name=name,
+        shape=shape,
+        support=support,
+        transform=transform,
+        unconstrained_shape=ushape,
+        discrete=discrete,
+        has_rsample=bool(fn.has_rsample),
+        distribution=type(base_distribution(fn)).__name__,
+        improper=isinstance(base_distribution(fn), ImproperUniform),
+        dtype=jnp.result_type(value),
+    )
+
+
+def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
+    """Trace `model` once abstractly (no computation, no compilation), check its data, describe its sites.
+
+    Observed data that the model passes through unchanged is checked for non-finite values here;
+    data the model computes is checked when the fit first evaluates it.
+    """
+    if not callable(model):
+        raise TypeError(f"the model must be a callable NumPyro program, got {type(model).__name__}")
+    box = []
+
+    def run(key):
+        box.append(trace_model(model, args, kwargs, key))
+        return 0
+
+    jax.make_jaxpr(run)(np.zeros(2, np.uint32))
+    tr = box[0]
+    latents, observed, determ, params = [], {}, {}, {}
+    subsampled = False
+    for name, site in tr.items():
+        kind = site["type"]
+        if kind == "sample":
+            if site["is_observed"]:
+                if site["infer"].get("is_auxiliary") or name.startswith("_"):
+                    continue
+                if not _is_factor(site):
+                    _check_observed(name, site)
+                value = site["value"]
+                observed[name] = None if isinstance(value, jax.core.Tracer) else value
+            else:
+                latents.append(_latent_site(name, site))
+        elif kind == "deterministic":
+            determ[name] = tuple(jnp.shape(site["value"]))
+        elif kind == "param":
+            constraint = site["kwargs"].get("constraint", constraints.real)
+            params[name] = (site["value"], constraint)
+        elif kind == "plate":
+            size, sub = site["args"][0], site["args"][1]
+            subsampled |= sub is not None and sub < size
+    return ModelInfo(tuple(latents), observed, determ, params, subsampled)
+
+
+def _concrete_param(model, args, kwargs, name, site):
+    """The initial value of a `numpyro.param` site (computed outside the abstract trace if needed)."""
+    value = site["value"]
+    if not isinstance(value, jax.core.Tracer):
+        return jnp.asarray(value)
+    init = site["args"][0] if site["args"] else None
+    if callable(init):
+        return jnp.asarray(init(jax.random.PRNGKey(0)))
+    if init is not None and not isinstance(init, jax.core.Tracer):
+        return jnp.asarray(init)
+    raise ModelError(f"param site {name!r}: its initial value depends on the model's random draws; give it a fixed initial value")
+
+
+def _is_factor(site: dict) -> bool:
+    return type(base_distribution(site["fn"])).__name__ == "Unit"

@@ -1,0 +1,229 @@
+"""`provi.fit`: fit a variational approximation to a NumPyro model in one compiled, chunked loop."""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from provi.build import initialise_family, make_guide
+from provi.core.model import inspect_model
+from provi.core.vocab import Objective
+from provi.errors import NonFiniteError
+from provi.guides.program import FamilyGuide, ModelProgram
+from provi.loop import FitState, Runner, cached, split_data
+from provi.objectives import ELBO
+from provi.progress import Progress
+from provi.result import FitResult, StopInfo
+from provi.watch import Convergence, diagnose_nonfinite
+
+__all__ = ["fit", "default_optimizer"]
+
+DEFAULT_STEPS = 20_000
+BUFFER = 10_000  # most steps in one compiled chunk
+
+
+@functools.lru_cache(maxsize=None)
+def default_optimizer(learning_rate: float = 1e-2) -> optax.GradientTransformation:
+    """Adam with the given learning rate; cached so that repeated fits reuse their compiled loop."""
+    return optax.adam(learning_rate)
+
+
+def _check_options(model, steps, guide):
+    if not callable(model):
+        raise TypeError(f"provi.fit takes a NumPyro model function first, got {type(model).__name__}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if guide is None:
+        raise ValueError("guide must be a name (e.g. 'auto', 'meanfield'), a family, or a NumPyro guide")
+
+
+def fit(
+    model: Callable,
+    *args,
+    guide: Any = "auto",
+    objective: Objective | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    early_stop: bool | str = "auto",
+    init: str | dict = "map",
+    estimators: dict | None = None,
+    average: bool | str = "auto",
+    **model_kwargs,
+) -> FitResult:
+    """Fit `guide` to `model(*args, **model_kwargs)` by maximising `objective`.
+
+    Args:
+      guide: "auto" (default), "delta", "meanfield", "fullrank", "lowrank", "laplace", a family from
+        `provi.guides`, or a NumPyro guide function using `numpyro.param`.
+      objective: an objective (default `provi.ELBO()`), built in or made with `@provi.objective`.
+      optimizer: an optax optimizer (default Adam(1e-2) for families, whose space is whitened at
+        the start, and for NumPyro guides).
+      steps: most optimisation steps (default 20,000, with early stopping).
+      seed: integer seed; the same seed gives the same result.
+      progress: show a progress bar (updated between compiled chunks).
+      early_stop: stop when the loss no longer improves; "auto" stops early only when `steps` is not given.
+      init: "map" (start from the mode and its curvature), "prior", "zero", or {site: value}.
+      estimators: {guide site: estimator} overriding each site's default gradient estimator.
+      average: return the average of the final iterates (Polyak averaging); "auto" does so for families.
+    Returns:
+      a `FitResult`. An interrupted fit (Ctrl-C) or one whose loss turns non-finite returns what it had.
+    """
+    _check_options(model, steps, guide)
+    t0 = time.perf_counter()
+    objective = ELBO() if objective is None else objective
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
+    k_init, k_loop = _keys(seed)
+    kwargs = dict(model_kwargs)
+    info = inspect_model(model, args, kwargs)
+    model_prog = ModelProgram(model, info)
+    guide_prog = make_guide(guide, info, args, kwargs, k_init, estimators)
+    model_params = model_prog.init_params()
+    notes: list[str] = []
+    data, layout = split_data(args, kwargs)
+    optimizer = default_optimizer() if optimizer is None else optimizer
+    if isinstance(guide_prog, FamilyGuide):
+        guide_params, consts, opt_state, notes = initialise_family(
+            guide_prog, model_prog, model_params, data, layout, k_init, init, optimizer
+        )
+        params = {"model": model_params, "guide": guide_params}
+    else:
+        guide_params, consts = guide_prog.init_params(k_init), {}
+        params = {"model": model_params, "guide": guide_params}
+        opt_state = optimizer.init(params)
+    optimise = getattr(getattr(guide_prog, "family", None), "optimise", True)
+    user_steps = steps is not None
+    steps = (steps if user_steps else DEFAULT_STEPS) if optimise else 0
+    early = (not user_steps) if early_stop == "auto" else bool(early_stop)
+    averaging = isinstance(guide_prog, FamilyGuide) if average == "auto" else bool(average)
+    cache_key = (model, layout, _guide_key(guide, guide_prog), objective, optimizer, averaging, _freeze(estimators))
+
+    def build():
+        return Runner(model_prog, guide_prog, objective, layout, optimizer, BUFFER, averaging)
+
+    runner = cached(("runner",) + cache_key, build)
+    state = FitState(params, opt_state, k_loop, np.int32(0))
+    state, losses, stop, final = _loop(runner, state, consts, data, steps, early, progress, objective)
+    if averaging and final is not None:
+        state = state._replace(params=final)
+    stop.notes = notes
+    stop.seconds = time.perf_counter() - t0
+    return FitResult(
+        data=data,
+        layout=layout,
+        model=model_prog,
+        guide=guide_prog,
+        params=state.params,
+        consts=consts,
+        losses=losses,
+        args=args,
+        kwargs=kwargs,
+        objective=objective,
+        stop=stop,
+        state=state,
+        seed=seed,
+    )
+
+
+def _keys(seed: int):
+    """Two independent raw threefry keys from an integer seed, made on the host (no compilation)."""
+    ss = np.random.SeedSequence(int(seed)).generate_state(4)
+    return np.asarray(ss[:2], np.uint32), np.asarray(ss[2:], np.uint32)
+
+
+def _freeze(x):
+    return None if not x else tuple(sorted(x.items()))
+
+
+def _guide_key(guide, program):
+    return program.family if isinstance(program, FamilyGuide) else guide
+
+
+def _chunk_size(done, total, rate, window):
+    """Steps for the next chunk: about a quarter second of work, at most `BUFFER` and one window."""
+    left = total - done
+    if rate is None:
+        return min(left, 100)
+    n = int(max(100, 0.25 * rate))
+    if window:
+        n = min(n, window)
+    return max(1, min(left, n, BUFFER))
+
+
+def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool, progress: bool, objective):
+    """Run chunks until `steps`, convergence, a non-finite loss or Ctrl-C: `(state, losses, stop, averaged)`."""
+    losses: list[np.ndarray] = []
+    sums: list[tuple[Any, int]] = []
+    watch = Convergence.for_steps(steps) if early else None
+    stop = StopInfo(reason="steps", steps=0)
+    bar = Progress(steps, enabled=progress)
+    done, rate = 0, None
+    try:
+        while done < steps:
+            n = _chunk_size(done, steps, rate, watch.window if watch else None)
+            t = time.perf_counter()
+            start = state
+            new, chunk_losses, acc, ran, bad = runner.run(state, consts, data, n)
+            ran, bad = int(ran), int(bad)
+            chunk = np.asarray(chunk_losses)[:ran]
+            if bad >= 0:
+                state, chunk = _last_finite(runner, start, consts, data, bad - int(start.step), chunk)
+                losses.append(chunk[: int(state.step) - int(start.step)])
+                done = int(state.step)
+                stop = diagnose_nonfinite(runner, state, consts, data, bad, objective)
+                warnings.warn(stop.message, RuntimeWarning, stacklevel=3)
+                bar.update(done, losses[-1])
+                break
+            state = new
+            losses.append(chunk)
+            if acc:
+                sums.append((jax.device_get(acc), ran))
+            done += ran
+            dt = time.perf_counter() - t
+            rate = ran / dt if dt > 0 else None
+            bar.update(done, chunk)
+            if watch is not None and watch.converged(np.concatenate(losses)):
+                stop = StopInfo(reason="converged", steps=done)
+                break
+    except KeyboardInterrupt:
+        stop = StopInfo(reason="interrupted", steps=done)
+        warnings.warn(f"fit interrupted at step {done}: returning the state after the last completed chunk", RuntimeWarning, stacklevel=3)
+    finally:
+        bar.close()
+    stop.steps = done
+    all_losses = np.concatenate(losses) if losses else np.zeros((0,))
+    return state, all_losses, stop, _average(sums, done, state.params)
+
+
+def _last_finite(runner, start, consts, data, n_good, chunk):
+    """Replay a chunk from its start for the steps before the first bad one (deterministic), then
+    step back further while the parameters are not finite."""
+    for n in range(max(n_good, 0), -1, -1):
+        state, losses, _, _, _ = runner.run(start, consts, data, n) if n > 0 else (start, None, None, None, None)
+        if all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params)):
+            return state, chunk[:n]
+    return start, chunk[:0]
+
+
+def _average(sums, done, last):
+    """The mean of the iterates over the last quarter of the run (at least one chunk)."""
+    if not sums:
+        return None
+    want = max(1, done // 4)
+    total, count = None, 0
+    for acc, n in reversed(sums):
+        total = acc if total is None else jax.tree.map(np.add, total, acc)
+        count += n
+        if count >= want:
+            break
+    return jax.tree.map(lambda x: x / count, total)

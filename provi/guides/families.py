@@ -1,0 +1,170 @@
+"""Gaussian variational families on a flat vector: Delta, MeanField, FullRank, LowRank.
+
+A family is a frozen equinox module that knows how to make its parameters, draw reparameterized
+samples with their log density, evaluate that density, and report its moments. Families know
+nothing about models: `provi.guides.program` places them in a model's unconstrained space.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Family", "Delta", "MeanField", "FullRank", "LowRank", "Laplace"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _positive(raw):
+    return jax.nn.softplus(raw)
+
+
+def _unpositive(x):
+    return x + jnp.log(-jnp.expm1(-x))  # inverse of softplus
+
+
+def _std_normal_logpdf(eps):
+    return -0.5 * jnp.sum(eps**2, axis=-1) - 0.5 * eps.shape[-1] * _LOG_2PI
+
+
+class Family(eqx.Module):
+    """A family of distributions on R^D with reparameterized sampling."""
+
+    is_point: eqx.AbstractClassVar[bool]
+    optimise: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def init(self, key, dim: int, loc: jax.Array, scale: jax.Array) -> dict:
+        """Parameters of the member with mean `loc` (D,) and, where the family can, marginal scales `scale` (D,)."""
+
+    @abc.abstractmethod
+    def sample(self, params: dict, key, n: int) -> tuple[jax.Array, jax.Array]:
+        """`n` reparameterized draws (n, D) and their log densities (n,)."""
+
+    @abc.abstractmethod
+    def log_prob(self, params: dict, v: jax.Array) -> jax.Array:
+        """Log density at `v` (..., D)."""
+
+    @abc.abstractmethod
+    def moments(self, params: dict) -> tuple[jax.Array, jax.Array]:
+        """Mean (D,) and covariance (D, D)."""
+
+
+class Delta(Family):
+    """A point mass: fitting it is MAP estimation (in the constrained space, as NumPyro's AutoDelta)."""
+
+    is_point: ClassVar[bool] = True
+
+    def init(self, key, dim, loc, scale):
+        return {"loc": loc}
+
+    def sample(self, params, key, n):
+        loc = params["loc"]
+        return jnp.broadcast_to(loc, (n,) + loc.shape), jnp.zeros((n,), loc.dtype)
+
+    def log_prob(self, params, v):
+        return jnp.zeros(v.shape[:-1], v.dtype)
+
+    def moments(self, params):
+        loc = params["loc"]
+        return loc, jnp.zeros((loc.shape[0], loc.shape[0]), loc.dtype)
+
+
+class MeanField(Family):
+    """Independent normals: N(loc, diag(scale^2))."""
+
+    is_point: ClassVar[bool] = False
+
+    def init(self, key, dim, loc, scale):
+        return {"loc": loc, "scale": _unpositive(scale)}
+
+    def sample(self, params, key, n):
+        loc, scale = params["loc"], _positive(params["scale"])
+        eps = jax.random.normal(key, (n,) + loc.shape, loc.dtype)
+        return loc + scale * eps, _std_normal_logpdf(eps) - jnp.sum(jnp.log(scale))
+
+    def log_prob(self, params, v):
+        loc, scale = params["loc"], _positive(params["scale"])
+        return _std_normal_logpdf((v - loc) / scale) - jnp.sum(jnp.log(scale))
+
+    def moments(self, params):
+        return params["loc"], jnp.diag(_positive(params["scale"]) ** 2)
+
+
+def _tril(raw):
+    return jnp.tril(raw, -1) + jnp.diag(_positive(jnp.diag(raw)))
+
+
+class _TrilNormal(Family):
+    """A multivariate normal with a Cholesky factor: N(loc, L L^T)."""
+
+    is_point: ClassVar[bool] = False
+
+    def init(self, key, dim, loc, scale):
+        return {"loc": loc, "scale_tril": jnp.diag(_unpositive(scale))}
+
+    def sample(self, params, key, n):
+        loc, L = params["loc"], _tril(params["scale_tril"])
+        eps = jax.random.normal(key, (n,) + loc.shape, loc.dtype)
+        return loc + eps @ L.T, _std_normal_logpdf(eps) - jnp.sum(jnp.log(jnp.diag(L)))
+
+    def log_prob(self, params, v):
+        loc, L = params["loc"], _tril(params["scale_tril"])
+        eps = jax.scipy.linalg.solve_triangular(L, (v - loc).reshape(-1, loc.shape[0]).T, lower=True).T
+        return (_std_normal_logpdf(eps) - jnp.sum(jnp.log(jnp.diag(L)))).reshape(v.shape[:-1])
+
+    def moments(self, params):
+        L = _tril(params["scale_tril"])
+        return params["loc"], L @ L.T
+
+
+class FullRank(_TrilNormal):
+    """A multivariate normal with a Cholesky factor: N(loc, L L^T), fitted by optimisation."""
+
+
+class Laplace(_TrilNormal):
+    """The Laplace approximation: a normal at the mode with the inverse negative Hessian as its
+    covariance (in the unconstrained space); fitting it runs no optimisation."""
+
+    optimise: ClassVar[bool] = False
+
+
+class LowRank(Family):
+    """N(loc, W W^T + diag(d^2)) with W of shape (D, rank)."""
+
+    rank: int = 5
+    is_point: ClassVar[bool] = False
+
+    def init(self, key, dim, loc, scale):
+        r = min(self.rank, dim)
+        w = 0.01 * jax.random.normal(key, (dim, r), loc.dtype)
+        return {"loc": loc, "cov_factor": w, "scale": _unpositive(scale)}
+
+    def sample(self, params, key, n):
+        loc, w, d = params["loc"], params["cov_factor"], _positive(params["scale"])
+        k1, k2 = jax.random.split(key)
+        e1 = jax.random.normal(k1, (n, w.shape[1]), loc.dtype)
+        e2 = jax.random.normal(k2, (n,) + loc.shape, loc.dtype)
+        v = loc + e1 @ w.T + d * e2
+        return v, self.log_prob(params, v)
+
+    def log_prob(self, params, v):
+        loc, w, d = params["loc"], params["cov_factor"], _positive(params["scale"])
+        # Woodbury: Sigma = D2 + W W^T, with capacitance C = I + W^T D2^-1 W.
+        x = v - loc
+        wd = w / (d**2)[:, None]
+        cap = jnp.eye(w.shape[1], dtype=w.dtype) + w.T @ wd
+        cl = jnp.linalg.cholesky(cap)
+        y = jax.scipy.linalg.solve_triangular(cl, (x @ wd).reshape(-1, w.shape[1]).T, lower=True).T
+        maha = jnp.sum(x**2 / d**2, -1) - jnp.sum(y**2, -1).reshape(x.shape[:-1])
+        logdet = 2 * jnp.sum(jnp.log(d)) + 2 * jnp.sum(jnp.log(jnp.diag(cl)))
+        return -0.5 * (maha + logdet + loc.shape[0] * _LOG_2PI)
+
+    def moments(self, params):
+        w, d = params["cov_factor"], _positive(params["scale"])
+        return params["loc"], w @ w.T + jnp.diag(d**2)

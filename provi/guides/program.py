@@ -1,0 +1,215 @@
+"""Programs that objectives run: the model (log joint) and guides (families or NumPyro guides).
+
+A guide program has `init`, `sim` (draws and log q, vectorised over particles) and `log_density`.
+`FamilyGuide` places a `Family` in the model's unconstrained space behind an affine
+preconditioner `u = shift + P v`; `NumPyroGuide` runs a user's NumPyro guide function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.distributions import biject_to, constraints
+from numpyro.infer.util import log_density as numpyro_log_density
+
+from provi.core.model import ModelInfo, base_distribution, trace_model
+from provi.core.space import LatentSpace
+from provi.core.vocab import require_sites
+from provi.errors import ModelError
+from provi.guides.families import Family
+
+__all__ = ["ModelProgram", "FamilyGuide", "NumPyroGuide", "batch_ndim", "vectorise"]
+
+
+def batch_ndim(values: dict, shapes: dict) -> int:
+    """How many leading particle axes `values` carries beyond each site's own shape."""
+    name = next(iter(values))
+    return jnp.ndim(values[name]) - len(shapes[name])
+
+
+def vectorise(fn: Callable, nb: int) -> Callable:
+    """vmap `fn` over `nb` leading axes of every argument."""
+    for _ in range(nb):
+        fn = jax.vmap(fn)
+    return fn
+
+
+def constrain_params(unconstrained: dict, spec: dict) -> dict:
+    """Map `numpyro.param` values from their unconstrained storage to their constraints."""
+    return {k: biject_to(spec[k][1])(v) for k, v in unconstrained.items()}
+
+
+def unconstrain_params(spec: dict) -> dict:
+    return {k: biject_to(c).inv(jnp.asarray(v)) for k, (v, c) in spec.items()}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelProgram:
+    """The model's log joint density, with its `numpyro.param` sites as learnable parameters."""
+
+    model: Callable
+    info: ModelInfo
+
+    @property
+    def shapes(self) -> dict:
+        return {s.name: s.shape for s in self.info.latents}
+
+    def init_params(self) -> dict:
+        return unconstrain_params(self.info.params)
+
+    def log_density(self, params, values, args, kwargs, keys):
+        require_sites(values, self.info.latent_names, "the model's density")
+        nb = batch_ndim(values, self.shapes)
+        fixed = constrain_params(params, self.info.params)
+        key = keys()
+
+        def one(v):
+            seeded = handlers.seed(self.model, key)
+            return numpyro_log_density(seeded, args, kwargs, {**fixed, **v})[0]
+
+        return vectorise(one, nb)(values)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FamilyGuide:
+    """A family over the preconditioned unconstrained latent space `u = shift + P v`.
+
+    `consts` holds `shift` (D,), `P` ((D,) diagonal or (D, D) lower triangular) and `log_det_P`;
+    they are fixed during optimisation.
+    """
+
+    space: LatentSpace
+    family: Family
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return self.space.names
+
+    def consts(self, shift, P) -> dict:
+        """The preconditioner's constants (traceable)."""
+        logdet = jnp.sum(jnp.log(jnp.abs(P if P.ndim == 1 else jnp.diag(P))))
+        return {"shift": shift, "P": P, "log_det_P": logdet}
+
+    def init_params(self, key, scale=None) -> dict:
+        d = self.space.dim
+        scale = jnp.ones((d,)) if scale is None else scale
+        return self.family.init(key, d, jnp.zeros((d,)), scale)
+
+    def to_u(self, consts, v):
+        P = consts["P"]
+        return consts["shift"] + (v * P if P.ndim == 1 else v @ P.T)
+
+    def to_v(self, consts, u):
+        P = consts["P"]
+        x = u - consts["shift"]
+        if P.ndim == 1:
+            return x / P
+        flat = x.reshape(-1, x.shape[-1])
+        return jax.scipy.linalg.solve_triangular(P, flat.T, lower=True).T.reshape(x.shape)
+
+    def sim(self, params, consts, key, n, args, kwargs, ledger):
+        v, log_qv = self.family.sample(params, key, n)
+        z, ldj = jax.vmap(self.space.constrain)(self.to_u(consts, v))
+        if self.family.is_point:
+            return z, log_qv
+        return z, log_qv - consts["log_det_P"] - ldj
+
+    def log_density(self, params, consts, values, args, kwargs):
+        require_sites(values, self.sites, "the guide's density")
+        nb = batch_ndim(values, {s.name: s.shape for s in self.space.sites})
+        u = vectorise(self.space.unconstrain, nb)(values)
+        if self.family.is_point:
+            return jnp.zeros(u.shape[:-1], u.dtype)
+        _, ldj = vectorise(self.space.constrain, nb)(u)
+        return self.family.log_prob(params, self.to_v(consts, u)) - consts["log_det_P"] - ldj
+
+    def moments(self, params, consts):
+        """Mean and covariance of the unconstrained vector u."""
+        m, c = self.family.moments(params)
+        P = consts["P"]
+        if P.ndim == 1:
+            return consts["shift"] + P * m, P[:, None] * c * P[None, :]
+        return consts["shift"] + P @ m, P @ c @ P.T
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NumPyroGuide:
+    """A user's NumPyro guide function: `numpyro.param` sites are its parameters."""
+
+    guide: Callable
+    info: ModelInfo  # the model's
+    params_spec: dict  # name -> (initial value, constraint)
+    sites: tuple[str, ...]
+    shapes: dict
+    estimators: dict  # site -> estimator
+
+    @classmethod
+    def build(cls, guide, model_info: ModelInfo, args, kwargs, key, estimators) -> "NumPyroGuide":
+        tr = trace_model(guide, args, kwargs, key)
+        spec, sites, shapes = {}, [], {}
+        for name, site in tr.items():
+            if site["type"] == "param":
+                spec[name] = (site["value"], site["kwargs"].get("constraint", constraints.real))
+            elif site["type"] == "sample" and not site["is_observed"]:
+                sites.append(name)
+                shapes[name] = tuple(jnp.shape(site["value"]))
+                aux = site["infer"].get("is_auxiliary", False)
+                if name not in model_info.latent_names and not aux:
+                    raise ModelError(
+                        f"the guide samples site {name!r}, which is not a latent site of the model "
+                        f"(the model's latent sites are {list(model_info.latent_names)}); mark auxiliary "
+                        "guide variables with infer={'is_auxiliary': True}"
+                    )
+        missing = [n for n in model_info.latent_names if n not in sites]
+        if missing:
+            raise ModelError(f"the guide has no sample statement for the model's latent site(s) {missing}")
+        from provi.estimators import resolve  # estimators build on programs, not the reverse
+
+        chosen = {name: resolve(name, tr[name], estimators) for name in sites}
+        return cls(guide, model_info, spec, tuple(sites), shapes, chosen)
+
+    def init_params(self, key=None, scale=None) -> dict:
+        return unconstrain_params(self.params_spec)
+
+    def consts(self, *_):
+        return {}
+
+    def _trace(self, params, key, args, kwargs):
+        fn = handlers.substitute(handlers.seed(self.guide, key), data=constrain_params(params, self.params_spec))
+        return handlers.trace(fn).get_trace(*args, **kwargs)
+
+    def sim(self, params, consts, key, n, args, kwargs, ledger):
+        from provi.estimators import site_draw
+
+        def one(k):
+            tr = self._trace(params, k, args, kwargs)
+            z, log_q, scores = {}, 0.0, {}
+            for name in self.sites:
+                site = tr[name]
+                value, lq, score = site_draw(name, site, self.estimators[name])
+                z[name] = value
+                log_q = log_q + lq
+                if score is not None:
+                    scores[name] = score
+            return z, log_q, scores
+
+        z, log_q, scores = jax.vmap(one)(jax.random.split(key, n))
+        for name, score in scores.items():
+            ledger.append((name, self.estimators[name], score))
+        return z, log_q
+
+    def log_density(self, params, consts, values, args, kwargs):
+        require_sites(values, self.sites, "the guide's density")
+        nb = batch_ndim(values, self.shapes)
+        fixed = constrain_params(params, self.params_spec)
+
+        def one(v):
+            seeded = handlers.seed(self.guide, jax.random.PRNGKey(0))
+            return numpyro_log_density(seeded, args, kwargs, {**fixed, **v})[0]
+
+        return vectorise(one, nb)(values)

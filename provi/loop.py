@@ -1,0 +1,128 @@
+"""The compiled training loop: a chunk of optimiser steps in one `lax.while_loop`.
+
+`Runner` holds the jitted chunk function for one (model, guide, objective, optimiser, data layout);
+runners are cached, so fitting the same model again, even on new data of the same shapes, does
+not compile again. A chunk runs up to `n` steps and stops early at the first non-finite loss; it
+returns the per-step losses, the sum of the iterates (for averaging) and the first bad step.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from provi.core.vocab import BoundGuide, BoundModel, KeyStream, Objective
+from provi.estimators import surrogate
+
+__all__ = ["FitState", "Runner", "cached", "split_data", "join_data"]
+
+
+class FitState(NamedTuple):
+    """Everything the loop carries: parameters, optimiser state, PRNG key and the step count."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    step: jax.Array
+
+
+def split_data(args: tuple, kwargs: dict):
+    """Split model arguments into array leaves (traced) and a hashable static layout (compiled in)."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    is_array = tuple(isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves)
+    dynamic = [jnp.asarray(x) for x, a in zip(leaves, is_array) if a]
+    static = tuple(x for x, a in zip(leaves, is_array) if not a)
+    signature = tuple((x.shape, str(x.dtype)) for x in dynamic)
+    return dynamic, (treedef, is_array, static, signature)
+
+
+def join_data(dynamic, layout):
+    treedef, is_array, static, _ = layout
+    it_d, it_s = iter(dynamic), iter(static)
+    leaves = [next(it_d) if a else next(it_s) for a in is_array]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
+    """loss(params, consts, key, data) -> (surrogate loss to differentiate, objective value)."""
+
+    def loss(params, consts, key, data):
+        args, kwargs = join_data(data, layout)
+        keys = KeyStream(key)
+        model = BoundModel(model_prog, params["model"], keys, args, kwargs)
+        guide = BoundGuide(guide_prog, params["guide"], consts, keys, args, kwargs)
+        value = objective.value(model, guide)
+        return -surrogate(value, guide.ledger), value
+
+    return loss
+
+
+@dataclasses.dataclass(eq=False)
+class Runner:
+    """A compiled chunk function: `run(state, consts, data, n) -> (state, losses, iterate_sum, bad)`."""
+
+    model: Any  # ModelProgram
+    guide: Any  # guide program
+    objective: Objective
+    layout: Any
+    optimizer: optax.GradientTransformation
+    buffer: int
+    average: bool
+
+    def __post_init__(self):
+        self.loss = make_loss(self.model, self.guide, self.objective, self.layout)
+        self.run = jax.jit(self._chunk)
+        self.grad = jax.jit(jax.value_and_grad(self.loss, has_aux=True))
+
+    def _chunk(self, state: FitState, consts, data, n):
+        opt, loss = self.optimizer, self.loss
+
+        def body(carry):
+            i, st, losses, acc, bad = carry
+            key, sub = jax.random.split(st.key)
+            (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, data)
+            updates, opt_state = opt.update(grads, st.opt_state, st.params)
+            params = optax.apply_updates(st.params, updates)
+            losses = losses.at[i].set(-value)
+            if self.average:
+                acc = jax.tree.map(jnp.add, acc, params)
+            bad = jnp.where(jnp.isfinite(value), bad, st.step)
+            return i + 1, FitState(params, opt_state, key, st.step + 1), losses, acc, bad
+
+        def keep_going(carry):
+            i, _, _, _, bad = carry
+            return (i < n) & (bad < 0)
+
+        acc = jax.tree.map(jnp.zeros_like, state.params) if self.average else ()
+        losses = jnp.full((self.buffer,), jnp.nan, dtype=jnp.result_type(float))
+        init = (jnp.asarray(0), state, losses, acc, jnp.asarray(-1, dtype=state.step.dtype))
+        i, state, losses, acc, bad = jax.lax.while_loop(keep_going, body, init)
+        return state, losses, acc, i, bad
+
+
+_CACHE: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
+_CACHE_SIZE = 64
+
+
+def cached(key, build: Callable[[], Any]) -> Any:
+    """The compiled object cached under `key`, built on first use (least recently used ones are
+    dropped); a key that cannot be hashed is never cached."""
+    if key is None:
+        return build()
+    try:
+        hash(key)
+    except TypeError:
+        return build()
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    runner = _CACHE[key] = build()
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return runner
