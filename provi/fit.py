@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from provi.build import initialise_family, make_guide
+from provi.cache import enable_compilation_cache
 from provi.core.model import inspect_model
 from provi.core.vocab import Objective
 from provi.errors import NonFiniteError
@@ -80,6 +81,7 @@ def fit(
     """
     _check_options(model, steps, guide)
     t0 = time.perf_counter()
+    enable_compilation_cache()
     objective = ELBO() if objective is None else objective
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
