@@ -29,6 +29,7 @@ __all__ = ["fit", "default_optimizer"]
 
 DEFAULT_STEPS = 20_000
 BUFFER = 10_000  # most steps in one compiled chunk
+AVERAGE_MIN = 5_000  # after convergence, iterates are averaged over at least this many steps
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,6 +77,9 @@ def fit(
       init: "map" (start from the mode and its curvature), "prior", "zero", or {site: value}.
       estimators: {guide site: estimator} overriding each site's default gradient estimator.
       average: return the average of the final iterates (Polyak averaging); "auto" does so for families.
+        With early stopping, the average starts at the two windows in which the loss was found
+        stationary and runs for at least 5,000 steps (within `steps`): the error of an averaged
+        iterate shrinks as one over the square root of the steps averaged.
     Returns:
       a `FitResult`. An interrupted fit (Ctrl-C) or one whose loss turns non-finite returns what it had.
     """
@@ -169,7 +173,7 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
     watch = Convergence.for_steps(steps) if early else None
     stop = StopInfo(reason="steps", steps=0)
     bar = Progress(steps, enabled=progress)
-    done, rate = 0, None
+    done, rate, avg_from = 0, None, None
     try:
         while done < steps:
             n = _chunk_size(done, steps, rate, watch.window if watch else None)
@@ -194,8 +198,12 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
             dt = time.perf_counter() - t
             rate = ran / dt if dt > 0 else None
             bar.update(done, chunk)
-            if watch is not None and watch.converged(np.concatenate(losses)):
+            if watch is not None and avg_from is None and watch.converged(np.concatenate(losses)):
                 stop = StopInfo(reason="converged", steps=done)
+                avg_from = done - 2 * watch.window  # the two stationary windows start the average
+                if not sums:
+                    break
+            if avg_from is not None and done - avg_from >= AVERAGE_MIN:
                 break
     except KeyboardInterrupt:
         stop = StopInfo(reason="interrupted", steps=done)
@@ -204,7 +212,8 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
         bar.close()
     stop.steps = done
     all_losses = np.concatenate(losses) if losses else np.zeros((0,))
-    return state, all_losses, stop, _average(sums, done, state.params)
+    window = done - avg_from if avg_from is not None else done // 4
+    return state, all_losses, stop, _average(sums, window)
 
 
 def _last_finite(runner, start, consts, data, n_good, chunk):
@@ -217,11 +226,12 @@ def _last_finite(runner, start, consts, data, n_good, chunk):
     return start, chunk[:0]
 
 
-def _average(sums, done, last):
-    """The mean of the iterates over the last quarter of the run (at least one chunk)."""
+def _average(sums, want):
+    """The mean of the iterates over the last `want` steps (whole chunks, at least one): the two
+    stationary windows of a converged fit, else the last quarter of the run."""
     if not sums:
         return None
-    want = max(1, done // 4)
+    want = max(1, want)
     total, count = None, 0
     for acc, n in reversed(sums):
         total = acc if total is None else jax.tree.map(np.add, total, acc)
