@@ -169,7 +169,7 @@ def test_reference_mean_is_near_stationary(name):
 
 
 def test_centered_and_noncentered_are_one_target():
-    """p_centered(theta, mu, tau) = p_noncentered(theta_trans, mu, tau) / tau^J, up to a constant."""
+    """p_centered(theta, mu, tau) = p_noncentered(theta_trans, mu, tau) / tau^J (+ a constant)."""
     nc, c = load(POSTERIORS[0]), load(POSTERIORS[1])
     draws = _draws(nc.name)
     diffs = []
