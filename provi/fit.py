@@ -155,28 +155,33 @@ def _guide_key(guide, program):
     return program.family if isinstance(program, FamilyGuide) else guide
 
 
-def _chunk_size(done, total, rate, window):
-    """Steps for the next chunk: about a quarter second of work, at most `BUFFER` and one window."""
-    left = total - done
-    if rate is None:
-        return min(left, 100)
-    n = int(max(100, 0.25 * rate))
-    if window:
-        n = min(n, window)
-    return max(1, min(left, n, BUFFER))
+def _chunk_size(done: int, total: int, rate, boundary: int | None) -> int:
+    """Steps for the next chunk: about a quarter second of work, at most `BUFFER`, and never
+    across a multiple of `boundary` (where convergence is checked and averaging starts), so that
+    the result does not depend on how fast the machine ran."""
+    n = min(total - done, 100 if rate is None else int(max(100, 0.25 * rate)), BUFFER)
+    if boundary:
+        n = min(n, boundary - done % boundary)
+    return max(1, n)
 
 
 def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool, progress: bool, objective):
-    """Run chunks until `steps`, convergence, a non-finite loss or Ctrl-C: `(state, losses, stop, averaged)`."""
+    """Run chunks until `steps`, convergence, a non-finite loss or Ctrl-C: `(state, losses, stop, averaged)`.
+
+    Convergence is checked, and averaging starts and stops, only at multiples of the window, so
+    the same seed gives the same result whatever the chunk sizes were.
+    """
     losses: list[np.ndarray] = []
-    sums: list[tuple[Any, int]] = []
+    sums: list[tuple[int, Any, int]] = []  # (first step, sum of iterates, steps) per chunk
     watch = Convergence.for_steps(steps) if early else None
+    block = watch.window if watch else max(1, steps - steps // 4)
+    avg_from = None if watch else steps - steps // 4
     stop = StopInfo(reason="steps", steps=0)
     bar = Progress(steps, enabled=progress)
-    done, rate, avg_from = 0, None, None
+    done, rate = 0, None
     try:
         while done < steps:
-            n = _chunk_size(done, steps, rate, watch.window if watch else None)
+            n = _chunk_size(done, steps, rate, block)
             t = time.perf_counter()
             start = state
             new, chunk_losses, acc, ran, bad = runner.run(state, consts, data, n)
@@ -193,12 +198,14 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
             state = new
             losses.append(chunk)
             if acc:
-                sums.append((jax.device_get(acc), ran))
+                sums.append((done, jax.device_get(acc), ran))
             done += ran
             dt = time.perf_counter() - t
             rate = ran / dt if dt > 0 else None
             bar.update(done, chunk)
-            if watch is not None and avg_from is None and watch.converged(np.concatenate(losses)):
+            if watch is None or done % watch.window:
+                continue
+            if avg_from is None and watch.converged(np.concatenate(losses)):
                 stop = StopInfo(reason="converged", steps=done)
                 avg_from = done - 2 * watch.window  # the two stationary windows start the average
                 if not sums:
@@ -212,8 +219,7 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
         bar.close()
     stop.steps = done
     all_losses = np.concatenate(losses) if losses else np.zeros((0,))
-    window = done - avg_from if avg_from is not None else done // 4
-    return state, all_losses, stop, _average(sums, window)
+    return state, all_losses, stop, _average(sums, avg_from if avg_from is not None else done - done // 4)
 
 
 def _last_finite(runner, start, consts, data, n_good, chunk):
@@ -226,16 +232,14 @@ def _last_finite(runner, start, consts, data, n_good, chunk):
     return start, chunk[:0]
 
 
-def _average(sums, want):
-    """The mean of the iterates over the last `want` steps (whole chunks, at least one): the two
-    stationary windows of a converged fit, else the last quarter of the run."""
+def _average(sums, start: int):
+    """The mean of the iterates of the chunks that begin at or after step `start` (the last chunk
+    at least): the stationary windows of a converged fit, else the last quarter of the run."""
     if not sums:
         return None
-    want = max(1, want)
-    total, count = None, 0
-    for acc, n in reversed(sums):
-        total = acc if total is None else jax.tree.map(np.add, total, acc)
-        count += n
-        if count >= want:
-            break
+    chosen = [(acc, n) for first, acc, n in sums if first >= start] or [sums[-1][1:]]
+    count = sum(n for _, n in chosen)
+    total = chosen[0][0]
+    for acc, _ in chosen[1:]:
+        total = jax.tree.map(np.add, total, acc)
     return jax.tree.map(lambda x: x / count, total)
