@@ -11,7 +11,7 @@ import pytest
 from estimator_cases import DISTS, one_site_loss
 
 import provi
-from provi.errors import EstimatorError
+from provi.errors import EstimatorError, ModelError
 from provi.estimators import (
     MVD, REGISTRY, Enumerate, GumbelSoftmax, ImplicitReparam, LeaveOneOut, Learned, RejectionReparam, Reinforce,
     Reparam, RunningAverage, applicable, default_estimator,
@@ -91,9 +91,23 @@ def test_strings_and_classes_are_refused():
         Reinforce(baseline="loo")
 
 
+def test_fit_time_choice_overrides_infer_and_unknown_sites_are_refused():
+    def guide(y):
+        p = numpyro.param("p", 0.5, constraint=dist.constraints.unit_interval)
+        numpyro.sample("z", dist.Bernoulli(p), infer={"estimator": MVD()})
+
+    res = provi.fit(_model, Y, guide=guide, estimators={"z": Reinforce()}, steps=2, progress=False)
+    assert res.guide.estimators["z"] == Reinforce()
+    res = provi.fit(_model, Y, guide=guide, steps=2, progress=False)
+    assert res.guide.estimators["z"] == MVD()
+    with pytest.raises(ModelError, match="'w'"):
+        provi.fit(_model, Y, guide=guide, estimators={"w": MVD()}, steps=2, progress=False)
+
+
 def test_defaults_and_applicable():
     assert default_estimator(dist.Normal(0.0, 1.0)) == Reparam()
     assert default_estimator(dist.Bernoulli(0.3)) == Enumerate()
+    assert default_estimator(dist.Bernoulli(0.3), jnp.zeros((1000,))) == Reinforce(LeaveOneOut())  # too many branches
     assert default_estimator(dist.Categorical(probs=jnp.ones(100) / 100)) == Reinforce(LeaveOneOut())
     assert default_estimator(dist.Poisson(2.0)) == Reinforce(LeaveOneOut())
     assert applicable(dist.Poisson(2.0)) == ["Reinforce", "MVD"]

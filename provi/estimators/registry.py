@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from provi.estimators.enumerate import Enumerate, support_size
 from provi.estimators.mvd import MVD
 from provi.estimators.relax import GumbelSoftmax
@@ -12,6 +14,7 @@ __all__ = ["REGISTRY", "applicable", "default_estimator", "DEFAULT_MAX_ENUMERATE
 
 REGISTRY = (Reparam, ImplicitReparam, RejectionReparam, Reinforce, Enumerate, MVD, GumbelSoftmax)
 DEFAULT_MAX_ENUMERATE = 16  # the default enumerates supports of at most this many values
+DEFAULT_MAX_BRANCHES = 256  # ... and sites of at most this many (coordinates x support values)
 
 
 def applicable(fn) -> list[str]:
@@ -21,10 +24,13 @@ def applicable(fn) -> list[str]:
 
 def default_estimator(fn, value=None):
     """`Reparam` where the distribution has a reparameterized sampler; else `Enumerate` for
-    supports of at most 16 values; else `Reinforce` with a leave-one-out baseline."""
+    supports of at most 16 values on sites of at most 256 (coordinates x values), as Enumerate
+    re-runs the objective once per coordinate and value; else `Reinforce` with a leave-one-out
+    baseline (which needs several particles, e.g. `ELBO(num_particles=4)`, to have any effect)."""
     if fn.has_rsample:
         return Reparam()
     k = support_size(fn)
-    if k is not None and k <= DEFAULT_MAX_ENUMERATE:
+    m = 1 if value is None else max(1, int(jnp.size(value)))
+    if k is not None and k <= DEFAULT_MAX_ENUMERATE and k * m <= DEFAULT_MAX_BRANCHES:
         return Enumerate()
     return Reinforce(baseline=LeaveOneOut())

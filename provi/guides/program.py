@@ -168,6 +168,9 @@ class NumPyroGuide:
         missing = [n for n in model_info.latent_names if n not in sites]
         if missing:
             raise ModelError(f"the guide has no sample statement for the model's latent site(s) {missing}")
+        unknown = sorted(set(estimators or {}) - set(sites))
+        if unknown:
+            raise ModelError(f"estimators given for unknown site(s) {unknown}; the guide's sample sites are {sites}")
         from provi.estimators import resolve  # estimators build on programs, not the reverse
 
         chosen = {name: resolve(name, tr[name], estimators) for name in sites}
