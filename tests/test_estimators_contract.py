@@ -143,8 +143,8 @@ def _exact_posterior():
         (Enumerate(), 0.01, 1500),
         (MVD(), 0.01, 1500),
         (Reinforce(LeaveOneOut()), 0.03, 1500),
-        (Reinforce(Learned(init=-8.0)), 0.03, 3000),
-        (Reinforce(RunningAverage(0.9)), 0.03, 3000),
+        pytest.param(Reinforce(Learned(init=-8.0)), 0.03, 3000, marks=pytest.mark.slow),
+        pytest.param(Reinforce(RunningAverage(0.9)), 0.03, 3000, marks=pytest.mark.slow),
     ],
     ids=lambda e: getattr(e, "name", ""),
 )
