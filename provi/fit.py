@@ -18,6 +18,7 @@ from provi.cache import enable_compilation_cache
 from provi.core.model import inspect_model
 from provi.core.vocab import Objective
 from provi.errors import NonFiniteError
+from provi.estimators import init_states
 from provi.guides.program import FamilyGuide, ModelProgram
 from provi.loop import FitState, Runner, cached, split_data
 from provi.objectives import ELBO
@@ -106,6 +107,8 @@ def fit(
     else:
         guide_params, consts = guide_prog.init_params(k_init), {}
         params = {"model": model_params, "guide": guide_params}
+        if est_state := init_states(guide_prog):  # explicit estimator state (baselines)
+            params["estimators"] = est_state
         opt_state = optimizer.init(params)
     optimise = getattr(getattr(guide_prog, "family", None), "optimise", True)
     user_steps = steps is not None
