@@ -3,6 +3,7 @@ vocabulary (`provi.sim`, `provi.density`, `provi.detach`, ...). All are maximise
 
 from provi.objectives.divergences import CUBO, ChiSquareVIS, Renyi
 from provi.objectives.elbo import ELBO, STL
+from provi.objectives.evaluate import evaluate
 from provi.objectives.hierarchical import DIWHVI, HVI, IWHVI, marginal_log_q
 from provi.objectives.iwae import CIWAE, IWAE, MIWAE, PIWAE, VIMCO, DReG
 from provi.objectives.rws import RWS
@@ -25,6 +26,7 @@ __all__ = [
     "IWHVI",
     "DIWHVI",
     "REGISTRY",
+    "evaluate",
     "log_mean_exp",
     "normalised_weights",
     "leave_one_out",
