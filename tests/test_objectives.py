@@ -228,6 +228,22 @@ def test_stl_gradient_vanishes_at_the_posterior_and_is_unbiased_elsewhere():
         assert abs(a[0] - b[0]) < Z * np.hypot(a[1], b[1])
 
 
+def test_stl_for_families_vanishes_at_the_posterior():
+    """A fullrank family started at the mode and curvature of a Gaussian posterior is exact: STL's
+    guide gradient is zero there, the ELBO's is not."""
+    import optax
+
+    from objective_models import model
+    from provi.loop import make_loss
+
+    for obj, tiny in ((provi.STL(num_particles=4), True), (provi.ELBO(num_particles=4), False)):
+        res = provi.fit(model, X, guide="fullrank", objective=obj, optimizer=optax.sgd(0.0), steps=1, progress=False)
+        loss = make_loss(res.model, res.guide, obj, res.layout)
+        grad = jax.vmap(lambda k: jax.grad(lambda p: loss(p, res.consts, k, res.data)[0])(res.params)["guide"])
+        biggest = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grad(jax.random.split(jax.random.PRNGKey(0), 50))))
+        assert (biggest < 1e-3) if tiny else (biggest > 0.1), (obj, biggest)
+
+
 def test_vimco_is_unbiased_and_beats_the_plain_score_function():
     est = provi.estimators.Reinforce()
     _, gv = Harness(make_guide(0.1, 0.4, est), provi.VIMCO(k=8)).run(8000)
@@ -321,3 +337,22 @@ def test_a_non_finite_objective_is_named():
         _value(broken)
     with pytest.warns(RuntimeWarning, match="broken"):
         provi.fit(lambda x: __import__("objective_models").model(x), X, guide=make_guide(0.1, 0.4), objective=broken, steps=5, progress=False)
+
+
+# --- nesting: the marginal estimate composes with any outer objective --------------------------
+
+
+@provi.objective
+def my_diwhvi(model, guide, *args, k=4, m=3):
+    z, log_q = provi.sim(guide, *args, n=k)
+    latents, _ = provi.split_auxiliary(guide, z)
+    log_q_marginal = provi.objectives.marginal_log_q(guide, z, log_q, *args, m=m)
+    return provi.log_mean_exp(provi.density(model, latents, *args) - log_q_marginal)
+
+
+def test_a_user_hierarchical_iwae_matches_diwhvi():
+    v1, g1 = Harness(make_aux_guide(A, B, S), my_diwhvi(k=4, m=3)).run(10)
+    v2, g2 = Harness(make_aux_guide(A, B, S), provi.DIWHVI(k=4, m=3)).run(10)
+    np.testing.assert_allclose(v1, v2, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
