@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from provi.errors import ModelError, ObjectiveError
 
@@ -33,6 +34,8 @@ __all__ = [
     "claim_scores",
     "kl",
     "split_auxiliary",
+    "sim_given",
+    "density_given",
     "objective",
     "Objective",
 ]
@@ -222,6 +225,65 @@ def kl(guide: BoundGuide, model: BoundModel, values: dict, *args, **kwargs) -> t
     return vectorise(one, nb)(values), tuple(covered)
 
 
+def sim_given(guide: BoundGuide, fn, given: dict, *args, n: int, **kwargs) -> tuple[dict, jax.Array]:
+    """Draw `n` times from a conditional NumPyro program `fn(given, *args, **kwargs)` at each
+    particle of `given` (a dict of the guide's sites with leading particle axes): `(values, log_r)`,
+    with particle axes then an `n` axis. `fn`'s `numpyro.param` sites take the guide's parameters
+    of the same name (others keep their initial values); its sites are drawn pathwise.
+    Used for reverse models r(u | z) of hierarchical guides."""
+    from provi.guides.program import batch_ndim, vectorise
+
+    args, kwargs = _call_args(guide, args, kwargs)
+    _, fixed = _numpyro_fn(guide)
+    nb = batch_ndim(given, guide.program.shapes)
+    lead = jnp.shape(given[next(iter(given))])[:nb]
+    keys = jax.random.split(guide.keys(), int(np.prod(lead, dtype=int)) * n).reshape(lead + (n, -1))
+
+    def one(g, key):
+        tr = _trace_fn(fn, key, fixed, {}, (g,) + tuple(args), kwargs)
+        return {k: v["value"] for k, v in tr.items() if _is_latent(v)}, _sum_log_prob(tr)
+
+    return vectorise(jax.vmap(one, in_axes=(None, 0)), nb)(given, keys)
+
+
+def density_given(guide: BoundGuide, fn, values: dict, given: dict, *args, **kwargs) -> jax.Array:
+    """Log density of `values` under the conditional NumPyro program `fn(given, *args, **kwargs)`
+    (parameters as in `sim_given`); `given` is broadcast to the particle axes of `values`."""
+    from provi.guides.program import batch_ndim, vectorise
+
+    args, kwargs = _call_args(guide, args, kwargs)
+    _, fixed = _numpyro_fn(guide)
+    shapes = guide.program.shapes
+    lead = jnp.shape(values[next(iter(values))])[: batch_ndim(values, shapes)]
+    given = {k: jnp.broadcast_to(v, lead + tuple(shapes[k])) for k, v in given.items()}
+    key = guide.keys()
+
+    def one(v, g):
+        return _sum_log_prob(_trace_fn(fn, key, fixed, v, (g,) + tuple(args), kwargs))
+
+    return vectorise(one, len(lead))(values, given)
+
+
+def _is_latent(site) -> bool:
+    return site["type"] == "sample" and not site["is_observed"]
+
+
+def _sum_log_prob(tr) -> jax.Array:
+    total = jnp.zeros(())
+    for site in tr.values():
+        if site["type"] == "sample":
+            lp = site["fn"].log_prob(site["value"])
+            total = total + jnp.sum(lp if site.get("scale") is None else lp * site["scale"])
+    return total
+
+
+def _trace_fn(fn, key, fixed, values, args, kwargs):
+    from numpyro import handlers
+
+    seeded = handlers.substitute(handlers.seed(fn, key), data={**fixed, **values})
+    return handlers.trace(seeded).get_trace(*args, **kwargs)
+
+
 def _same_scale(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -256,11 +318,8 @@ def _numpyro_fn(bound):
 
 
 def _trace(bound, key, values, args, kwargs):
-    from numpyro import handlers
-
     fn, fixed = _numpyro_fn(bound)
-    seeded = handlers.substitute(handlers.seed(fn, key), data={**fixed, **values})
-    return handlers.trace(seeded).get_trace(*args, **kwargs)
+    return _trace_fn(fn, key, fixed, values, args, kwargs)
 
 
 def _site_density(bound, values, sites, args, kwargs):
