@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from provi.core.subsample import SUBSAMPLE_TAG, SharedSubsample
 from provi.core.vocab import BoundGuide, BoundModel, KeyStream, Objective
 from provi.estimators import surrogate
 
@@ -57,7 +58,8 @@ def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
         keys = KeyStream(key)
         model = BoundModel(model_prog, params["model"], keys, args, kwargs)
         guide = BoundGuide(guide_prog, params["guide"], consts, keys, args, kwargs)
-        value = objective.value(model, guide)
+        with SharedSubsample(key=jax.random.fold_in(key, SUBSAMPLE_TAG)):  # one set of plate indices per step
+            value = objective.value(model, guide)
         return -surrogate(value, guide.ledger), value
 
     return loss
@@ -65,7 +67,11 @@ def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
 
 @dataclasses.dataclass(eq=False)
 class Runner:
-    """A compiled chunk function: `run(state, consts, data, n) -> (state, losses, iterate_sum, bad)`."""
+    """A compiled chunk function: `run(state, consts, data, n) -> (state, losses, iterate_sum, bad)`.
+
+    With `stream=True`, every leaf of `data` carries a leading step axis (a block of minibatches
+    from a loader, see `provi.data`): step i of the chunk uses `data[..][i]`.
+    """
 
     model: Any  # ModelProgram
     guide: Any  # guide program
@@ -74,6 +80,7 @@ class Runner:
     optimizer: optax.GradientTransformation
     buffer: int
     average: bool
+    stream: bool = False
 
     def __post_init__(self):
         self.loss = make_loss(self.model, self.guide, self.objective, self.layout)
@@ -86,7 +93,8 @@ class Runner:
         def body(carry):
             i, st, losses, acc, bad = carry
             key, sub = jax.random.split(st.key)
-            (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, data)
+            batch = jax.tree.map(lambda x: x[i], data) if self.stream else data
+            (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, batch)
             updates, opt_state = opt.update(grads, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
             losses = losses.at[i].set(-value)
