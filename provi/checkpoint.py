@@ -77,7 +77,7 @@ def save(path, ckpt: Checkpoint) -> None:
                 z.writestr("meta.json", json.dumps(meta, indent=1))
                 for name, x in arrays.items():
                     buf = io.BytesIO()
-                    np.lib.format.write_array(buf, np.ascontiguousarray(x), allow_pickle=False)
+                    np.lib.format.write_array(buf, np.asarray(x, order="C"), allow_pickle=False)
                     z.writestr(name + ".npy", buf.getvalue())
             f.flush()
             os.fsync(f.fileno())

@@ -10,7 +10,7 @@ The loop stays one compiled program: before each chunk of n steps, provi stacks 
 batches into a block (each leaf gets a leading step axis, shape (n, B, ...)), moves it to the
 device(s) (split over the batch axis with `devices=`), and the chunk's step i reads row i. The next
 block is assembled on the host while the device runs the current chunk. Chunks have a fixed
-length (`provi.fit.FIXED_CHUNK` steps), so at most that many batches are on the device at once.
+length (`FIXED_CHUNK` in provi/fit.py, 500 steps), so at most that many batches are on the device at once.
 
 `loader` may be any iterable; when it is exhausted provi iterates it again (a new epoch). To resume
 a fit (`resume=`) provi needs the batches from the checkpoint's step on: it calls `loader.at(step)`

@@ -272,10 +272,11 @@ def _data_lengths(model, args, kwargs, guide_prog, info) -> set:
 class _Plan:
     """The chunk schedule, the data of each chunk (streamed batches) and checkpoints.
 
-    Without batches or checkpoints, chunk sizes adapt to the measured speed (`_chunk_size`);
-    with either, every chunk has `FIXED_CHUNK` steps, so that the schedule, and with it iterate
-    averaging and early stopping, is a function of the step count alone and a resumed fit
-    equals an uninterrupted one.
+    Without batches, checkpoints or devices, chunk sizes adapt to the measured speed
+    (`_chunk_size`); with any of them, every chunk has `FIXED_CHUNK` steps, so that the schedule,
+    and with it iterate averaging and early stopping (both decided per chunk), is a function of
+    the step count alone: a resumed fit equals an uninterrupted one, and a fit on N devices the
+    same fit on one (`devices=1`).
     """
 
     feeder: Any = None
@@ -296,7 +297,7 @@ class _Plan:
 
     @property
     def fixed(self) -> bool:
-        return self.feeder is not None or self.path is not None or self.resume is not None
+        return self.feeder is not None or self.path is not None or self.resume is not None or self.mesh is not None
 
     def chunk(self, done, total, rate, window) -> int:
         if not self.fixed:
