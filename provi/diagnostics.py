@@ -83,7 +83,7 @@ def _estimators(res) -> dict:
     return {name: "Reparam" for name in getattr(res.guide, "sites", ())}
 
 
-def diagnose(res, n: int = 2000, seed=None) -> Diagnostics:
+def diagnose(res, n: int = 20_000, seed=None) -> Diagnostics:
     """Diagnose a `FitResult` with `n` guide draws."""
     z, log_q = res.draws(n, seed)
     log_w = np.asarray(res.log_weights(z, log_q))
@@ -112,7 +112,7 @@ def diagnose(res, n: int = 2000, seed=None) -> Diagnostics:
 
 def psis_resample(res, n: int, seed=None) -> dict:
     """`n` draws resampled by their Pareto-smoothed importance weights (raises if k-hat >= 0.7)."""
-    m = max(4 * n, 4000)
+    m = max(4 * n, 20_000)
     z, log_q = res.draws(m, seed)
     lw, k = psis(np.asarray(res.log_weights(z, log_q)))
     if not np.isfinite(k) or k >= 0.7:

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from provi.build import initialise_family, make_guide
+from provi.cache import enable_compilation_cache
 from provi.core.model import inspect_model
 from provi.core.vocab import Objective
 from provi.errors import NonFiniteError
@@ -33,7 +34,8 @@ __all__ = ["fit", "default_optimizer"]
 
 DEFAULT_STEPS = 20_000
 BUFFER = 10_000  # most steps in one compiled chunk
-FIXED_CHUNK = 500  # steps per chunk when checkpointing, resuming or streaming batches
+AVERAGE_MIN = 5_000  # after convergence, iterates are averaged over at least this many steps
+FIXED_CHUNK = 500  # steps per chunk when checkpointing, resuming, streaming batches or using devices
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,6 +88,9 @@ def fit(
       init: "map" (start from the mode and its curvature), "prior", "zero", or {site: value}.
       estimators: {guide site: estimator} overriding each site's default gradient estimator.
       average: return the average of the final iterates (Polyak averaging); "auto" does so for families.
+        With early stopping, the average starts at the two windows in which the loss was found
+        stationary and runs for at least 5,000 steps (within `steps`): the error of an averaged
+        iterate shrinks as one over the square root of the steps averaged.
       devices: run data-parallel over devices: a count, a list of devices or a `jax.sharding.Mesh`
         (see `provi.parallel`); the same seed gives the same fit as on one device.
       batches: a loader of minibatches streamed into the compiled loop (see `provi.data`); the model
@@ -98,6 +103,7 @@ def fit(
     """
     _check_options(model, steps, guide)
     t0 = time.perf_counter()
+    enable_compilation_cache()
     objective = ELBO() if objective is None else objective
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
@@ -198,19 +204,20 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
     sums: list[tuple[Any, int]] = []
     watch = Convergence.for_steps(steps) if early else None
     stop = StopInfo(reason="steps", steps=0)
-    done, rate = 0, None
+    done, rate, avg_from = 0, None, None
     if restored is not None:
         losses, sums, done = [np.asarray(restored.losses)], list(restored.sums), int(restored.state.step)
+        avg_from = restored.meta.get("avg_from")
         if watch is not None and restored.watch:
             watch = dataclasses.replace(watch, **restored.watch)
+        if restored.meta.get("stopped") == "converged":
+            stop = StopInfo(reason="converged", steps=done)
     bar = Progress(steps, enabled=progress)
     bar.update(done, losses[-1] if losses else np.zeros(0))
     window = watch.window if watch else None
-    n = plan.chunk(done, steps, rate, window)
+    n = 0 if restored is not None and restored.meta.get("ended") else plan.chunk(done, steps, rate, window)
     chunk_data = plan.chunk_data(data, n)
     try:
-        if restored is not None and restored.meta.get("converged"):
-            stop, n = StopInfo(reason="converged", steps=done), 0
         while done < steps and n > 0:
             t = time.perf_counter()
             start = state
@@ -238,10 +245,12 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
             if plan.feeder is None:
                 following, next_data = plan.chunk(done, steps, rate, window), data
             bar.update(done, chunk)
-            converged = watch is not None and watch.converged(np.concatenate(losses))
-            plan.after_chunk(state, consts, losses, sums, watch, done, final=converged or done >= steps)
-            if converged:
+            if watch is not None and avg_from is None and watch.converged(np.concatenate(losses)):
                 stop = StopInfo(reason="converged", steps=done)
+                avg_from = done - 2 * watch.window  # the two stationary windows start the average
+            ended = avg_from is not None and (not sums or done - avg_from >= AVERAGE_MIN)
+            plan.after_chunk(state, consts, losses, sums, watch, done, ended or done >= steps, {"avg_from": avg_from, "stopped": stop.reason, "ended": ended})
+            if ended:
                 break
             n, chunk_data = following, next_data
     except KeyboardInterrupt:
@@ -251,7 +260,8 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
         bar.close()
     stop.steps = done
     all_losses = np.concatenate(losses) if losses else np.zeros((0,))
-    return state, all_losses, stop, _average(sums, done, state.params)
+    window = done - avg_from if avg_from is not None else done // 4
+    return state, all_losses, stop, _average(sums, window)
 
 
 def _resume_step(resume) -> int:
@@ -317,11 +327,11 @@ class _Plan:
             return chunk_data
         return [x[i] for x in chunk_data[: self.n_batch]] + list(chunk_data[self.n_batch :])
 
-    def after_chunk(self, state, consts, losses, sums, watch, done, final):
+    def after_chunk(self, state, consts, losses, sums, watch, done, final, loop_meta):
         if self.path is None or jax.process_index() != 0:
             return
         if final or (done // FIXED_CHUNK) % self.every == 0:
-            meta = {**self.meta, "step": int(done), "chunk": FIXED_CHUNK, "converged": bool(final and done < self.meta["steps"])}
+            meta = {**self.meta, **loop_meta, "step": int(done), "chunk": FIXED_CHUNK}
             w = {"_calm": watch._calm, "_checked": watch._checked} if watch is not None else None
             ckpt_io.save(self.path, ckpt_io.Checkpoint(state, consts, np.concatenate(losses), sums, w, meta))
 
@@ -346,11 +356,12 @@ def _last_finite(runner, start, consts, data, n_good, chunk):
     return start, chunk[:0]
 
 
-def _average(sums, done, last):
-    """The mean of the iterates over the last quarter of the run (at least one chunk)."""
+def _average(sums, want):
+    """The mean of the iterates over the last `want` steps (whole chunks, at least one): the two
+    stationary windows of a converged fit, else the last quarter of the run."""
     if not sums:
         return None
-    want = max(1, done // 4)
+    want = max(1, want)
     total, count = None, 0
     for acc, n in reversed(sums):
         total = acc if total is None else jax.tree.map(np.add, total, acc)

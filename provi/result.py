@@ -168,8 +168,9 @@ class FitResult:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
         return _log_weights(self.model, self.params["model"], z, log_q, self.data, self.layout)
 
-    def diagnostics(self, n: int = 2000, seed: int | None = None):
-        """PSIS k-hat, convergence and the estimators used, with verdicts in words."""
+    def diagnostics(self, n: int = 20_000, seed: int | None = None):
+        """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence
+        and the estimators used, with verdicts in words."""
         from provi.diagnostics import diagnose
 
         return diagnose(self, n, seed)

@@ -73,9 +73,21 @@ def _model_traceback(tb: types.TracebackType | None) -> types.TracebackType | No
     return tb
 
 
+def _improper_value(site):
+    """A value for a latent site with a flat (improper) prior, which cannot be sampled: zero in
+    the unconstrained space (NumPyro's samplers refuse `ImproperUniform`)."""
+    if site["type"] != "sample" or site.get("is_observed") or not isinstance(base_distribution(site["fn"]), ImproperUniform):
+        return None
+    fn = site["fn"]
+    shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    t = biject_to(fn.support)
+    return t(jnp.zeros(t.inverse_shape(shape)))
+
+
 def trace_model(model: Callable, args: tuple, kwargs: dict, key, substitute: dict | None = None) -> dict:
-    """Run `model` once under `seed` and `trace`; the model's own exceptions surface unchanged."""
-    fn = handlers.seed(model, key)
+    """Run `model` once under `seed` and `trace` (flat priors get the value zero in the
+    unconstrained space); the model's own exceptions surface unchanged."""
+    fn = handlers.substitute(handlers.seed(model, key), substitute_fn=_improper_value)
     if substitute:
         fn = handlers.substitute(fn, data=substitute)
     try:

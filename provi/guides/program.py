@@ -91,9 +91,11 @@ class FamilyGuide:
         return self.space.names
 
     def consts(self, shift, P) -> dict:
-        """The preconditioner's constants (traceable)."""
-        logdet = jnp.sum(jnp.log(jnp.abs(P if P.ndim == 1 else jnp.diag(P))))
-        return {"shift": shift, "P": P, "log_det_P": logdet}
+        """The preconditioner's constants, from host arrays (no device computation)."""
+        shift, P = np.asarray(shift, np.float64), np.asarray(P, np.float64)
+        logdet = np.sum(np.log(np.abs(P if P.ndim == 1 else np.diag(P))))
+        dtype = jnp.result_type(float)
+        return {"shift": jnp.asarray(shift, dtype), "P": jnp.asarray(P, dtype), "log_det_P": jnp.asarray(logdet, dtype)}
 
     def init_params(self, key, scale=None) -> dict:
         d = self.space.dim
