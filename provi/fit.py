@@ -121,7 +121,7 @@ def fit(
     model_params = model_prog.init_params()
     notes: list[str] = []
     data, layout = split_data(args, kwargs)
-    lengths = _data_lengths(model, args, kwargs, guide_prog, info)
+    lengths = _data_lengths(model, args, kwargs, guide_prog, info) if (mesh is not None or info.subsampled) else set()
     data = place(data, mesh, lengths)
     optimizer = default_optimizer() if optimizer is None else optimizer
     if isinstance(guide_prog, FamilyGuide):

@@ -3,7 +3,7 @@
 provi runs the model and the guide as separate NumPyro programs, each with its own PRNG keys. A
 subsampled plate left to NumPyro would draw its indices once in the guide and again, differently,
 in the model. `SharedSubsample(key)` is one small NumPyro handler that fixes this: it gives every
-subsampled plate message the indices `subsample_indices(fold_in(key, id(name)), N, B)`, a pure
+subsampled plate message the indices `subsample_indices(fold_in(key, plate_id(name)), N, B)`, a pure
 function of the handler's key and the plate's name. Everything traced under one handler (the
 guide's `sim`, the model's `density`, any number of calls, inside `vmap` over particles) therefore
 sees the same indices for a plate, and nothing has to be passed between the programs. The fit loop
