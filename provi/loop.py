@@ -69,8 +69,9 @@ def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
 class Runner:
     """A compiled chunk function: `run(state, consts, data, n) -> (state, losses, iterate_sum, bad)`.
 
-    With `stream=True`, every leaf of `data` carries a leading step axis (a block of minibatches
-    from a loader, see `provi.data`): step i of the chunk uses `data[..][i]`.
+    With `stream=k > 0`, the first k leaves of `data` carry a leading step axis (a block of
+    minibatches from a loader, see `provi.data`): step i of the chunk uses row i of each of them,
+    and the other leaves as they are.
     """
 
     model: Any  # ModelProgram
@@ -80,7 +81,7 @@ class Runner:
     optimizer: optax.GradientTransformation
     buffer: int
     average: bool
-    stream: bool = False
+    stream: int = 0
 
     def __post_init__(self):
         self.loss = make_loss(self.model, self.guide, self.objective, self.layout)
@@ -93,7 +94,7 @@ class Runner:
         def body(carry):
             i, st, losses, acc, bad = carry
             key, sub = jax.random.split(st.key)
-            batch = jax.tree.map(lambda x: x[i], data) if self.stream else data
+            batch = [x[i] for x in data[: self.stream]] + list(data[self.stream :]) if self.stream else data
             (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, batch)
             updates, opt_state = opt.update(grads, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
