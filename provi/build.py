@@ -100,6 +100,24 @@ def whitening(h: np.ndarray, tril: bool) -> tuple[np.ndarray, float]:
     return np.linalg.cholesky(0.5 * (cov + cov.T)), float(np.min(w))
 
 
+def run_once(fn):
+    """jit for a program that runs once per fit: compiled without LLVM's expensive optimisations,
+    which halves its compile time and costs nothing that matters at run time."""
+    compiled = {}
+
+    def call(*args):
+        sig = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), args)
+        key = str(sig)
+        if key not in compiled:
+            lowered = jax.jit(fn).lower(*args)
+            compiled[key] = lowered.compile(
+                compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+            )
+        return compiled[key](*args)
+
+    return call
+
+
 def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str, optimizer):
     """A compiled `(key, model_params, data, u_given) -> (params, opt_state, u, h, report)`: the
     family's starting point, the curvature there and the family's parameters, in one program (cached)."""
@@ -113,7 +131,6 @@ def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str,
     def build():
         f = log_density_u(model, space, layout, jacobian=not family.is_point)
 
-        @jax.jit
         def run(key, model_params, data, u_given):
             args, kwargs = join_data(data, layout)
             k_prior, k_fam = jax.random.split(key)
@@ -121,13 +138,10 @@ def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str,
             report = {}
             if init == "given":
                 u0 = u_given
-            elif init == "zero":
+            elif init in ("zero", "map"):
                 u0 = jnp.zeros((d,))
             else:
-                zero, prior = jnp.zeros((d,)), space.prior_point(model.model, k_prior, args, kwargs)
-                u0 = zero if init == "map" else prior
-                if init == "map":
-                    u0 = jnp.where(jnp.isfinite(g(zero)), zero, prior)
+                u0 = space.prior_point(model.model, k_prior, args, kwargs)
             u, h = u0, jnp.zeros((0, 0))
             scale = jnp.full((d,), 1.0 if family.is_point else 0.1)
             if init == "map":
@@ -143,7 +157,7 @@ def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str,
             params = program.init_params(k_fam, scale)
             return params, optimizer.init({"model": model_params, "guide": params}), u, h, report
 
-        return run
+        return run_once(run)
 
     return cached(("start", model.model, layout, family, init, optimizer), build), with_h
 

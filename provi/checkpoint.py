@@ -39,7 +39,7 @@ class Checkpoint:
     state: Any  # provi.loop.FitState
     consts: Any
     losses: np.ndarray
-    sums: list  # [(iterate sum pytree, steps)]
+    sums: list  # [(first step, iterate sum pytree, steps)] per chunk
     watch: dict | None
     meta: dict
 
@@ -67,9 +67,9 @@ def save(path, ckpt: Checkpoint) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {**_flat("state", ckpt.state), **_flat("consts", ckpt.consts), "losses": np.asarray(ckpt.losses)}
-    for i, (acc, _) in enumerate(ckpt.sums):
+    for i, (_, acc, _) in enumerate(ckpt.sums):
         arrays.update(_flat(f"sums/{i}", acc))
-    meta = {**ckpt.meta, "format": FORMAT, "watch": ckpt.watch, "sums": [int(n) for _, n in ckpt.sums]}
+    meta = {**ckpt.meta, "format": FORMAT, "watch": ckpt.watch, "sums": [[int(f), int(n)] for f, _, n in ckpt.sums]}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -108,5 +108,5 @@ def load(path, state_template, consts_template, params_template) -> Checkpoint:
     what = str(path)
     state = _unflat("state", state_template, arrays, what)
     consts = _unflat("consts", consts_template, arrays, what)
-    sums = [(_unflat(f"sums/{i}", params_template, arrays, what), n) for i, n in enumerate(meta["sums"])]
+    sums = [(f, _unflat(f"sums/{i}", params_template, arrays, what), n) for i, (f, n) in enumerate(meta["sums"])]
     return Checkpoint(state, consts, arrays["losses"], sums, meta.get("watch"), meta)

@@ -35,7 +35,7 @@ __all__ = ["fit", "default_optimizer"]
 DEFAULT_STEPS = 20_000
 BUFFER = 10_000  # most steps in one compiled chunk
 AVERAGE_MIN = 5_000  # after convergence, iterates are averaged over at least this many steps
-FIXED_CHUNK = 500  # steps per chunk when checkpointing, resuming, streaming batches or using devices
+FIXED_CHUNK = 500  # steps per chunk when checkpointing, resuming or streaming batches
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,36 +186,41 @@ def _guide_key(guide, program):
     return program.family if isinstance(program, FamilyGuide) else guide
 
 
-def _chunk_size(done, total, rate, window):
-    """Steps for the next chunk: about a quarter second of work, at most `BUFFER` and one window."""
-    left = total - done
-    if rate is None:
-        return min(left, 100)
-    n = int(max(100, 0.25 * rate))
-    if window:
-        n = min(n, window)
-    return max(1, min(left, n, BUFFER))
+def _chunk_size(done: int, total: int, rate, boundary: int | None) -> int:
+    """Steps for the next chunk: about a quarter second of work, at most `BUFFER`, and never
+    across a multiple of `boundary` (where convergence is checked and averaging starts), so that
+    the result does not depend on how fast the machine ran."""
+    n = min(total - done, 100 if rate is None else int(max(100, 0.25 * rate)), BUFFER)
+    if boundary:
+        n = min(n, boundary - done % boundary)
+    return max(1, n)
 
 
 def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool, progress: bool, objective, plan=None, restored=None):
-    """Run chunks until `steps`, convergence, a non-finite loss or Ctrl-C: `(state, losses, stop, averaged)`."""
+    """Run chunks until `steps`, convergence, a non-finite loss or Ctrl-C: `(state, losses, stop, averaged)`.
+
+    Convergence is checked, and averaging starts and stops, only at multiples of the window, so
+    the same seed gives the same result whatever the chunk sizes were.
+    """
     plan = _Plan() if plan is None else plan
     losses: list[np.ndarray] = []
-    sums: list[tuple[Any, int]] = []
+    sums: list[tuple[int, Any, int]] = []  # (first step, sum of iterates, steps) per chunk
     watch = Convergence.for_steps(steps) if early else None
+    block = watch.window if watch else max(1, steps - steps // 4)
+    avg_from = None if watch else steps - steps // 4
     stop = StopInfo(reason="steps", steps=0)
-    done, rate, avg_from = 0, None, None
+    done, rate = 0, None
     if restored is not None:
         losses, sums, done = [np.asarray(restored.losses)], list(restored.sums), int(restored.state.step)
-        avg_from = restored.meta.get("avg_from")
-        if watch is not None and restored.watch:
-            watch = dataclasses.replace(watch, **restored.watch)
+        if watch is not None:
+            avg_from = restored.meta.get("avg_from")
+            if restored.watch:
+                watch = dataclasses.replace(watch, **restored.watch)
         if restored.meta.get("stopped") == "converged":
             stop = StopInfo(reason="converged", steps=done)
     bar = Progress(steps, enabled=progress)
     bar.update(done, losses[-1] if losses else np.zeros(0))
-    window = watch.window if watch else None
-    n = 0 if restored is not None and restored.meta.get("ended") else plan.chunk(done, steps, rate, window)
+    n = 0 if restored is not None and restored.meta.get("ended") else plan.chunk(done, steps, rate, block)
     chunk_data = plan.chunk_data(data, n)
     try:
         while done < steps and n > 0:
@@ -223,7 +228,7 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
             start = state
             new, chunk_losses, acc, ran, bad = runner.run(state, consts, chunk_data, n)
             if plan.feeder is not None:  # the next block is built on the host while the device works
-                following = plan.chunk(done + n, steps, None, window)
+                following = plan.chunk(done + n, steps, None, block)
                 next_data = plan.chunk_data(data, following)
             ran, bad = int(ran), int(bad)
             chunk = np.asarray(chunk_losses)[:ran]
@@ -238,18 +243,22 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
             state = new
             losses.append(chunk)
             if acc:
-                sums.append((jax.device_get(acc), ran))
+                sums.append((done, jax.device_get(acc), ran))
             done += ran
             dt = time.perf_counter() - t
             rate = ran / dt if dt > 0 else None
             if plan.feeder is None:
-                following, next_data = plan.chunk(done, steps, rate, window), data
+                following, next_data = plan.chunk(done, steps, rate, block), data
             bar.update(done, chunk)
-            if watch is not None and avg_from is None and watch.converged(np.concatenate(losses)):
-                stop = StopInfo(reason="converged", steps=done)
-                avg_from = done - 2 * watch.window  # the two stationary windows start the average
-            ended = avg_from is not None and (not sums or done - avg_from >= AVERAGE_MIN)
-            plan.after_chunk(state, consts, losses, sums, watch, done, ended or done >= steps, {"avg_from": avg_from, "stopped": stop.reason, "ended": ended})
+            ended = False
+            if watch is not None and done % watch.window == 0:
+                if avg_from is None and watch.converged(np.concatenate(losses)):
+                    stop = StopInfo(reason="converged", steps=done)
+                    avg_from = done - 2 * watch.window  # the two stationary windows start the average
+                    ended = not sums
+                ended = ended or (avg_from is not None and done - avg_from >= AVERAGE_MIN)
+            loop_meta = {"avg_from": avg_from, "stopped": stop.reason, "ended": ended}
+            plan.after_chunk(state, consts, losses, sums, watch, done, ended or done >= steps, loop_meta)
             if ended:
                 break
             n, chunk_data = following, next_data
@@ -260,8 +269,7 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
         bar.close()
     stop.steps = done
     all_losses = np.concatenate(losses) if losses else np.zeros((0,))
-    window = done - avg_from if avg_from is not None else done // 4
-    return state, all_losses, stop, _average(sums, window)
+    return state, all_losses, stop, _average(sums, avg_from if avg_from is not None else done - done // 4)
 
 
 def _resume_step(resume) -> int:
@@ -282,11 +290,10 @@ def _data_lengths(model, args, kwargs, guide_prog, info) -> set:
 class _Plan:
     """The chunk schedule, the data of each chunk (streamed batches) and checkpoints.
 
-    Without batches, checkpoints or devices, chunk sizes adapt to the measured speed
-    (`_chunk_size`); with any of them, every chunk has `FIXED_CHUNK` steps, so that the schedule,
-    and with it iterate averaging and early stopping (both decided per chunk), is a function of
-    the step count alone: a resumed fit equals an uninterrupted one, and a fit on N devices the
-    same fit on one (`devices=1`).
+    Without batches or checkpoints, chunk sizes adapt to the measured speed (`_chunk_size`);
+    with either, chunks have `FIXED_CHUNK` steps (streamed blocks have a fixed shape; checkpoints
+    come every `every` chunks), cut short at the same boundaries. The result does not depend on
+    the chunk sizes (see `_loop`), so a resumed fit equals an uninterrupted one.
     """
 
     feeder: Any = None
@@ -297,6 +304,7 @@ class _Plan:
     every: int = 10
     resume: Any = None
     meta: dict = dataclasses.field(default_factory=dict)
+    count: int = 0
 
     @classmethod
     def make(cls, feeder, mesh, lengths, data, n_batch, path, every, resume, seed, steps):
@@ -307,12 +315,15 @@ class _Plan:
 
     @property
     def fixed(self) -> bool:
-        return self.feeder is not None or self.path is not None or self.resume is not None or self.mesh is not None
+        return self.feeder is not None or self.path is not None or self.resume is not None
 
-    def chunk(self, done, total, rate, window) -> int:
+    def chunk(self, done, total, rate, boundary) -> int:
+        if done >= total:
+            return 0
         if not self.fixed:
-            return _chunk_size(done, total, rate, window) if done < total else 0
-        return max(0, min(FIXED_CHUNK, total - done))
+            return _chunk_size(done, total, rate, boundary)
+        n = min(FIXED_CHUNK, total - done)
+        return max(1, min(n, boundary - done % boundary) if boundary else n)
 
     def chunk_data(self, data, n):
         """The data of a chunk of `n` steps: with batches, the next block of `n` batches in front."""
@@ -330,8 +341,9 @@ class _Plan:
     def after_chunk(self, state, consts, losses, sums, watch, done, final, loop_meta):
         if self.path is None or jax.process_index() != 0:
             return
-        if final or (done // FIXED_CHUNK) % self.every == 0:
-            meta = {**self.meta, **loop_meta, "step": int(done), "chunk": FIXED_CHUNK}
+        self.count += 1
+        if final or self.count % self.every == 0:
+            meta = {**self.meta, **loop_meta, "step": int(done)}
             w = {"_calm": watch._calm, "_checked": watch._checked} if watch is not None else None
             ckpt_io.save(self.path, ckpt_io.Checkpoint(state, consts, np.concatenate(losses), sums, w, meta))
 
@@ -341,8 +353,6 @@ class _Plan:
         for k in ("seed", "data_shapes"):
             if got.get(k) != want.get(k):
                 raise ValueError(f"resume: the checkpoint's {k} ({got.get(k)}) differs from this fit's ({want.get(k)})")
-        if got.get("chunk") != FIXED_CHUNK:
-            raise ValueError(f"resume: the checkpoint was written with chunks of {got.get('chunk')} steps, this fit uses {FIXED_CHUNK}")
         return c
 
 
@@ -356,16 +366,14 @@ def _last_finite(runner, start, consts, data, n_good, chunk):
     return start, chunk[:0]
 
 
-def _average(sums, want):
-    """The mean of the iterates over the last `want` steps (whole chunks, at least one): the two
-    stationary windows of a converged fit, else the last quarter of the run."""
+def _average(sums, start: int):
+    """The mean of the iterates of the chunks that begin at or after step `start` (the last chunk
+    at least): the stationary windows of a converged fit, else the last quarter of the run."""
     if not sums:
         return None
-    want = max(1, want)
-    total, count = None, 0
-    for acc, n in reversed(sums):
-        total = acc if total is None else jax.tree.map(np.add, total, acc)
-        count += n
-        if count >= want:
-            break
+    chosen = [(acc, n) for first, acc, n in sums if first >= start] or [sums[-1][1:]]
+    count = sum(n for _, n in chosen)
+    total = chosen[0][0]
+    for acc, _ in chosen[1:]:
+        total = jax.tree.map(np.add, total, acc)
     return jax.tree.map(lambda x: x / count, total)

@@ -11,19 +11,10 @@ os.environ.setdefault("PROVI_CACHE_DIR", tempfile.mkdtemp(prefix="provi-test-cac
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
 import pytest  # noqa: E402
 
 
-def eight_schools(J, sigma, y=None):
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("J", J):
-        z = numpyro.sample("theta_trans", dist.Normal(0.0, 1.0))
-        theta = numpyro.deterministic("theta", mu + tau * z)
-        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
-
+from provi.examples.eight_schools import model as eight_schools  # noqa: E402
 
 ES_DATA = (
     8,
