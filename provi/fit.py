@@ -122,11 +122,11 @@ def fit(
     notes: list[str] = []
     data, layout = split_data(args, kwargs)
     lengths = _data_lengths(model, args, kwargs, guide_prog, info) if (mesh is not None or info.subsampled) else set()
-    data = place(data, mesh, lengths)
+    local_data, data = data, place(data, mesh, lengths)  # the start runs once, on one device
     optimizer = default_optimizer() if optimizer is None else optimizer
     if isinstance(guide_prog, FamilyGuide):
         guide_params, consts, opt_state, notes = initialise_family(
-            guide_prog, model_prog, model_params, data, layout, k_init, init, optimizer
+            guide_prog, model_prog, model_params, local_data, layout, k_init, init, optimizer
         )
         params = {"model": model_params, "guide": guide_params}
     else:

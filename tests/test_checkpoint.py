@@ -73,10 +73,13 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, early):
 
 
 def test_steps_do_not_depend_on_chunks(tmp_path):
-    """The adaptive chunk schedule (sized by speed) and the fixed one give the same fit, iterate
-    averaging included."""
+    """The adaptive chunk schedule (sized by speed) and the fixed one give the same steps exactly
+    and the same averaged iterate up to the order of its float sums."""
     opts = dict(guide="fullrank", steps=500, seed=2, progress=False)
-    _assert_same(provi.fit(model, Y, **opts), provi.fit(model, Y, checkpoint=tmp_path / "c.ckpt", **opts))
+    a, b = provi.fit(model, Y, **opts), provi.fit(model, Y, checkpoint=tmp_path / "c.ckpt", **opts)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
 def test_resume_numpyro_guide_with_model_param(tmp_path, monkeypatch):
