@@ -113,3 +113,16 @@ def test_streamed_resume_equals_uninterrupted(tmp_path, monkeypatch):
     _crash_then_resume(tmp_path, monkeypatch, lambda: Batches(X, Y, batch_size=100), "batches", **opts)
     one_epoch = list(itertools.islice(Batches(X, Y, batch_size=100).at(0), 12))
     _crash_then_resume(tmp_path, monkeypatch, lambda: one_epoch, "list", **opts)  # resumed by skipping
+
+
+def test_streamed_model_with_fixed_array_argument():
+    """Arguments after the batch (here the prior scales) are passed whole to every step."""
+
+    def m(x, y, scales, n):
+        w = numpyro.sample("w", dist.Normal(0, scales).to_event(1))
+        with numpyro.plate("n", n, subsample_size=x.shape[0]):
+            numpyro.sample("y", dist.Bernoulli(logits=x @ w), obs=y)
+
+    scales = np.array([1.0, 2.0], np.float32)
+    res = provi.fit(m, scales, n=N, batches=Batches(X, Y, batch_size=100), guide="meanfield", steps=60, progress=False)
+    assert res.sample(10)["w"].shape == (10, 2) and np.all(np.isfinite(res.losses))
