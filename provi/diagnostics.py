@@ -105,6 +105,12 @@ def diagnose(res, n: int = 20_000, seed=None) -> Diagnostics:
         se = np.sqrt(np.var(prev) / w + np.var(last) / w)
         if np.mean(prev) - np.mean(last) > 3 * se:
             messages.append("the loss was still decreasing at the last step: run more steps.")
+    for site, est in (getattr(res.guide, "estimators", None) or {}).items():
+        if getattr(est, "biased", False):
+            messages.append(
+                f"site {site!r} uses {est.name}, a biased gradient estimator (a relaxation): the fit "
+                "optimises a relaxed objective; check it against an unbiased estimator (Enumerate, MVD, Reinforce)."
+            )
     if np.isfinite(log_w).mean() < 1:
         messages.append("some draws have non-finite log weights: the guide puts mass where the model has none.")
     return Diagnostics(k, verdict, ess, res.stop.reason, res.stop.steps, res.stop.seconds, _estimators(res), messages)

@@ -19,6 +19,7 @@ from provi.cache import enable_compilation_cache
 from provi.core.model import inspect_model
 from provi.core.vocab import Objective
 from provi.errors import NonFiniteError
+from provi.estimators import init_states
 from provi.guides.program import FamilyGuide, ModelProgram
 from provi import checkpoint as ckpt_io
 from provi.core.subsample import check_family_subsample, model_plates
@@ -132,6 +133,8 @@ def fit(
     else:
         guide_params, consts = guide_prog.init_params(k_init), {}
         params = {"model": model_params, "guide": guide_params}
+        if est_state := init_states(guide_prog):  # explicit estimator state (baselines)
+            params["estimators"] = est_state
         opt_state = optimizer.init(params)
     optimise = getattr(getattr(guide_prog, "family", None), "optimise", True)
     user_steps = steps is not None

@@ -247,3 +247,17 @@ def test_interrupt_returns_the_result_so_far(es, monkeypatch):
     assert np.isfinite(res.sample(10)["mu"]).all()
     del real
     loop._CACHE.clear()
+
+
+def test_model_params_with_computed_initial_values():
+    def model(x, y=None):
+        w = numpyro.param("w", jnp.zeros(3))  # computed inside the model
+        b = numpyro.param("b", lambda key: jnp.ones(()))  # an initialiser function
+        numpyro.sample("y", dist.Normal(x @ w + b, 1.0).to_event(1), obs=y)
+        numpyro.sample("u", dist.Normal(0, 1))
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, 2.0, 3.0]) + 0.5).astype(np.float32)
+    res = provi.fit(model, x, y, guide="meanfield", steps=3000, progress=False)
+    np.testing.assert_allclose(res.model_params()["w"], [1.0, 2.0, 3.0], atol=0.05)
+    assert abs(float(res.model_params()["b"]) - 0.5) < 0.05

@@ -192,20 +192,21 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
         elif kind == "plate":
             size, sub = site["args"][0], site["args"][1]
             subsampled |= sub is not None and sub < size
+    if any(isinstance(v, jax.core.Tracer) for v, _ in params.values()):
+        params = _concrete_params(model, args, kwargs, params)
     return ModelInfo(tuple(latents), observed, determ, params, subsampled)
 
 
-def _concrete_param(model, args, kwargs, name, site):
-    """The initial value of a `numpyro.param` site (computed outside the abstract trace if needed)."""
-    value = site["value"]
-    if not isinstance(value, jax.core.Tracer):
-        return jnp.asarray(value)
-    init = site["args"][0] if site["args"] else None
-    if callable(init):
-        return jnp.asarray(init(jax.random.PRNGKey(0)))
-    if init is not None and not isinstance(init, jax.core.Tracer):
-        return jnp.asarray(init)
-    raise ModelError(f"param site {name!r}: its initial value depends on the model's random draws; give it a fixed initial value")
+def _concrete_params(model, args, kwargs, params: dict) -> dict:
+    """Initial values of `numpyro.param` sites that the model computes (e.g. `jnp.zeros(...)`),
+    evaluated by running the model once, compiled."""
+
+    def values(key):
+        tr = trace_model(model, args, kwargs, key)
+        return {name: tr[name]["value"] for name in params}
+
+    concrete = jax.jit(values)(np.zeros(2, np.uint32))
+    return {name: (concrete[name], c) for name, (_, c) in params.items()}
 
 
 def _is_factor(site: dict) -> bool:
