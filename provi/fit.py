@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -20,7 +21,11 @@ from provi.core.vocab import Objective
 from provi.errors import NonFiniteError
 from provi.estimators import init_states
 from provi.guides.program import FamilyGuide, ModelProgram
+from provi import checkpoint as ckpt_io
+from provi.core.subsample import check_family_subsample, model_plates
+from provi.data import Feeder
 from provi.loop import FitState, Runner, cached, split_data
+from provi.parallel import make_mesh, place, replicate
 from provi.objectives import ELBO
 from provi.progress import Progress
 from provi.result import FitResult, StopInfo
@@ -31,6 +36,7 @@ __all__ = ["fit", "default_optimizer"]
 DEFAULT_STEPS = 20_000
 BUFFER = 10_000  # most steps in one compiled chunk
 AVERAGE_MIN = 5_000  # after convergence, iterates are averaged over at least this many steps
+FIXED_CHUNK = 500  # steps per chunk when checkpointing, resuming or streaming batches
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,6 +67,11 @@ def fit(
     init: str | dict = "map",
     estimators: dict | None = None,
     average: bool | str = "auto",
+    devices: Any = None,
+    batches: Any = None,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 10,
+    resume: str | None = None,
     **model_kwargs,
 ) -> FitResult:
     """Fit `guide` to `model(*args, **model_kwargs)` by maximising `objective`.
@@ -81,6 +92,13 @@ def fit(
         With early stopping, the average starts at the two windows in which the loss was found
         stationary and runs for at least 5,000 steps (within `steps`): the error of an averaged
         iterate shrinks as one over the square root of the steps averaged.
+      devices: run data-parallel over devices: a count, a list of devices or a `jax.sharding.Mesh`
+        (see `provi.parallel`); the same seed gives the same fit as on one device.
+      batches: a loader of minibatches streamed into the compiled loop (see `provi.data`); the model
+        is called as `model(*batch, *args, **model_kwargs)`.
+      checkpoint: a file to save the fit's state to every `checkpoint_every` chunks of
+        `FIXED_CHUNK` steps, atomically (see `provi.checkpoint`).
+      resume: a checkpoint file to continue from; the result equals that of an uninterrupted fit.
     Returns:
       a `FitResult`. An interrupted fit (Ctrl-C) or one whose loss turns non-finite returns what it had.
     """
@@ -92,16 +110,24 @@ def fit(
         raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
     k_init, k_loop = _keys(seed)
     kwargs = dict(model_kwargs)
+    mesh = make_mesh(devices)
+    feeder, n_batch = None, 0
+    if batches is not None:
+        feeder = Feeder(batches, _resume_step(resume))
+        first = feeder.first()
+        n_batch, args = len(first), tuple(first) + tuple(args)
     info = inspect_model(model, args, kwargs)
     model_prog = ModelProgram(model, info)
     guide_prog = make_guide(guide, info, args, kwargs, k_init, estimators)
     model_params = model_prog.init_params()
     notes: list[str] = []
     data, layout = split_data(args, kwargs)
+    lengths = _data_lengths(model, args, kwargs, guide_prog, info) if (mesh is not None or info.subsampled) else set()
+    local_data, data = data, place(data, mesh, lengths)  # the start runs once, on one device
     optimizer = default_optimizer() if optimizer is None else optimizer
     if isinstance(guide_prog, FamilyGuide):
         guide_params, consts, opt_state, notes = initialise_family(
-            guide_prog, model_prog, model_params, data, layout, k_init, init, optimizer
+            guide_prog, model_prog, model_params, local_data, layout, k_init, init, optimizer
         )
         params = {"model": model_params, "guide": guide_params}
     else:
@@ -118,11 +144,16 @@ def fit(
     cache_key = (model, layout, _guide_key(guide, guide_prog), objective, optimizer, averaging, _freeze(estimators))
 
     def build():
-        return Runner(model_prog, guide_prog, objective, layout, optimizer, BUFFER, averaging)
+        return Runner(model_prog, guide_prog, objective, layout, optimizer, BUFFER, averaging, n_batch)
 
-    runner = cached(("runner",) + cache_key, build)
+    runner = cached(("runner", n_batch) + cache_key, build)
     state = FitState(params, opt_state, k_loop, np.int32(0))
-    state, losses, stop, final = _loop(runner, state, consts, data, steps, early, progress, objective)
+    state, consts = replicate(state, mesh), replicate(consts, mesh)
+    plan = _Plan.make(feeder, mesh, lengths, data, n_batch, checkpoint, checkpoint_every, resume, seed, steps)
+    restored = plan.restore(state, consts) if resume else None
+    if restored is not None:
+        state, consts = replicate(restored.state, mesh), replicate(restored.consts, mesh)
+    state, losses, stop, final = _loop(runner, state, consts, data, steps, early, progress, objective, plan, restored)
     if averaging and final is not None:
         state = state._replace(params=final)
     stop.notes = notes
@@ -168,33 +199,47 @@ def _chunk_size(done: int, total: int, rate, boundary: int | None) -> int:
     return max(1, n)
 
 
-def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool, progress: bool, objective):
+def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool, progress: bool, objective, plan=None, restored=None):
     """Run chunks until `steps`, convergence, a non-finite loss or Ctrl-C: `(state, losses, stop, averaged)`.
 
     Convergence is checked, and averaging starts and stops, only at multiples of the window, so
     the same seed gives the same result whatever the chunk sizes were.
     """
+    plan = _Plan() if plan is None else plan
     losses: list[np.ndarray] = []
     sums: list[tuple[int, Any, int]] = []  # (first step, sum of iterates, steps) per chunk
     watch = Convergence.for_steps(steps) if early else None
     block = watch.window if watch else max(1, steps - steps // 4)
     avg_from = None if watch else steps - steps // 4
     stop = StopInfo(reason="steps", steps=0)
-    bar = Progress(steps, enabled=progress)
     done, rate = 0, None
+    if restored is not None:
+        losses, sums, done = [np.asarray(restored.losses)], list(restored.sums), int(restored.state.step)
+        if watch is not None:
+            avg_from = restored.meta.get("avg_from")
+            if restored.watch:
+                watch = dataclasses.replace(watch, **restored.watch)
+        if restored.meta.get("stopped") == "converged":
+            stop = StopInfo(reason="converged", steps=done)
+    bar = Progress(steps, enabled=progress)
+    bar.update(done, losses[-1] if losses else np.zeros(0))
+    n = 0 if restored is not None and restored.meta.get("ended") else plan.chunk(done, steps, rate, block)
+    chunk_data = plan.chunk_data(data, n)
     try:
-        while done < steps:
-            n = _chunk_size(done, steps, rate, block)
+        while done < steps and n > 0:
             t = time.perf_counter()
             start = state
-            new, chunk_losses, acc, ran, bad = runner.run(state, consts, data, n)
+            new, chunk_losses, acc, ran, bad = runner.run(state, consts, chunk_data, n)
+            if plan.feeder is not None:  # the next block is built on the host while the device works
+                following = plan.chunk(done + n, steps, None, block)
+                next_data = plan.chunk_data(data, following)
             ran, bad = int(ran), int(bad)
             chunk = np.asarray(chunk_losses)[:ran]
             if bad >= 0:
-                state, chunk = _last_finite(runner, start, consts, data, bad - int(start.step), chunk)
+                state, chunk = _last_finite(runner, start, consts, chunk_data, bad - int(start.step), chunk)
                 losses.append(chunk[: int(state.step) - int(start.step)])
                 done = int(state.step)
-                stop = diagnose_nonfinite(runner, state, consts, data, bad, objective)
+                stop = diagnose_nonfinite(runner, state, consts, plan.step_data(chunk_data, bad - int(start.step)), bad, objective)
                 warnings.warn(stop.message, RuntimeWarning, stacklevel=3)
                 bar.update(done, losses[-1])
                 break
@@ -205,16 +250,21 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
             done += ran
             dt = time.perf_counter() - t
             rate = ran / dt if dt > 0 else None
+            if plan.feeder is None:
+                following, next_data = plan.chunk(done, steps, rate, block), data
             bar.update(done, chunk)
-            if watch is None or done % watch.window:
-                continue
-            if avg_from is None and watch.converged(np.concatenate(losses)):
-                stop = StopInfo(reason="converged", steps=done)
-                avg_from = done - 2 * watch.window  # the two stationary windows start the average
-                if not sums:
-                    break
-            if avg_from is not None and done - avg_from >= AVERAGE_MIN:
+            ended = False
+            if watch is not None and done % watch.window == 0:
+                if avg_from is None and watch.converged(np.concatenate(losses)):
+                    stop = StopInfo(reason="converged", steps=done)
+                    avg_from = done - 2 * watch.window  # the two stationary windows start the average
+                    ended = not sums
+                ended = ended or (avg_from is not None and done - avg_from >= AVERAGE_MIN)
+            loop_meta = {"avg_from": avg_from, "stopped": stop.reason, "ended": ended}
+            plan.after_chunk(state, consts, losses, sums, watch, done, ended or done >= steps, loop_meta)
+            if ended:
                 break
+            n, chunk_data = following, next_data
     except KeyboardInterrupt:
         stop = StopInfo(reason="interrupted", steps=done)
         warnings.warn(f"fit interrupted at step {done}: returning the state after the last completed chunk", RuntimeWarning, stacklevel=3)
@@ -223,6 +273,90 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
     stop.steps = done
     all_losses = np.concatenate(losses) if losses else np.zeros((0,))
     return state, all_losses, stop, _average(sums, avg_from if avg_from is not None else done - done // 4)
+
+
+def _resume_step(resume) -> int:
+    return 0 if resume is None else int(ckpt_io.read_meta(resume)["step"])
+
+
+def _data_lengths(model, args, kwargs, guide_prog, info) -> set:
+    """Plate sizes and subsample sizes (the lengths along which data is sharded); checks that a
+    family guide has no latent inside a subsampled plate."""
+    if isinstance(guide_prog, FamilyGuide) and info.subsampled:
+        plates = check_family_subsample(model, args, kwargs)
+    else:
+        plates, _ = model_plates(model, args, kwargs)
+    return {k for n, b in plates.values() for k in (n, b) if k is not None}
+
+
+@dataclasses.dataclass
+class _Plan:
+    """The chunk schedule, the data of each chunk (streamed batches) and checkpoints.
+
+    Without batches or checkpoints, chunk sizes adapt to the measured speed (`_chunk_size`);
+    with either, chunks have `FIXED_CHUNK` steps (streamed blocks have a fixed shape; checkpoints
+    come every `every` chunks), cut short at the same boundaries. The result does not depend on
+    the chunk sizes (see `_loop`), so a resumed fit equals an uninterrupted one.
+    """
+
+    feeder: Any = None
+    mesh: Any = None
+    lengths: Any = ()
+    n_batch: int = 0
+    path: Any = None
+    every: int = 10
+    resume: Any = None
+    meta: dict = dataclasses.field(default_factory=dict)
+    count: int = 0
+
+    @classmethod
+    def make(cls, feeder, mesh, lengths, data, n_batch, path, every, resume, seed, steps):
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"checkpoint_every must be a positive number of chunks, got {every!r}")
+        shapes = [list(np.shape(x)) for x in data]
+        return cls(feeder, mesh, lengths, n_batch, path, int(every), resume, {"seed": int(seed), "steps": int(steps), "data_shapes": shapes})
+
+    @property
+    def fixed(self) -> bool:
+        return self.feeder is not None or self.path is not None or self.resume is not None
+
+    def chunk(self, done, total, rate, boundary) -> int:
+        if done >= total:
+            return 0
+        if not self.fixed:
+            return _chunk_size(done, total, rate, boundary)
+        n = min(FIXED_CHUNK, total - done)
+        return max(1, min(n, boundary - done % boundary) if boundary else n)
+
+    def chunk_data(self, data, n):
+        """The data of a chunk of `n` steps: with batches, the next block of `n` batches in front."""
+        if self.feeder is None or n <= 0:
+            return data
+        block = place(self.feeder.block(n, FIXED_CHUNK), self.mesh, self.lengths, axis=1)
+        return block + list(data[self.n_batch :])
+
+    def step_data(self, chunk_data, i):
+        """The data of step `i` of a chunk."""
+        if self.feeder is None:
+            return chunk_data
+        return [x[i] for x in chunk_data[: self.n_batch]] + list(chunk_data[self.n_batch :])
+
+    def after_chunk(self, state, consts, losses, sums, watch, done, final, loop_meta):
+        if self.path is None or jax.process_index() != 0:
+            return
+        self.count += 1
+        if final or self.count % self.every == 0:
+            meta = {**self.meta, **loop_meta, "step": int(done)}
+            w = {"_calm": watch._calm, "_checked": watch._checked} if watch is not None else None
+            ckpt_io.save(self.path, ckpt_io.Checkpoint(state, consts, np.concatenate(losses), sums, w, meta))
+
+    def restore(self, state, consts):
+        c = ckpt_io.load(self.resume, state, consts, state.params)
+        want, got = self.meta, c.meta
+        for k in ("seed", "data_shapes"):
+            if got.get(k) != want.get(k):
+                raise ValueError(f"resume: the checkpoint's {k} ({got.get(k)}) differs from this fit's ({want.get(k)})")
+        return c
 
 
 def _last_finite(runner, start, consts, data, n_good, chunk):

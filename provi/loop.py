@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from provi.core.subsample import SUBSAMPLE_TAG, SharedSubsample
 from provi.core.vocab import BoundGuide, BoundModel, KeyStream, Objective
 from provi.estimators import combine, update_state
 from provi.estimators.branch import Branching, BranchState
@@ -64,7 +65,9 @@ def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
         keys = KeyStream(key)
         model = BoundModel(model_prog, params["model"], keys, args, kwargs)
         guide = BoundGuide(Branching(guide_prog, state), params["guide"], consts, keys, args, kwargs)
-        return objective.value(model, guide), guide.ledger
+        with SharedSubsample(key=jax.random.fold_in(key, SUBSAMPLE_TAG)):  # one set of plate indices per step
+            value = objective.value(model, guide)
+        return value, guide.ledger
 
     def loss(params, consts, key, data):
         state = BranchState()
@@ -81,7 +84,12 @@ def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
 
 @dataclasses.dataclass(eq=False)
 class Runner:
-    """A compiled chunk function: `run(state, consts, data, n) -> (state, losses, iterate_sum, bad)`."""
+    """A compiled chunk function: `run(state, consts, data, n) -> (state, losses, iterate_sum, bad)`.
+
+    With `stream=k > 0`, the first k leaves of `data` carry a leading step axis (a block of
+    minibatches from a loader, see `provi.data`): step i of the chunk uses row i of each of them,
+    and the other leaves as they are.
+    """
 
     model: Any  # ModelProgram
     guide: Any  # guide program
@@ -90,6 +98,7 @@ class Runner:
     optimizer: optax.GradientTransformation
     buffer: int
     average: bool
+    stream: int = 0
 
     def __post_init__(self):
         self.loss = make_loss(self.model, self.guide, self.objective, self.layout)
@@ -102,7 +111,8 @@ class Runner:
         def body(carry):
             i, st, losses, acc, bad = carry
             key, sub = jax.random.split(st.key)
-            (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, data)
+            batch = [x[i] for x in data[: self.stream]] + list(data[self.stream :]) if self.stream else data
+            (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, batch)
             updates, opt_state = opt.update(grads, st.opt_state, st.params)
             params = update_state(self.guide, st.params, optax.apply_updates(st.params, updates), value)
             losses = losses.at[i].set(-value)

@@ -1,0 +1,102 @@
+"""Shared minibatch indices for subsampled plates (`numpyro.plate(name, N, subsample_size=B)`).
+
+provi runs the model and the guide as separate NumPyro programs, each with its own PRNG keys. A
+subsampled plate left to NumPyro would draw its indices once in the guide and again, differently,
+in the model. `SharedSubsample(key)` is one small NumPyro handler that fixes this: it gives every
+subsampled plate message the indices `subsample_indices(fold_in(key, plate_id(name)), N, B)`, a pure
+function of the handler's key and the plate's name. Everything traced under one handler (the
+guide's `sim`, the model's `density`, any number of calls, inside `vmap` over particles) therefore
+sees the same indices for a plate, and nothing has to be passed between the programs. The fit loop
+installs it around each step's objective with a key folded from the step key, so each step draws
+fresh indices; NumPyro's plate then scales the log density of its sites by N / B, which makes the
+minibatch objective and its gradient unbiased for the full-data ones.
+
+Indices are drawn uniformly without replacement when N <= `EXACT_MAX` (a permutation of N), and
+uniformly with replacement above (O(B) work per step instead of O(N log N)); both give every datum
+inclusion weight B / N, hence the same unbiased N / B scaling.
+
+Plates whose value is already given (no subsampling, or a value substituted by the user) are left
+alone. The handler sits outside NumPyro's `seed`, so it overrides NumPyro's own draw.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+from numpyro.primitives import Messenger
+
+from provi.errors import ModelError
+
+__all__ = ["SharedSubsample", "subsample_indices", "model_plates", "check_family_subsample", "EXACT_MAX", "SUBSAMPLE_TAG"]
+
+EXACT_MAX = 1 << 16  # plates up to this size are subsampled exactly without replacement
+SUBSAMPLE_TAG = 0x5B5A  # folded into a step key to make the key of its subsample indices
+
+
+def plate_id(name: str) -> int:
+    """A stable 31-bit integer for a plate name (independent of Python's hash seed)."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def subsample_indices(key, size: int, subsample_size: int) -> jax.Array:
+    """`subsample_size` indices into `range(size)`, each datum included with weight B / N."""
+    if size <= EXACT_MAX:
+        return jax.random.choice(key, size, (subsample_size,), replace=False)
+    return jax.random.randint(key, (subsample_size,), 0, size)
+
+
+class SharedSubsample(Messenger):
+    """Give each subsampled plate the indices drawn from `fold_in(key, plate_id(name))`."""
+
+    def __init__(self, fn: Callable | None = None, key=None):
+        if key is None:
+            raise ValueError("SharedSubsample needs a PRNG key")
+        self.key = key
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] != "plate" or msg.get("value") is not None:
+            return
+        size, sub = msg["args"]
+        msg["value"] = subsample_indices(jax.random.fold_in(self.key, plate_id(msg["name"])), size, sub)
+
+
+def model_plates(model: Callable, args: tuple, kwargs: dict) -> tuple[dict, dict]:
+    """Trace `model` abstractly: `({plate: (N, B or None)} for every plate, {latent site: [the
+    subsampled plates it lies in]})`."""
+    box = []
+
+    def run(key):
+        box.append(handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs))
+        return 0
+
+    jax.make_jaxpr(run)(jnp.zeros(2, jnp.uint32))
+    plates, local = {}, {}
+    for name, site in box[0].items():
+        if site["type"] == "plate":
+            plates[name] = tuple(site["args"])
+    sub = {k for k, (n, b) in plates.items() if b is not None and b < n}
+    for name, site in box[0].items():
+        if site["type"] == "sample" and not site["is_observed"]:
+            inside = [f.name for f in site["cond_indep_stack"] if f.name in sub]
+            if inside:
+                local[name] = inside
+    return plates, local
+
+
+def check_family_subsample(model: Callable, args: tuple, kwargs: dict) -> dict:
+    """For a family guide (over the model's global latents): raise when a latent site lies inside
+    a subsampled plate; return all the model's plates."""
+    plates, local = model_plates(model, args, kwargs)
+    if local:
+        name, inside = next(iter(local.items()))
+        raise ModelError(
+            f"latent site {name!r} lies inside the subsampled plate {inside[0]!r}: a family guide covers "
+            "a fixed set of latent values, not a minibatch of them. Write a NumPyro guide with the same "
+            "plate (provi shares its subsample indices with the model), or do not subsample that plate"
+        )
+    return plates
