@@ -163,6 +163,7 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
     if not callable(model):
         raise TypeError(f"the model must be a callable NumPyro program, got {type(model).__name__}")
     box = []
+    args, kwargs = as_jax(args), as_jax(kwargs)
 
     def run(key):
         box.append(trace_model(model, args, kwargs, key))
@@ -195,6 +196,11 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
     if any(isinstance(v, jax.core.Tracer) for v, _ in params.values()):
         params = _concrete_params(model, args, kwargs, params)
     return ModelInfo(tuple(latents), observed, determ, params, subsampled)
+
+
+def as_jax(tree):
+    """NumPy arrays in `tree` as JAX arrays (so that a model may index them with traced indices)."""
+    return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, tree)
 
 
 def _concrete_params(model, args, kwargs, params: dict) -> dict:

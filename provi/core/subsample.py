@@ -68,7 +68,10 @@ class SharedSubsample(Messenger):
 def model_plates(model: Callable, args: tuple, kwargs: dict) -> tuple[dict, dict]:
     """Trace `model` abstractly: `({plate: (N, B or None)} for every plate, {latent site: [the
     subsampled plates it lies in]})`."""
+    from provi.core.model import as_jax
+
     box = []
+    args, kwargs = as_jax(args), as_jax(kwargs)
 
     def run(key):
         box.append(handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs))

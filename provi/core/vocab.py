@@ -193,7 +193,7 @@ def kl(guide: BoundGuide, model: BoundModel, values: dict, *args, **kwargs) -> t
         raise TypeError("provi.kl takes the guide and the model an objective receives")
     from provi.guides.program import NumPyroGuide, batch_ndim, vectorise
 
-    if not isinstance(guide.program, NumPyroGuide):
+    if not isinstance(program_of(guide), NumPyroGuide):
         return jnp.zeros(_particle_shape(guide, values)), ()
     from numpyro.distributions.kl import kl_divergence
 
@@ -301,12 +301,20 @@ def _particle_shape(program, values: dict) -> tuple:
     return jnp.shape(values[name])[: batch_ndim(values, shapes)]
 
 
+def program_of(bound):
+    """The program behind a bound model or guide (unwrapping the estimators' branching view)."""
+    from provi.estimators.branch import Branching
+
+    prog = bound.program
+    return prog.program if isinstance(prog, Branching) else prog
+
+
 def _numpyro_fn(bound):
     """The bound program's NumPyro function and its constrained `numpyro.param` values."""
     from provi.guides.program import ModelProgram, NumPyroGuide, constrain_params
 
     params = jax.lax.stop_gradient(bound.params) if bound.detached else bound.params
-    prog = bound.program
+    prog = program_of(bound)
     if isinstance(prog, ModelProgram):
         return prog.model, constrain_params(params, prog.info.params)
     if isinstance(prog, NumPyroGuide):
