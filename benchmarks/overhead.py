@@ -11,7 +11,9 @@ ELBO, Adam(1e-2)) by every competitor:
 For every competitor two figures:
   step_s  steady-state seconds per step, (long run - short run) / (long - short),
           both lengths already compiled where the tool allows it;
-  wall_s  a fresh, default fit of the case's step count, compile included.
+  wall_s  a fresh, default fit of the case's step count, compile included
+          (median of fresh calls in this process, so one-off import costs are
+          left out; provi's is its single first call for the model).
 Ratios are against hand-written JAX (eight_schools) and against the bare
 likelihood-gradient floor (logreg).  Results go to JSON and a printed table.
 """
@@ -55,6 +57,10 @@ try:
     import pyro.distributions as pdist
     import torch
     from pyro.infer.autoguide import AutoNormal as PyroAutoNormal
+
+    # One intra-op thread: with two, torch's spinning worker threads made Pyro
+    # about 10x slower per step on a busy 2-core machine.
+    torch.set_num_threads(1)
 except ImportError:
     pyro = None
 
@@ -63,16 +69,23 @@ LOG_2PI = math.log(2 * math.pi)
 
 # repeats: steady-state measurements; wall_repeats: fresh, compile-included fits.
 FULL = dict(
-    repeats=3,
+    repeats=5,
     wall_repeats=3,
     eight_schools=dict(steps=20_000, short=2_000, pb=(2_000, 500), pyro=(1_000, 200)),
-    logreg=dict(N=100_000, D=20, steps=2_000, short=500, pyro=(1_000, 200)),
+    logreg=dict(N=100_000, D=20, steps=2_000, short=500, pyro=(500, 100)),
 )
 QUICK = dict(
     repeats=3,
     wall_repeats=1,
     eight_schools=dict(steps=5_000, short=500, pb=(300, 100), pyro=(60, 20)),
     logreg=dict(N=2_000, D=20, steps=1_000, short=100, pyro=(60, 20)),
+)
+DEFINITIONS = dict(
+    step_s="steady-state seconds per step: (t_long - t_short) / (n_long - n_short), medians over repeats",
+    intercept_s="fixed seconds per call: t_short - n_short * step_s",
+    wall_s="fresh default fit of `steps` steps, compile included (median over wall_repeats)",
+    ratio="step_s / step_s of the case's baseline",
+    loss_tail="mean loss over the last tenth of a fit: all entries optimise the same ELBO",
 )
 
 
@@ -301,14 +314,14 @@ def bench_pyro(case):
         return [svi.step(*data) for _ in range(n)]
 
     fresh, _ = median_timed(lambda: steps(new_svi(), short), case.wall_repeats)
-    svi = new_svi()
+    svi, losses = new_svi(), {}
     steps(svi, 10)  # set-up and warm-up
-    out = steady_state(lambda n: steps(svi, n), long, short, case.repeats)
+    out = steady_state(lambda n: losses.setdefault(n, steps(svi, n)), long, short, case.repeats)
     out.update(
         wall_s=fresh + (case.steps - short) * out["step_s"],
         wall_note=f"extrapolated: a fresh {short}-step fit ({fresh:.3f} s) "
         f"plus {case.steps - short} steady-state steps",
-        loss_tail=tail_mean(steps(svi, long)),
+        loss_tail=tail_mean(losses[long]),
     )
     return out
 
@@ -462,7 +475,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
 
-    results = dict(machine=machine(), quick=args.quick, config=cfg, cases={})
+    results = dict(machine=machine(), quick=args.quick, config=cfg, definitions=DEFINITIONS, cases={})
     for case in make_cases(cfg):
         results["cases"][case.name] = run_case(case)
 
