@@ -8,6 +8,12 @@ and noisy).  Steady-state cost per step is measured as
 so that anything paid once per call (compilation, dispatch, setup, result
 conversion) cancels; that per-call cost is reported separately as the
 intercept.
+
+The same difference is also taken in process CPU time (all threads).  On a
+quiet machine the two agree for single-threaded work; on a shared, busy one a
+short run often fits in one scheduler time slice while a long one is
+time-shared with other processes, which inflates wall-clock figures and
+leaves the CPU-time ones nearly untouched.
 """
 
 import statistics
@@ -47,18 +53,21 @@ def steady_state(run, n_long, n_short, repeats):
     tool allows it.  Long and short runs are interleaved so that slow drifts
     of the machine hit both alike.
     """
-    longs, shorts = [], []
+    times = {n_long: [], n_short: []}
     for _ in range(repeats):
-        longs.append(timed(lambda: run(n_long))[0])
-        shorts.append(timed(lambda: run(n_short))[0])
-    t_long, t_short = statistics.median(longs), statistics.median(shorts)
-    step = (t_long - t_short) / (n_long - n_short)
-    return {
-        "step_s": step,
-        "intercept_s": t_short - n_short * step,  # fixed cost per call
-        "t_long_s": t_long,
-        "t_short_s": t_short,
-        "n_long": n_long,
-        "n_short": n_short,
-        "repeats": repeats,
-    }
+        for n in (n_long, n_short):
+            c0, t0 = time.process_time(), time.perf_counter()
+            block(run(n))
+            times[n].append((time.perf_counter() - t0, time.process_time() - c0))
+    out = dict(n_long=n_long, n_short=n_short, repeats=repeats)
+    for suffix, i in (("", 0), ("_cpu", 1)):
+        t_long = statistics.median(t[i] for t in times[n_long])
+        t_short = statistics.median(t[i] for t in times[n_short])
+        step = (t_long - t_short) / (n_long - n_short)
+        out.update({
+            f"step{suffix}_s": step,
+            f"intercept{suffix}_s": t_short - n_short * step,  # fixed cost per call
+            f"t_long{suffix}_s": t_long,
+            f"t_short{suffix}_s": t_short,
+        })
+    return out

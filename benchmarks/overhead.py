@@ -82,9 +82,10 @@ QUICK = dict(
 )
 DEFINITIONS = dict(
     step_s="steady-state seconds per step: (t_long - t_short) / (n_long - n_short), medians over repeats",
+    step_cpu_s="the same in process CPU time (all threads); robust to other load on the machine",
     intercept_s="fixed seconds per call: t_short - n_short * step_s",
     wall_s="fresh default fit of `steps` steps, compile included (median over wall_repeats)",
-    ratio="step_s / step_s of the case's baseline",
+    ratio="step_s / step_s of the case's baseline (ratio_cpu: the same in CPU time)",
     loss_tail="mean loss over the last tenth of a fit: all entries optimise the same ELBO",
 )
 
@@ -284,14 +285,12 @@ def bench_numpyro(case, guide_cls):
     out.update(steady_state(run, case.steps, case.short, case.repeats))
 
     # (iii) svi.run(progress_bar=True): a Python loop over a jitted step.
+    #       Every call recompiles, so compile time cancels only on average.
     if case.pb:
         long, short = case.pb
-        t = {n: median_timed(lambda: fit(n, bar=True), case.wall_repeats)[0] for n in case.pb}
-        step = (t[long] - t[short]) / (long - short)
+        pb = steady_state(lambda n: fit(n, bar=True), long, short, case.wall_repeats)
         out["progress_bar"] = dict(
-            measured_wall_s={str(n): v for n, v in t.items()},
-            step_s=step,
-            wall_s_extrapolated=t[short] + (case.steps - short) * step,
+            pb, wall_s_extrapolated=pb["t_short_s"] + (case.steps - short) * pb["step_s"],
             note=f"svi.run(progress_bar=True) timed on {long} and {short} steps only; "
             f"wall for {case.steps} steps extrapolated linearly from them",
         )
@@ -408,6 +407,18 @@ def machine():
     return info
 
 
+def ratios(entry, entries, baseline):
+    """step (wall and CPU) over that of hand-written JAX, of the floor, of the baseline."""
+    out = {}
+    for ref in ("handwritten_jax", "bare_floor"):
+        for kind in ("", "_cpu"):
+            if f"step{kind}_s" in entry and ref in entries:
+                out[f"ratio{kind}_to_{ref}"] = entry[f"step{kind}_s"] / entries[ref][f"step{kind}_s"]
+                if ref == baseline:
+                    out[f"ratio{kind}"] = out[f"ratio{kind}_to_{ref}"]
+    return out
+
+
 def run_case(case):
     competitors = {
         "handwritten_jax": lambda: bench_hand(case),
@@ -433,42 +444,40 @@ def run_case(case):
             entries[name] = {"error": f"{type(e).__name__}: {e}"}
         print(f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     for entry in entries.values():
-        for ref in ("handwritten_jax", "bare_floor"):
-            if "step_s" in entry and ref in entries:
-                entry[f"ratio_to_{ref}"] = entry["step_s"] / entries[ref]["step_s"]
-        if "step_s" in entry:
-            entry["ratio"] = entry[f"ratio_to_{case.baseline}"]
+        entry.update(ratios(entry, entries, case.baseline))
     info = {k: getattr(case, k) for k in ("steps", "short", "baseline") + (("N", "D") if case.floor else ())}
     return dict(info, competitors=entries)
 
 
 def table(results):
-    head = f"{'case':<14} {'competitor':<28} {'step [us]':>10} {'/hand':>7} {'/floor':>7} {'wall [s]':>9} {'call [s]':>9}  note"
+    cols = f"{'step [us]':>10} {'cpu [us]':>10} {'x base':>8} {'x base cpu':>10} {'wall [s]':>9} {'call [s]':>9}"
+    head = f"{'case':<14} {'competitor':<28} {cols}  note"
     lines = [head, "-" * len(head)]
-    fmt = lambda v, spec: format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]))
+    num = lambda v, width, prec, scale=1: f"{v * scale:>{width}.{prec}f}" if v is not None else "-".rjust(width)
     for cname, case in results["cases"].items():
-        for name, e in case["competitors"].items():
+        lines.append(f"{cname} (baseline: {case['baseline']})")
+        entries = case["competitors"]
+        for name, e in entries.items():
             rows = [(name, e)]
             if "progress_bar" in e:
-                pb = e["progress_bar"]
-                rows.append((f"  svi.run(progress_bar=True)", dict(
-                    step_s=pb["step_s"], wall_s=pb["wall_s_extrapolated"], note="wall extrapolated",
-                    ratio_to_handwritten_jax=pb["step_s"] / case["competitors"]["handwritten_jax"]["step_s"])))
+                pb = dict(e["progress_bar"], wall_s=e["progress_bar"]["wall_s_extrapolated"])
+                rows.append(("  svi.run(progress_bar=True)", dict(pb, **ratios(pb, entries, case["baseline"]))))
             for label, r in rows:
                 if "step_s" not in r:
-                    lines.append(f"{cname:<14} {label:<28} {r.get('skipped') or r.get('error')}")
+                    lines.append(f"{'':<14} {label:<28} {r.get('skipped') or r.get('error')}")
                     continue
-                note = r.get("note", "")
-                if "wall_note" in r:
-                    note = "wall extrapolated"
-                if "wall_losses_len" in r:
-                    note = f"wall: first call, {r['wall_losses_len']} steps"
                 if "run_wall_s" in r:
-                    note = "wall: svi.run, " + ", ".join(f"{n}: {t:.2f} s" for n, t in r["run_wall_s"].items())
+                    note = "wall: svi.run " + ", ".join(f"{n}: {t:.2f} s" for n, t in r["run_wall_s"].items())
+                elif "wall_losses_len" in r:
+                    note = f"wall: first call, {r['wall_losses_len']} steps"
+                elif "wall_note" in r or label.startswith("  svi.run"):
+                    note = "wall extrapolated"
+                else:
+                    note = r.get("note", "")
                 lines.append(
-                    f"{cname:<14} {label:<28} {r['step_s'] * 1e6:>10.2f} "
-                    f"{fmt(r.get('ratio_to_handwritten_jax'), '7.2f')} {fmt(r.get('ratio_to_bare_floor'), '7.2f')} "
-                    f"{r['wall_s']:>9.2f} {fmt(r.get('intercept_s'), '9.3f')}  {note}")
+                    f"{'':<14} {label:<28} {num(r['step_s'], 10, 2, 1e6)} {num(r.get('step_cpu_s'), 10, 2, 1e6)} "
+                    f"{num(r.get('ratio'), 8, 2)} {num(r.get('ratio_cpu'), 10, 2)} "
+                    f"{num(r['wall_s'], 9, 2)} {num(r.get('intercept_s'), 9, 3)}  {note}")
     return "\n".join(lines)
 
 
