@@ -330,6 +330,13 @@ def bench_pyro(case):
 
 
 def bench_provi(case):
+    """provi.fit on the unmodified NumPyro model.
+
+    The objective and optimizer objects are built once and reused by every
+    call; provi caches its compiled loop per model, so after the first call
+    ``intercept_s`` (the per-call cost) should be small.  A recompile per
+    call shows up there, not in ``step_s``.
+    """
     if provi is None:
         return {"skipped": "provi not importable"}
     model, data = case.numpyro_model, case.numpyro_data
