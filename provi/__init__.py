@@ -1,6 +1,6 @@
 """provi: programmable variational inference for NumPyro models."""
 
-from provi import estimators, guides, objectives
+from provi import estimators, guides, nn, objectives
 from provi.core.vocab import Objective, density, detach, objective, sim
 from provi.fit import fit
 from provi.objectives import ELBO
@@ -22,4 +22,5 @@ __all__ = [
     "guides",
     "estimators",
     "objectives",
+    "nn",
 ]

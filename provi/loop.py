@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from provi.core import subsample
 from provi.core.vocab import BoundGuide, BoundModel, KeyStream, Objective
 from provi.estimators import surrogate
 
@@ -52,11 +53,17 @@ def join_data(dynamic, layout):
 def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
     """loss(params, consts, key, data) -> (surrogate loss to differentiate, objective value)."""
 
+    plates = subsample.merge_plates(getattr(model_prog, "plates", {}), getattr(guide_prog, "plates", {}))
+
     def loss(params, consts, key, data):
         args, kwargs = join_data(data, layout)
         keys = KeyStream(key)
-        model = BoundModel(model_prog, params["model"], keys, args, kwargs)
-        guide = BoundGuide(guide_prog, params["guide"], consts, keys, args, kwargs)
+        m_prog, g_prog = model_prog, guide_prog
+        if plates:  # one minibatch per step, shared by the model, the guide and every particle
+            indices = subsample.draw(plates, keys())
+            m_prog, g_prog = m_prog.replaying(indices), g_prog.replaying(indices)
+        model = BoundModel(m_prog, params["model"], keys, args, kwargs)
+        guide = BoundGuide(g_prog, params["guide"], consts, keys, args, kwargs)
         value = objective.value(model, guide)
         return -surrogate(value, guide.ledger), value
 

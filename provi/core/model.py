@@ -54,6 +54,7 @@ class ModelInfo:
     deterministic: dict[str, tuple[int, ...]]  # name -> shape
     params: dict[str, tuple[Any, Any]]  # numpyro.param: name -> (initial value, constraint)
     subsampled: bool
+    plates: dict = dataclasses.field(default_factory=dict)  # subsampled plates: name -> (size, subsample size)
 
     @property
     def latent_names(self) -> tuple[str, ...]:
@@ -180,7 +181,12 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
         elif kind == "plate":
             size, sub = site["args"][0], site["args"][1]
             subsampled |= sub is not None and sub < size
-    return ModelInfo(tuple(latents), observed, determ, params, subsampled)
+    if any(isinstance(v, jax.core.Tracer) for v, _ in params.values()):  # made inside the model: run it once for real
+        concrete = trace_model(model, args, kwargs, jax.random.PRNGKey(0))
+        params = {k: (concrete[k]["value"], c) for k, (_, c) in params.items()}
+    from provi.core.subsample import subsampled_plates
+
+    return ModelInfo(tuple(latents), observed, determ, params, subsampled, subsampled_plates(tr))
 
 
 def _concrete_param(model, args, kwargs, name, site):
