@@ -106,7 +106,7 @@ def pointwise_density(program, values: dict, *args, plate: str = "data", **kwarg
     args, kwargs = _call_args(program, args, kwargs)
     fn, params, shapes = _function_and_params(program)
     shapes = {k: v for k, v in shapes.items() if k in values}
-    nb = batch_ndim(values, shapes)
+    nb = batch_ndim(values, shapes) if values else 0
     key = program.keys() if hasattr(program, "keys") and callable(program.keys) else jax.random.PRNGKey(0)
     box = {}
 
