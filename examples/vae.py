@@ -4,6 +4,9 @@ The same architecture is trained for the same number of steps with the ELBO and 
 importance-weighted bound (k particles per data point, doubly reparameterised gradients); each
 model's held-out log-likelihood is then estimated by importance sampling with k = 1000 draws from its
 encoder. As in the literature, the IWAE-trained model should have the higher held-out likelihood.
+The data set is small (1,497 training images): the full run stops at 3,000 steps (about 250 epochs),
+before both models overfit (at 20,000 steps the training bound keeps improving but the held-out
+likelihood falls, IWAE's faster).
 
     python examples/vae.py            # full run
     python examples/vae.py --quick    # seconds
@@ -35,7 +38,7 @@ def run(steps: int, k_train: int, k_eval: int, batch: int = 128, seed: int = 0, 
 
 def main():
     args = parser(__doc__.splitlines()[0]).parse_args()
-    steps = args.steps or (300 if args.quick else 20_000)
+    steps = args.steps or (300 if args.quick else 3_000)
     k_eval = 100 if args.quick else 1000
     results = run(steps, k_train=8 if not args.quick else 4, k_eval=k_eval, seed=args.seed)
     results.update(steps=steps, k_eval=k_eval)
