@@ -44,7 +44,9 @@ def _per_step(run, steps: int, repeats: int) -> float:
         run(2 * steps)
         two.append(time.perf_counter() - t1)
         one.append(t1 - t0)
-    return float((np.median(two) - np.median(one)) / steps)
+    diff = (np.median(two) - np.median(one)) / steps
+    # under heavy contention the difference can come out non-positive: fall back to the upper bound
+    return float(diff if diff > 0 else np.median(two) / (2 * steps))
 
 
 def time_provi(x, steps, repeats):
