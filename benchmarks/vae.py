@@ -197,6 +197,7 @@ def main():
             continue
         out[f"{name}_ms_per_step"] = 1e3 * sec
         out[f"{name}_examples_per_s"] = BATCH / sec
+        print(f"{name}: {1e3 * sec:.3f} ms per step", file=sys.stderr, flush=True)
     out["provi_over_hand"] = out["provi_ms_per_step"] / out["hand_ms_per_step"]
     for other in ("numpyro", "pyro"):
         if f"{other}_ms_per_step" in out:
