@@ -1,6 +1,6 @@
 """provi: programmable variational inference for NumPyro models."""
 
-from provi import estimators, guides, objectives
+from provi import estimators, guides, nn, objectives
 from provi.core.vocab import Objective, claim_scores, density, detach, kl, objective, replace_grad, sim, split_auxiliary
 from provi.fit import fit
 from provi.objectives import (
@@ -58,4 +58,5 @@ __all__ = [
     "guides",
     "estimators",
     "objectives",
+    "nn",
 ]

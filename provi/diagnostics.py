@@ -55,6 +55,7 @@ class Diagnostics:
     seconds: float
     estimators: dict
     messages: list
+    collapse: object = None  # provi.collapse.Collapse for amortized Gaussian latents, else None
 
     @property
     def trustworthy(self) -> bool:
@@ -68,6 +69,8 @@ class Diagnostics:
             "estimators: " + ", ".join(f"{k}: {v}" for k, v in self.estimators.items()),
         ]
         lines += [f"note: {m}" for m in self.messages]
+        if self.collapse is not None:
+            lines.append(f"latent units (KL per unit, active units):\n{self.collapse}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -113,7 +116,9 @@ def diagnose(res, n: int = 20_000, seed=None) -> Diagnostics:
             )
     if np.isfinite(log_w).mean() < 1:
         messages.append("some draws have non-finite log weights: the guide puts mass where the model has none.")
-    return Diagnostics(k, verdict, ess, res.stop.reason, res.stop.steps, res.stop.seconds, _estimators(res), messages)
+    from provi.collapse import report
+
+    return Diagnostics(k, verdict, ess, res.stop.reason, res.stop.steps, res.stop.seconds, _estimators(res), messages, report(res))
 
 
 def psis_resample(res, n: int, seed=None) -> dict:

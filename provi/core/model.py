@@ -54,6 +54,7 @@ class ModelInfo:
     deterministic: dict[str, tuple[int, ...]]  # name -> shape
     params: dict[str, tuple[Any, Any]]  # numpyro.param: name -> (initial value, constraint)
     subsampled: bool
+    plates: dict = dataclasses.field(default_factory=dict)  # subsampled plates: name -> (size, subsample size)
 
     @property
     def latent_names(self) -> tuple[str, ...]:
@@ -195,7 +196,9 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
             subsampled |= sub is not None and sub < size
     if any(isinstance(v, jax.core.Tracer) for v, _ in params.values()):
         params = _concrete_params(model, args, kwargs, params)
-    return ModelInfo(tuple(latents), observed, determ, params, subsampled)
+    from provi.core.subsample import subsampled_plates
+
+    return ModelInfo(tuple(latents), observed, determ, params, subsampled, subsampled_plates(tr))
 
 
 def as_jax(tree):

@@ -31,7 +31,18 @@ from numpyro.primitives import Messenger
 
 from provi.errors import ModelError
 
-__all__ = ["SharedSubsample", "subsample_indices", "model_plates", "check_family_subsample", "EXACT_MAX", "SUBSAMPLE_TAG"]
+__all__ = [
+    "SharedSubsample",
+    "subsample_indices",
+    "model_plates",
+    "check_family_subsample",
+    "subsampled_plates",
+    "merge_plates",
+    "draw",
+    "ReplayPlates",
+    "EXACT_MAX",
+    "SUBSAMPLE_TAG",
+]
 
 EXACT_MAX = 1 << 16  # plates up to this size are subsampled exactly without replacement
 SUBSAMPLE_TAG = 0x5B5A  # folded into a step key to make the key of its subsample indices
@@ -103,3 +114,44 @@ def check_family_subsample(model: Callable, args: tuple, kwargs: dict) -> dict:
             "plate (provi shares its subsample indices with the model), or do not subsample that plate"
         )
     return plates
+
+
+def subsampled_plates(trace: dict) -> dict[str, tuple[int, int]]:
+    """{plate name: (size, subsample size)} for the plates of `trace` that subsample."""
+    out = {}
+    for name, site in trace.items():
+        if site["type"] == "plate":
+            size, sub = site["args"][0], site["args"][1]
+            if sub is not None and sub < size:
+                out[name] = (int(size), int(sub))
+    return out
+
+
+def merge_plates(model: dict, guide: dict) -> dict[str, tuple[int, int]]:
+    """The union of the model's and the guide's subsampled plates; same-named plates must agree."""
+    for name in set(model) & set(guide):
+        if model[name] != guide[name]:
+            raise ModelError(
+                f"plate {name!r} has (size, subsample_size) {model[name]} in the model but {guide[name]} in "
+                "the guide; give it the same size and subsample_size in both"
+            )
+    return {**model, **guide}
+
+
+def draw(plates: dict, key) -> dict[str, jax.Array]:
+    """The indices `SharedSubsample(key)` gives each subsampled plate, for replaying them by hand."""
+    return {name: subsample_indices(jax.random.fold_in(key, plate_id(name)), size, sub) for name, (size, sub) in plates.items()}
+
+
+class ReplayPlates(Messenger):
+    """Give each named plate the given indices (its subsample size becomes their length)."""
+
+    def __init__(self, fn=None, indices: dict | None = None):
+        self.indices = dict(indices or {})
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "plate" and msg["name"] in self.indices:
+            idx = jnp.asarray(self.indices[msg["name"]])
+            msg["value"] = idx
+            msg["args"] = (msg["args"][0], int(idx.shape[0]))

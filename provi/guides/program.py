@@ -19,6 +19,7 @@ from numpyro.infer.util import log_density as numpyro_log_density
 
 from provi.core.model import ModelInfo, base_distribution, trace_model
 from provi.core.space import LatentSpace
+from provi.core.subsample import ReplayPlates, subsampled_plates
 from provi.core.vocab import require_sites
 from provi.errors import ModelError
 from provi.guides.families import Family
@@ -40,12 +41,13 @@ def vectorise(fn: Callable, nb: int) -> Callable:
 
 
 def constrain_params(unconstrained: dict, spec: dict) -> dict:
-    """Map `numpyro.param` values from their unconstrained storage to their constraints."""
-    return {k: biject_to(spec[k][1])(v) for k, v in unconstrained.items()}
+    """Map `numpyro.param` values from their unconstrained storage to their constraints (a param's
+    value may be a pytree, e.g. a neural network's weights: each leaf is mapped)."""
+    return {k: jax.tree.map(biject_to(spec[k][1]), v) for k, v in unconstrained.items()}
 
 
 def unconstrain_params(spec: dict) -> dict:
-    return {k: biject_to(c).inv(jnp.asarray(v)) for k, (v, c) in spec.items()}
+    return {k: jax.tree.map(lambda x, c=c: biject_to(c).inv(jnp.asarray(x)), v) for k, (v, c) in spec.items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,6 +60,15 @@ class ModelProgram:
     @property
     def shapes(self) -> dict:
         return {s.name: s.shape for s in self.info.latents}
+
+    @property
+    def plates(self) -> dict:
+        """Subsampled plates: name -> (size, subsample size)."""
+        return self.info.plates
+
+    def replaying(self, indices: dict) -> "ModelProgram":
+        """This program with its subsampled plates given `indices` (see provi.core.subsample)."""
+        return dataclasses.replace(self, model=ReplayPlates(self.model, indices)) if indices else self
 
     def init_params(self) -> dict:
         return unconstrain_params(self.info.params)
@@ -89,6 +100,11 @@ class FamilyGuide:
     @property
     def sites(self) -> tuple[str, ...]:
         return self.space.names
+
+    plates = {}  # a family has no plates
+
+    def replaying(self, indices: dict) -> "FamilyGuide":
+        return self
 
     def consts(self, shift, P) -> dict:
         """The preconditioner's constants, from host arrays (no device computation)."""
@@ -149,6 +165,11 @@ class NumPyroGuide:
     sites: tuple[str, ...]
     shapes: dict
     estimators: dict  # site -> estimator
+    plates: dict = dataclasses.field(default_factory=dict)  # subsampled plates: name -> (size, subsample size)
+
+    def replaying(self, indices: dict) -> "NumPyroGuide":
+        """This guide with its subsampled plates given `indices` (see provi.core.subsample)."""
+        return dataclasses.replace(self, guide=ReplayPlates(self.guide, indices)) if indices else self
 
     @classmethod
     def build(cls, guide, model_info: ModelInfo, args, kwargs, key, estimators) -> "NumPyroGuide":
@@ -176,7 +197,7 @@ class NumPyroGuide:
         from provi.estimators import resolve  # estimators build on programs, not the reverse
 
         chosen = {name: resolve(name, tr[name], estimators) for name in sites}
-        return cls(guide, model_info, spec, tuple(sites), shapes, chosen)
+        return cls(guide, model_info, spec, tuple(sites), shapes, chosen, subsampled_plates(tr))
 
     def init_params(self, key=None, scale=None) -> dict:
         return unconstrain_params(self.params_spec)
