@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["Mode", "converged", "find_mode", "newton_mode", "lbfgs_mode", "curvature", "NEWTON_MAX_DIM"]
+__all__ = ["Mode", "converged", "newton_decrement", "find_mode", "newton_mode", "lbfgs_mode", "curvature", "NEWTON_MAX_DIM"]
 
 NEWTON_MAX_DIM = 200  # Newton's method (one Hessian per iteration) up to here; L-BFGS above
 
@@ -32,6 +32,16 @@ def curvature(log_density: Callable, u: jax.Array) -> jax.Array:
 def converged(mode: "Mode", tol: float = 1e-2) -> jax.Array:
     """Whether a mode search ended at a stationary point (gradient small relative to the density)."""
     return jnp.isfinite(mode.log_density) & (mode.grad_norm < tol * (1.0 + jnp.abs(mode.log_density)))
+
+
+def newton_decrement(h: jax.Array, g: jax.Array) -> jax.Array:
+    """g^T H^-1 g: twice the log-density gain a Newton step expects (the squared gradient in
+    posterior-sd units), computed after Jacobi scaling; +inf where H is not positive definite."""
+    s = 1.0 / jnp.sqrt(jnp.maximum(jnp.abs(jnp.diag(h)), 1e-30))
+    chol = jnp.linalg.cholesky(h * s[:, None] * s[None, :])
+    y = jax.scipy.linalg.cho_solve((chol, True), s * g)
+    dec = jnp.dot(s * g, y)
+    return jnp.where(jnp.all(jnp.isfinite(chol)), dec, jnp.inf)
 
 
 def _converged(g, v, tol):
