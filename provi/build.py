@@ -80,12 +80,16 @@ def log_density_u(model: ModelProgram, space: LatentSpace, layout, jacobian: boo
 def _whitening(h, tril: bool):
     """P with P P^T ~ H^-1 (lower triangular when `tril`, else the diagonal 1/sqrt(H_ii)), after
     lifting non-positive curvature; and H's smallest eigenvalue."""
-    w, v = jnp.linalg.eigh(h)
+    # Jacobi scaling first: eigh in float32 resolves eigenvalues only relative to the largest, and
+    # a posterior with very different scales (an uncentered regression) would lose its small ones.
+    dg = jnp.diag(h)
+    s = 1.0 / jnp.sqrt(jnp.where(dg > 0, dg, jnp.maximum(jnp.max(jnp.abs(dg)), 1e-8)))
+    w, v = jnp.linalg.eigh(s[:, None] * h * s[None, :])
     floor = jnp.maximum(1e-6 * jnp.max(jnp.abs(w)), 1e-8)
     if tril:
         lifted = jnp.maximum(jnp.abs(w), floor)
         cov = (v / lifted) @ v.T
-        P = jnp.linalg.cholesky(0.5 * (cov + cov.T))
+        P = s[:, None] * jnp.linalg.cholesky(0.5 * (cov + cov.T))
     else:
         dg = jnp.diag(h)
         P = 1.0 / jnp.sqrt(jnp.where(dg > 0, dg, jnp.maximum(jnp.abs(dg), floor)))
@@ -128,6 +132,8 @@ def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str,
             else:
                 mode = find_mode(g, u0)
                 ok = jnp.isfinite(mode.log_density) & jnp.all(jnp.isfinite(mode.u))
+                # no mode (a funnel's density grows without bound): start from u0, unwhitened
+                ok = ok & (mode.grad_norm <= 1e-2 * (1.0 + jnp.abs(mode.log_density)))
                 u = jnp.where(ok, mode.u, u0)
                 report.update(mode_ok=ok, log_density=mode.log_density, grad_norm=mode.grad_norm, iterations=mode.iterations)
                 if with_h:
@@ -181,14 +187,19 @@ def _notes(r: dict, with_h: bool, d: int) -> list[str]:
     if not r:
         return notes
     if not r["mode_ok"]:
-        notes.append("init: the mode search reached non-finite values; the fit starts from the initial point")
+        notes.append(
+            "init: the mode search found no mode (non-finite values, or a density that grows without "
+            "bound, e.g. a funnel); the fit starts from the initial point without preconditioning"
+        )
     elif float(r["grad_norm"]) > 1e-2 * (1 + abs(float(r["log_density"]))):
         notes.append(
             f"init: the mode search stopped with gradient {float(r['grad_norm']):.3g} after {int(r['iterations'])} "
             "iterations: the density may have no mode (e.g. a funnel); the start is not a Laplace approximation"
         )
     if with_h:
-        if not r["h_ok"]:
+        if not r["mode_ok"]:
+            pass
+        elif not r["h_ok"]:
             notes.append("init: the curvature at the mode is not finite; no preconditioning")
         elif float(r["min_eig"]) <= 0:
             notes.append("init: the curvature at the mode is not positive definite (not a strict maximum); it was lifted")

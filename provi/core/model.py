@@ -75,7 +75,7 @@ def _model_traceback(tb: types.TracebackType | None) -> types.TracebackType | No
 
 def trace_model(model: Callable, args: tuple, kwargs: dict, key, substitute: dict | None = None) -> dict:
     """Run `model` once under `seed` and `trace`; the model's own exceptions surface unchanged."""
-    fn = handlers.seed(model, key)
+    fn = handlers.substitute(handlers.seed(model, key), substitute_fn=_improper_value)
     if substitute:
         fn = handlers.substitute(fn, data=substitute)
     try:
@@ -83,6 +83,17 @@ def trace_model(model: Callable, args: tuple, kwargs: dict, key, substitute: dic
     except Exception as exc:  # re-raised as is, with provi's and NumPyro's frames cut off
         exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
         raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
+
+
+def _improper_value(site: dict):
+    """A value for a sample site with a flat (improper) prior, which cannot be drawn: the image of
+    zero in its support (NumPyro's `init_to_uniform` would draw; a fixed point keeps traces pure)."""
+    fn = site.get("fn")
+    if site.get("type") != "sample" or site.get("is_observed") or not isinstance(base_distribution(fn), ImproperUniform):
+        return None
+    shape = tuple(site["kwargs"].get("sample_shape", ())) + tuple(fn.batch_shape) + tuple(fn.event_shape)
+    t = biject_to(fn.support)
+    return t(jnp.zeros(t.inverse_shape(shape), dtype=jnp.result_type(float)))
 
 
 def base_distribution(fn):
