@@ -12,6 +12,8 @@ from provi.core.model import ModelInfo
 from provi.core.space import LatentSpace
 from provi.errors import ModelError
 from provi.guides.families import Delta, Family, FullRank, Laplace, LowRank, MeanField
+from provi.guides.flows import IAF, Flow, NeuralSplineFlow, Planar, Radial, RealNVP
+from provi.guides.mixture import GaussianMixture
 from provi.guides.program import FamilyGuide, ModelProgram, NumPyroGuide
 
 __all__ = ["GUIDES", "family_for", "make_guide", "initialise_family", "log_density_u"]
@@ -23,6 +25,13 @@ GUIDES = {
     "fullrank": FullRank,
     "lowrank": LowRank,
     "laplace": Laplace,
+    "flow": RealNVP,
+    "realnvp": RealNVP,
+    "iaf": IAF,
+    "nsf": NeuralSplineFlow,
+    "planar": Planar,
+    "radial": Radial,
+    "mixture": GaussianMixture,
 }
 CURVATURE_MAX_DIM = 2000  # a full Hessian above this size costs too much memory and time
 
@@ -103,7 +112,7 @@ def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str,
 
     space, family = program.space, program.family
     d = space.dim
-    tril = isinstance(family, (FullRank, Laplace))
+    tril = isinstance(family, (FullRank, Laplace, Flow, GaussianMixture))  # dense whitening; flows start at Laplace
     with_h = init == "map" and d <= CURVATURE_MAX_DIM and not family.is_point
 
     def build():

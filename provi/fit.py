@@ -79,20 +79,47 @@ def fit(
       a `FitResult`. An interrupted fit (Ctrl-C) or one whose loss turns non-finite returns what it had.
     """
     _check_options(model, steps, guide)
-    t0 = time.perf_counter()
-    objective = ELBO() if objective is None else objective
-    if not isinstance(objective, Objective):
+    auto = isinstance(guide, str) and guide == "auto" and not estimators
+    objective = ELBO() if objective is None and not auto else objective
+    if not (auto and objective is None) and not isinstance(objective, Objective):
         raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
-    k_init, k_loop = _keys(seed)
     kwargs = dict(model_kwargs)
+    one = functools.partial(
+        _fit_one, model, args, kwargs, seed=seed, progress=progress,
+        early_stop=early_stop, init=init, estimators=estimators, average=average,
+    )
+    if auto:
+        from provi.auto import fit_auto
+
+        def fit_family(g, obj, opt, n, start, early=None):
+            kw = {} if early is None else {"early_stop": early}
+            return one(guide=g, objective=obj, optimizer=opt, steps=n, start=start, **kw)
+
+        return fit_auto(fit_family, model, args, kwargs, steps=steps, seed=seed, progress=progress,
+                        early_stop=early_stop, init=init, objective=objective, optimizer=optimizer, average=average)
+    return one(guide=guide, objective=objective, optimizer=optimizer, steps=steps)
+
+
+def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, progress, early_stop, init,
+             estimators, average, start=None) -> FitResult:
+    """One fit of one guide; `start=(program, params, consts)` starts a family there instead of at the mode."""
+    t0 = time.perf_counter()
+    k_init, k_loop = _keys(seed)
     info = inspect_model(model, args, kwargs)
     model_prog = ModelProgram(model, info)
-    guide_prog = make_guide(guide, info, args, kwargs, k_init, estimators)
+    if start is None:
+        guide_prog = make_guide(guide, info, args, kwargs, k_init, estimators)
+    else:
+        guide_prog = start[0]
     model_params = model_prog.init_params()
     notes: list[str] = []
     data, layout = split_data(args, kwargs)
     optimizer = default_optimizer() if optimizer is None else optimizer
-    if isinstance(guide_prog, FamilyGuide):
+    if start is not None:
+        _, guide_params, consts = start
+        params = {"model": model_params, "guide": guide_params}
+        opt_state = optimizer.init(params)
+    elif isinstance(guide_prog, FamilyGuide):
         guide_params, consts, opt_state, notes = initialise_family(
             guide_prog, model_prog, model_params, data, layout, k_init, init, optimizer
         )
