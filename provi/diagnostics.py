@@ -97,6 +97,12 @@ def diagnose(res, n: int = 2000, seed=None) -> Diagnostics:
         verdict = khat_verdict(k)
     if res.stop.reason == "nonfinite":
         messages.append(res.stop.message)
+        if not jax.config.jax_enable_x64:
+            messages.append(
+                "the fit ran in float32 and produced non-finite values; models with near-singular "
+                "matrices (a Cholesky of a Gaussian-process kernel) or large cancellations need float64: "
+                "call jax.config.update('jax_enable_x64', True) at start-up and pass float64 data."
+            )
     elif res.stop.reason == "interrupted":
         messages.append(f"the fit was interrupted after {res.stop.steps} steps; it may not have converged.")
     elif res.stop.reason == "steps" and len(res.losses) >= 400:
