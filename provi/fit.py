@@ -63,9 +63,11 @@ def fit(
     """Fit `guide` to `model(*args, **model_kwargs)` by maximising `objective`.
 
     Args:
-      guide: "auto" (default), "delta", "meanfield", "fullrank", "lowrank", "laplace", a family from
-        `provi.guides`, or a NumPyro guide function using `numpyro.param`.
-      objective: an objective (default `provi.ELBO()`), built in or made with `@provi.objective`.
+      guide: "auto" (default: see `provi.auto`), "delta", "meanfield", "fullrank", "lowrank", "laplace",
+        "flow" (RealNVP), "iaf", "nsf", "planar", "radial", "mixture", a family from `provi.guides`,
+        or a NumPyro guide function using `numpyro.param`.
+      objective: an objective (default `provi.ELBO()`; "auto" fits its flow stage with the
+        path-gradient ELBO), built in or made with `@provi.objective`.
       optimizer: an optax optimizer (default Adam(1e-2) for families, whose space is whitened at
         the start, and for NumPyro guides).
       steps: most optimisation steps (default 20,000, with early stopping).

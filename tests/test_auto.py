@@ -38,7 +38,7 @@ def test_gaussian_posterior_stops_at_the_gaussian():
     res = provi.fit(regression, jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.float32), progress=False)
     assert isinstance(res.guide.family, FullRank)
     assert res.auto["khat"] < 0.7 and res.correct == "psis"
-    assert res.stop.notes[-1].startswith("auto: tried FullRank")
+    assert res.stop.notes[-1].startswith("auto: tried FullRank") and "PSIS-corrected" in res.stop.notes[-1]
     S = np.linalg.inv(X.T @ X + np.eye(3) / 100.0)
     m = S @ X.T @ y
     summ = res.summary(4000)
