@@ -308,7 +308,8 @@ class Planar(Flow):
     def _uhat(p):
         u, w = p["u"], p["w"]
         wu = jnp.dot(w, u)
-        return u + ((-1.0 + jax.nn.softplus(wu)) - wu) * w / (jnp.dot(w, w) + 1e-12)
+        m = -1.0 + jax.nn.softplus(wu + math.log(math.e - 1.0))  # m(0) = 0: u = 0 is the identity
+        return u + (m - wu) * w / (jnp.dot(w, w) + 1e-12)
 
     def _layer_forward(self, p, x, i):
         u = self._uhat(p)
