@@ -5,8 +5,8 @@ For each posterior in shared/posteriordb (`provi.examples.posteriordb`) and each
 mean 90% interval coverage (the share of reference draws inside the method's 5%-95% interval;
 0.90 is right), the Pareto k-hat of the approximation's importance weights, and wall time.
 
-provi "auto" is scored on what `res.summary()` reports (PSIS-corrected moments and quantiles where
-the pipeline advises them); the other methods on 4,000 plain draws. NumPyro's AutoNormal and
+provi "auto" is scored on what `res.summary()` reports (PSIS-corrected moments and quantiles of
+16,000 draws where the pipeline advises them); the other methods on 4,000 plain draws. NumPyro's AutoNormal and
 AutoMultivariateNormal run Adam(1e-2) for 20,000 steps (NumPyro's SVI, one particle).
 
     python benchmarks/posteriordb.py [--quick] [--only NAME,...] [--methods auto,fullrank,...] [--write]
@@ -30,6 +30,7 @@ from provi.examples import posteriordb as pdb
 
 METHODS = ("auto", "fullrank", "meanfield", "numpyro-AutoNormal", "numpyro-AutoMVN")
 DRAWS = 4000
+PSIS_DRAWS = 16_000  # as res.summary() uses for PSIS-corrected moments
 SECTION = "## Accuracy on posteriordb"
 
 
@@ -50,7 +51,7 @@ def score(post, quantities: dict, log_w=None) -> dict:
 def run_provi(post, guide: str, seed: int, steps=None) -> dict:
     t = time.perf_counter()
     res = provi.fit(post.model, *post.args, guide=guide, progress=False, seed=seed, steps=steps, **post.kwargs)
-    z, log_q = res.draws(DRAWS, seed + 100)
+    z, log_q = res.draws(PSIS_DRAWS if res.correct == "psis" else DRAWS, seed + 100)
     jax.block_until_ready(z)
     seconds = time.perf_counter() - t
     lw_raw = np.asarray(res.log_weights(z, log_q), np.float64)

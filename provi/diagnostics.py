@@ -149,14 +149,17 @@ def _psis_draws(res, m: int, seed):
     return z, lw, k
 
 
+PSIS_MIN_DRAWS = 16_000  # importance-weighted sds and tails need more draws than plain ones
+
+
 def psis_summary(res, n: int = 4000, seed=None):
-    """Per scalar quantity: PSIS-weighted mean, sd, 5%, 50%, 95% of `n` guide draws (a DataFrame with
-    the k-hat in `.attrs`); raises where k-hat >= 0.7."""
+    """Per scalar quantity: PSIS-weighted mean, sd, 5%, 50%, 95% of max(n, 16000) guide draws (a
+    DataFrame with the k-hat in `.attrs`); raises where k-hat >= 0.7."""
     import pandas as pd
 
     from provi.result import flatten_draws
 
-    z, lw, k = _psis_draws(res, n, seed)
+    z, lw, k = _psis_draws(res, max(n, PSIS_MIN_DRAWS), seed)
     flat = flatten_draws(res._with_deterministic(z))
     df = pd.DataFrame.from_dict({name: weighted_moments(x, lw) for name, x in flat.items()}, orient="index")
     df.attrs["khat"] = k

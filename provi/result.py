@@ -130,8 +130,8 @@ class FitResult:
     def summary(self, n: int = 4000, seed: int | None = None, correct: str | None = "default"):
         """Per scalar quantity: mean, sd, 5%, 50% and 95% quantiles (a pandas DataFrame).
 
-        `correct="psis"`: Pareto-smoothed importance-weighted moments and quantiles of `n` guide
-        draws (raises where k-hat >= 0.7); None: plain guide moments; "default": what the fit
+        `correct="psis"`: Pareto-smoothed importance-weighted moments and quantiles of max(n, 16000)
+        guide draws (raises where k-hat >= 0.7); None: plain guide moments; "default": what the fit
         advises (`self.correct`: "psis" when guide="auto" found k-hat in [0.5, 0.7))."""
         import pandas as pd
 

@@ -17,7 +17,8 @@ from provi.examples import posteriordb as pdb
 FUNNEL = "eight_schools-eight_schools_centered"
 
 
-def _answer(res, post, n=4000, seed=11):
+def _answer(res, post, n=16_000, seed=11):
+    """What `res.summary()` reports (16,000 draws, PSIS-weighted where the fit advises), per reference quantity."""
     z, log_q = res.draws(n, seed)
     lw = None
     if res.correct == "psis":
