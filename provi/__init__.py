@@ -1,9 +1,26 @@
 """provi: programmable variational inference for NumPyro models."""
 
 from provi import estimators, guides, objectives
-from provi.core.vocab import Objective, density, detach, objective, sim
+from provi.core.vocab import Objective, claim_scores, density, detach, kl, objective, replace_grad, sim, split_auxiliary
 from provi.fit import fit
-from provi.objectives import ELBO
+from provi.objectives import (
+    CIWAE,
+    CUBO,
+    DIWHVI,
+    ELBO,
+    HVI,
+    IWAE,
+    IWHVI,
+    MIWAE,
+    PIWAE,
+    RWS,
+    STL,
+    VIMCO,
+    ChiSquareVIS,
+    DReG,
+    Renyi,
+    log_mean_exp,
+)
 from provi.persist import load
 from provi.result import FitResult
 
@@ -16,9 +33,28 @@ __all__ = [
     "sim",
     "density",
     "detach",
+    "replace_grad",
+    "claim_scores",
+    "kl",
+    "split_auxiliary",
+    "log_mean_exp",
     "objective",
     "Objective",
     "ELBO",
+    "STL",
+    "IWAE",
+    "DReG",
+    "VIMCO",
+    "RWS",
+    "Renyi",
+    "CUBO",
+    "ChiSquareVIS",
+    "PIWAE",
+    "MIWAE",
+    "CIWAE",
+    "HVI",
+    "IWHVI",
+    "DIWHVI",
     "guides",
     "estimators",
     "objectives",

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from provi.core.vocab import density, detach, objective, sim
+from provi.objectives import STL
 from provi.guides.families import FullRank, _tril
 from provi.guides.flows import RealNVP
 from provi.guides.program import FamilyGuide
@@ -42,13 +42,7 @@ FLOW_MAX_STEPS = 8000
 KHAT_DRAWS = 4000
 
 
-@objective
-def path_elbo(model, guide, *args, num_particles: int = 1):
-    """The ELBO with the path-derivative ("sticking the landing", Roeder et al. 2017) gradient: the
-    guide's density is evaluated with its parameters detached, so the score term, whose expectation
-    is zero, is dropped; the gradient's variance vanishes as q approaches the posterior."""
-    z, _ = sim(guide, *args, n=num_particles)
-    return jnp.mean(density(model, z, *args) - density(detach(guide), z, *args))
+path_elbo = STL  # the path-derivative ("sticking the landing") ELBO, used for the flow stage
 
 
 def _flow_family(dim: int):

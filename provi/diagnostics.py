@@ -83,7 +83,7 @@ def _estimators(res) -> dict:
     return {name: "Reparam" for name in getattr(res.guide, "sites", ())}
 
 
-def diagnose(res, n: int = 2000, seed=None) -> Diagnostics:
+def diagnose(res, n: int = 20_000, seed=None) -> Diagnostics:
     """Diagnose a `FitResult` with `n` guide draws."""
     z, log_q = res.draws(n, seed)
     log_w = np.asarray(res.log_weights(z, log_q))
@@ -111,6 +111,12 @@ def diagnose(res, n: int = 2000, seed=None) -> Diagnostics:
         se = np.sqrt(np.var(prev) / w + np.var(last) / w)
         if np.mean(prev) - np.mean(last) > 3 * se:
             messages.append("the loss was still decreasing at the last step: run more steps.")
+    for site, est in (getattr(res.guide, "estimators", None) or {}).items():
+        if getattr(est, "biased", False):
+            messages.append(
+                f"site {site!r} uses {est.name}, a biased gradient estimator (a relaxation): the fit "
+                "optimises a relaxed objective; check it against an unbiased estimator (Enumerate, MVD, Reinforce)."
+            )
     if np.isfinite(log_w).mean() < 1:
         messages.append("some draws have non-finite log weights: the guide puts mass where the model has none.")
     return Diagnostics(k, verdict, ess, res.stop.reason, res.stop.steps, res.stop.seconds, _estimators(res), messages)
@@ -118,7 +124,7 @@ def diagnose(res, n: int = 2000, seed=None) -> Diagnostics:
 
 def psis_resample(res, n: int, seed=None) -> dict:
     """`n` draws resampled by their Pareto-smoothed importance weights (raises if k-hat >= 0.7)."""
-    m = max(4 * n, 4000)
+    m = max(4 * n, 20_000)
     z, lw, _ = _psis_draws(res, m, seed)
     rng = np.random.default_rng(0 if seed is None else seed)
     idx = rng.choice(m, size=n, replace=True, p=np.exp(lw - np.logaddexp.reduce(lw)))

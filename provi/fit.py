@@ -14,9 +14,11 @@ import numpy as np
 import optax
 
 from provi.build import initialise_family, make_guide
+from provi.cache import enable_compilation_cache
 from provi.core.model import inspect_model
 from provi.core.vocab import Objective
 from provi.errors import NonFiniteError
+from provi.estimators import init_states
 from provi.guides.program import FamilyGuide, ModelProgram
 from provi.loop import FitState, Runner, cached, split_data
 from provi.objectives import ELBO
@@ -28,6 +30,7 @@ __all__ = ["fit", "default_optimizer"]
 
 DEFAULT_STEPS = 20_000
 BUFFER = 10_000  # most steps in one compiled chunk
+AVERAGE_MIN = 5_000  # after convergence, iterates are averaged over at least this many steps
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,10 +80,14 @@ def fit(
       init: "map" (start from the mode and its curvature), "prior", "zero", or {site: value}.
       estimators: {guide site: estimator} overriding each site's default gradient estimator.
       average: return the average of the final iterates (Polyak averaging); "auto" does so for families.
+        With early stopping, the average starts at the two windows in which the loss was found
+        stationary and runs for at least 5,000 steps (within `steps`): the error of an averaged
+        iterate shrinks as one over the square root of the steps averaged.
     Returns:
       a `FitResult`. An interrupted fit (Ctrl-C) or one whose loss turns non-finite returns what it had.
     """
     _check_options(model, steps, guide)
+    enable_compilation_cache()
     auto = isinstance(guide, str) and guide == "auto" and not estimators
     objective = ELBO() if objective is None and not auto else objective
     if not (auto and objective is None) and not isinstance(objective, Objective):
@@ -129,6 +136,8 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
     else:
         guide_params, consts = guide_prog.init_params(k_init), {}
         params = {"model": model_params, "guide": guide_params}
+        if est_state := init_states(guide_prog):  # explicit estimator state (baselines)
+            params["estimators"] = est_state
         opt_state = optimizer.init(params)
     optimise = getattr(getattr(guide_prog, "family", None), "optimise", True)
     user_steps = steps is not None
@@ -178,28 +187,33 @@ def _guide_key(guide, program):
     return program.family if isinstance(program, FamilyGuide) else guide
 
 
-def _chunk_size(done, total, rate, window):
-    """Steps for the next chunk: about a quarter second of work, at most `BUFFER` and one window."""
-    left = total - done
-    if rate is None:
-        return min(left, 100)
-    n = int(max(100, 0.25 * rate))
-    if window:
-        n = min(n, window)
-    return max(1, min(left, n, BUFFER))
+def _chunk_size(done: int, total: int, rate, boundary: int | None) -> int:
+    """Steps for the next chunk: about a quarter second of work, at most `BUFFER`, and never
+    across a multiple of `boundary` (where convergence is checked and averaging starts), so that
+    the result does not depend on how fast the machine ran."""
+    n = min(total - done, 100 if rate is None else int(max(100, 0.25 * rate)), BUFFER)
+    if boundary:
+        n = min(n, boundary - done % boundary)
+    return max(1, n)
 
 
 def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool, progress: bool, objective):
-    """Run chunks until `steps`, convergence, a non-finite loss or Ctrl-C: `(state, losses, stop, averaged)`."""
+    """Run chunks until `steps`, convergence, a non-finite loss or Ctrl-C: `(state, losses, stop, averaged)`.
+
+    Convergence is checked, and averaging starts and stops, only at multiples of the window, so
+    the same seed gives the same result whatever the chunk sizes were.
+    """
     losses: list[np.ndarray] = []
-    sums: list[tuple[Any, int]] = []
+    sums: list[tuple[int, Any, int]] = []  # (first step, sum of iterates, steps) per chunk
     watch = Convergence.for_steps(steps) if early else None
+    block = watch.window if watch else max(1, steps - steps // 4)
+    avg_from = None if watch else steps - steps // 4
     stop = StopInfo(reason="steps", steps=0)
     bar = Progress(steps, enabled=progress)
     done, rate = 0, None
     try:
         while done < steps:
-            n = _chunk_size(done, steps, rate, watch.window if watch else None)
+            n = _chunk_size(done, steps, rate, block)
             t = time.perf_counter()
             start = state
             new, chunk_losses, acc, ran, bad = runner.run(state, consts, data, n)
@@ -216,13 +230,19 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
             state = new
             losses.append(chunk)
             if acc:
-                sums.append((jax.device_get(acc), ran))
+                sums.append((done, jax.device_get(acc), ran))
             done += ran
             dt = time.perf_counter() - t
             rate = ran / dt if dt > 0 else None
             bar.update(done, chunk)
-            if watch is not None and watch.converged(np.concatenate(losses)):
+            if watch is None or done % watch.window:
+                continue
+            if avg_from is None and watch.converged(np.concatenate(losses)):
                 stop = StopInfo(reason="converged", steps=done)
+                avg_from = done - 2 * watch.window  # the two stationary windows start the average
+                if not sums:
+                    break
+            if avg_from is not None and done - avg_from >= AVERAGE_MIN:
                 break
     except KeyboardInterrupt:
         stop = StopInfo(reason="interrupted", steps=done)
@@ -231,7 +251,7 @@ def _loop(runner: Runner, state: FitState, consts, data, steps: int, early: bool
         bar.close()
     stop.steps = done
     all_losses = np.concatenate(losses) if losses else np.zeros((0,))
-    return state, all_losses, stop, _average(sums, done, state.params)
+    return state, all_losses, stop, _average(sums, avg_from if avg_from is not None else done - done // 4)
 
 
 def _last_finite(runner, start, consts, data, n_good, chunk):
@@ -244,15 +264,14 @@ def _last_finite(runner, start, consts, data, n_good, chunk):
     return start, chunk[:0]
 
 
-def _average(sums, done, last):
-    """The mean of the iterates over the last quarter of the run (at least one chunk)."""
+def _average(sums, start: int):
+    """The mean of the iterates of the chunks that begin at or after step `start` (the last chunk
+    at least): the stationary windows of a converged fit, else the last quarter of the run."""
     if not sums:
         return None
-    want = max(1, done // 4)
-    total, count = None, 0
-    for acc, n in reversed(sums):
-        total = acc if total is None else jax.tree.map(np.add, total, acc)
-        count += n
-        if count >= want:
-            break
+    chosen = [(acc, n) for first, acc, n in sums if first >= start] or [sums[-1][1:]]
+    count = sum(n for _, n in chosen)
+    total = chosen[0][0]
+    for acc, _ in chosen[1:]:
+        total = jax.tree.map(np.add, total, acc)
     return jax.tree.map(lambda x: x / count, total)

@@ -18,7 +18,8 @@ import numpy as np
 import optax
 
 from provi.core.vocab import BoundGuide, BoundModel, KeyStream, Objective
-from provi.estimators import surrogate
+from provi.estimators import combine, update_state
+from provi.estimators.branch import Branching, BranchState
 
 __all__ = ["FitState", "Runner", "cached", "split_data", "join_data"]
 
@@ -50,15 +51,30 @@ def join_data(dynamic, layout):
 
 
 def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
-    """loss(params, consts, key, data) -> (surrogate loss to differentiate, objective value)."""
+    """loss(params, consts, key, data) -> (surrogate loss to differentiate, objective value).
 
-    def loss(params, consts, key, data):
+    The objective runs once; estimators that need it at other values of a site (Enumerate, MVD,
+    leave-one-out baselines) have it re-run under vmap with the same key and the site's value
+    overridden through the bound guide (`provi.estimators.branch`), and `combine` builds the
+    surrogate from the value, the ledger's score terms and those branches.
+    """
+
+    def run(params, consts, key, data, state):
         args, kwargs = join_data(data, layout)
         keys = KeyStream(key)
         model = BoundModel(model_prog, params["model"], keys, args, kwargs)
-        guide = BoundGuide(guide_prog, params["guide"], consts, keys, args, kwargs)
-        value = objective.value(model, guide)
-        return -surrogate(value, guide.ledger), value
+        guide = BoundGuide(Branching(guide_prog, state), params["guide"], consts, keys, args, kwargs)
+        return objective.value(model, guide), guide.ledger
+
+    def loss(params, consts, key, data):
+        state = BranchState()
+        value, ledger = run(params, consts, key, data, state)
+
+        def rerun(override):
+            return run(params, consts, key, data, BranchState(override=override, collect=False))[0]
+
+        surr = combine(value, ledger, state, rerun, params.get("estimators", {}))
+        return -surr, value
 
     return loss
 
@@ -88,7 +104,7 @@ class Runner:
             key, sub = jax.random.split(st.key)
             (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, data)
             updates, opt_state = opt.update(grads, st.opt_state, st.params)
-            params = optax.apply_updates(st.params, updates)
+            params = update_state(self.guide, st.params, optax.apply_updates(st.params, updates), value)
             losses = losses.at[i].set(-value)
             if self.average:
                 acc = jax.tree.map(jnp.add, acc, params)

@@ -75,7 +75,7 @@ def load(path, model, *args, guide=None, **kwargs):
             raise ValueError(f"this fit used the NumPyro guide {spec['name']!r}: pass it as guide=")
         guide = getattr(G, spec["name"])(**spec.get("fields", {}))
     key = jax.random.PRNGKey(meta["seed"])
-    info = inspect_model(model, args, kwargs, key)
+    info = inspect_model(model, args, kwargs)
     model_prog = ModelProgram(model, info)
     guide_prog = make_guide(guide, info, args, kwargs, key, None)
     with np.load(path / "params.npz") as f:

@@ -132,7 +132,7 @@ class FitResult:
 
         `correct="psis"`: Pareto-smoothed importance-weighted moments and quantiles of max(n, 16000)
         guide draws (raises where k-hat >= 0.7); None: plain guide moments; "default": what the fit
-        advises (`self.correct`: "psis" when guide="auto" found k-hat in [0.5, 0.7))."""
+        advises (`self.correct`: "psis" when guide="auto" found k-hat < 0.7)."""
         import pandas as pd
 
         correct = self.correct if correct == "default" else correct
@@ -183,8 +183,9 @@ class FitResult:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
         return _log_weights(self.model, self.params["model"], z, log_q, self.data, self.layout)
 
-    def diagnostics(self, n: int = 2000, seed: int | None = None):
-        """PSIS k-hat, convergence and the estimators used, with verdicts in words."""
+    def diagnostics(self, n: int = 20_000, seed: int | None = None):
+        """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence
+        and the estimators used, with verdicts in words."""
         from provi.diagnostics import diagnose
 
         return diagnose(self, n, seed)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["Mode", "find_mode", "newton_mode", "lbfgs_mode", "curvature", "NEWTON_MAX_DIM"]
+__all__ = ["Mode", "converged", "find_mode", "newton_mode", "lbfgs_mode", "curvature", "NEWTON_MAX_DIM"]
 
 NEWTON_MAX_DIM = 200  # Newton's method (one Hessian per iteration) up to here; L-BFGS above
 
@@ -27,6 +27,11 @@ def curvature(log_density: Callable, u: jax.Array) -> jax.Array:
     """The negative Hessian of `log_density` at `u` (the precision of the Laplace approximation)."""
     h = jax.hessian(log_density)(u)
     return -0.5 * (h + h.T)
+
+
+def converged(mode: "Mode", tol: float = 1e-2) -> jax.Array:
+    """Whether a mode search ended at a stationary point (gradient small relative to the density)."""
+    return jnp.isfinite(mode.log_density) & (mode.grad_norm < tol * (1.0 + jnp.abs(mode.log_density)))
 
 
 def _converged(g, v, tol):

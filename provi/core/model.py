@@ -73,8 +73,20 @@ def _model_traceback(tb: types.TracebackType | None) -> types.TracebackType | No
     return tb
 
 
+def _improper_value(site):
+    """A value for a latent site with a flat (improper) prior, which cannot be sampled: zero in
+    the unconstrained space (NumPyro's samplers refuse `ImproperUniform`)."""
+    if site["type"] != "sample" or site.get("is_observed") or not isinstance(base_distribution(site["fn"]), ImproperUniform):
+        return None
+    fn = site["fn"]
+    shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    t = biject_to(fn.support)
+    return t(jnp.zeros(t.inverse_shape(shape)))
+
+
 def trace_model(model: Callable, args: tuple, kwargs: dict, key, substitute: dict | None = None) -> dict:
-    """Run `model` once under `seed` and `trace`; the model's own exceptions surface unchanged."""
+    """Run `model` once under `seed` and `trace` (flat priors get the value zero in the
+    unconstrained space); the model's own exceptions surface unchanged."""
     fn = handlers.substitute(handlers.seed(model, key), substitute_fn=_improper_value)
     if substitute:
         fn = handlers.substitute(fn, data=substitute)
@@ -83,17 +95,6 @@ def trace_model(model: Callable, args: tuple, kwargs: dict, key, substitute: dic
     except Exception as exc:  # re-raised as is, with provi's and NumPyro's frames cut off
         exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
         raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
-
-
-def _improper_value(site: dict):
-    """A value for a sample site with a flat (improper) prior, which cannot be drawn: the image of
-    zero in its support (NumPyro's `init_to_uniform` would draw; a fixed point keeps traces pure)."""
-    fn = site.get("fn")
-    if site.get("type") != "sample" or site.get("is_observed") or not isinstance(base_distribution(fn), ImproperUniform):
-        return None
-    shape = tuple(site["kwargs"].get("sample_shape", ())) + tuple(fn.batch_shape) + tuple(fn.event_shape)
-    t = biject_to(fn.support)
-    return t(jnp.zeros(t.inverse_shape(shape), dtype=jnp.result_type(float)))
 
 
 def base_distribution(fn):
@@ -191,20 +192,21 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
         elif kind == "plate":
             size, sub = site["args"][0], site["args"][1]
             subsampled |= sub is not None and sub < size
+    if any(isinstance(v, jax.core.Tracer) for v, _ in params.values()):
+        params = _concrete_params(model, args, kwargs, params)
     return ModelInfo(tuple(latents), observed, determ, params, subsampled)
 
 
-def _concrete_param(model, args, kwargs, name, site):
-    """The initial value of a `numpyro.param` site (computed outside the abstract trace if needed)."""
-    value = site["value"]
-    if not isinstance(value, jax.core.Tracer):
-        return jnp.asarray(value)
-    init = site["args"][0] if site["args"] else None
-    if callable(init):
-        return jnp.asarray(init(jax.random.PRNGKey(0)))
-    if init is not None and not isinstance(init, jax.core.Tracer):
-        return jnp.asarray(init)
-    raise ModelError(f"param site {name!r}: its initial value depends on the model's random draws; give it a fixed initial value")
+def _concrete_params(model, args, kwargs, params: dict) -> dict:
+    """Initial values of `numpyro.param` sites that the model computes (e.g. `jnp.zeros(...)`),
+    evaluated by running the model once, compiled."""
+
+    def values(key):
+        tr = trace_model(model, args, kwargs, key)
+        return {name: tr[name]["value"] for name in params}
+
+    concrete = jax.jit(values)(np.zeros(2, np.uint32))
+    return {name: (concrete[name], c) for name, (_, c) in params.items()}
 
 
 def _is_factor(site: dict) -> bool:

@@ -5,6 +5,11 @@ stream of PRNG keys and the model's data. `sim` draws from a guide; `density` sc
 the model or a guide. Both vectorise over leading particle axes. Draws from sites whose estimator
 is not pathwise leave a score term in the bound guide's ledger; `provi.estimators` turns the ledger
 and the objective's value into a surrogate whose gradient is an unbiased gradient estimate.
+
+Objectives that shape their own gradient use a few more primitives: `detach` (cut a program's
+parameters, or values, from the gradient), `replace_grad` (a value with another expression's
+gradient), `claim_scores` (take the score terms out of the ledger, per particle), `kl` (analytic
+KL divergences per site), and `split_auxiliary` (a guide's auxiliary draws apart from the latents).
 """
 
 from __future__ import annotations
@@ -14,10 +19,26 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from provi.errors import ModelError, ObjectiveError
 
-__all__ = ["KeyStream", "BoundModel", "BoundGuide", "sim", "density", "detach", "objective", "Objective"]
+__all__ = [
+    "KeyStream",
+    "BoundModel",
+    "BoundGuide",
+    "sim",
+    "density",
+    "detach",
+    "replace_grad",
+    "claim_scores",
+    "kl",
+    "split_auxiliary",
+    "sim_given",
+    "density_given",
+    "objective",
+    "Objective",
+]
 
 
 class KeyStream:
@@ -40,9 +61,11 @@ class BoundModel:
     keys: KeyStream
     args: tuple
     kwargs: dict
+    detached: bool = False
 
     def log_density(self, values, args, kwargs):
-        return self.program.log_density(self.params, values, args, kwargs, self.keys)
+        params = jax.lax.stop_gradient(self.params) if self.detached else self.params
+        return self.program.log_density(params, values, args, kwargs, self.keys)
 
 
 @dataclasses.dataclass
@@ -84,22 +107,248 @@ def sim(guide: BoundGuide, *args, n: int | None = None, **kwargs):
     return z, log_q
 
 
-def density(program, values: dict, *args, **kwargs) -> jax.Array:
+def density(program, values: dict, *args, sites=None, **kwargs) -> jax.Array:
     """Log density of `values` under a bound model (the log joint, data included) or a bound guide.
 
     Leading axes of `values` beyond each site's own shape are particle axes: the result has them.
+    `sites` (a collection of site names) restricts the sum to those sites' own terms (each scaled
+    as NumPyro scales it, e.g. by a subsampled plate); `values` then needs only the values those
+    terms and their parents read. Per-site densities need a NumPyro program (the model, or a NumPyro
+    guide), not a family guide.
     """
     if not isinstance(program, (BoundModel, BoundGuide)):
         raise TypeError("provi.density takes the model or guide an objective receives")
     if not isinstance(values, dict):
         raise TypeError(f"provi.density takes a dict of site values, got {type(values).__name__}")
     args, kwargs = _call_args(program, args, kwargs)
-    return program.log_density(values, args, kwargs)
+    if sites is None:
+        return program.log_density(values, args, kwargs)
+    return _site_density(program, values, tuple(sites), args, kwargs)
 
 
-def detach(guide: BoundGuide) -> BoundGuide:
-    """The same guide with its parameters cut from the gradient (for path-derivative estimators)."""
-    return dataclasses.replace(guide, detached=True, ledger=guide.ledger)
+def detach(x):
+    """`x` cut from the gradient.
+
+    A bound guide or model: the same program with its parameters cut from the gradient (draws
+    and values passed to it keep their path; path-derivative estimators such as STL and DReG
+    score draws with `provi.density(provi.detach(guide), z)`). Anything else (a dict of draws, an
+    array): `jax.lax.stop_gradient` of it.
+    """
+    if isinstance(x, BoundGuide):
+        return dataclasses.replace(x, detached=True, ledger=x.ledger)
+    if isinstance(x, BoundModel):
+        return dataclasses.replace(x, detached=True)
+    return jax.tree.map(jax.lax.stop_gradient, x)
+
+
+def replace_grad(value: jax.Array, surrogate: jax.Array) -> jax.Array:
+    """`value`'s value with `surrogate`'s gradient: `value` is what the objective reports,
+    `surrogate` is what its gradient estimator differentiates."""
+    return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate))
+
+
+def claim_scores(guide: BoundGuide) -> jax.Array:
+    """Take the pending score terms out of `guide`'s ledger: their sum per particle, shape (n,)
+    (a scalar 0 when the ledger is empty).
+
+    Score terms are left by draws whose estimator is not pathwise (e.g. `Reinforce`). Once claimed,
+    the objective owns them: `provi.fit` no longer multiplies them by the objective's value, so the
+    objective must build their gradient itself (VIMCO uses per-particle baselines), or drop them.
+    """
+    if not isinstance(guide, BoundGuide):
+        raise TypeError("provi.claim_scores takes the guide an objective receives")
+    entries = list(guide.ledger)
+    guide.ledger.clear()
+    if not entries:
+        return jnp.zeros(())
+    shapes = {jnp.shape(score) for _, _, score in entries}
+    if len(shapes) > 1:
+        names = [name for name, _, _ in entries]
+        raise ObjectiveError(
+            f"score terms of sites {names} have different particle shapes {sorted(shapes)}; claim the "
+            "scores after each provi.sim call"
+        )
+    return sum(score for _, _, score in entries)
+
+
+def split_auxiliary(guide: BoundGuide, values: dict) -> tuple[dict, dict]:
+    """`(latents, auxiliary)`: `values` split into the model's latent sites and the guide's
+    auxiliary sites (those marked `infer={'is_auxiliary': True}`)."""
+    latent_names = set(guide.program.info.latent_names) if hasattr(guide.program, "info") else set(values)
+    latents = {k: v for k, v in values.items() if k in latent_names}
+    aux = {k: v for k, v in values.items() if k not in latent_names}
+    return latents, aux
+
+
+def kl(guide: BoundGuide, model: BoundModel, values: dict, *args, **kwargs) -> tuple[jax.Array, tuple[str, ...]]:
+    """Analytic KL(q_s || p_s), summed over the latent sites s where it is known: `(kl, sites)`.
+
+    At each particle of `values` (the guide's draws), for each model latent site whose guide
+    distribution and model prior (given the other sites' values) have a registered
+    `numpyro.distributions.kl.kl_divergence` and the same scale, the KL is computed in closed
+    form. `kl` has the particle shape; `sites` names the sites it covers (possibly none). A family
+    guide has no per-site distributions: `sites` is then empty.
+    """
+    if not isinstance(guide, BoundGuide) or not isinstance(model, BoundModel):
+        raise TypeError("provi.kl takes the guide and the model an objective receives")
+    from provi.guides.program import NumPyroGuide, batch_ndim, vectorise
+
+    if not isinstance(guide.program, NumPyroGuide):
+        return jnp.zeros(_particle_shape(guide, values)), ()
+    from numpyro.distributions.kl import kl_divergence
+
+    gargs, gkwargs = _call_args(guide, args, kwargs)
+    margs, mkwargs = _call_args(model, args, kwargs)
+    latent_names = model.program.info.latent_names
+    nb = batch_ndim(values, guide.program.shapes)
+    gkey, mkey = guide.keys(), model.keys()
+    covered: list[str] = []
+
+    def one(v):
+        gtr = _trace(guide, gkey, v, gargs, gkwargs)
+        mtr = _trace(model, mkey, {k: v[k] for k in latent_names}, margs, mkwargs)
+        total, names = jnp.zeros(()), []
+        for name in latent_names:
+            q, p = gtr[name], mtr[name]
+            if not _same_scale(q.get("scale"), p.get("scale")):
+                continue
+            try:
+                d = kl_divergence(q["fn"], p["fn"])
+            except NotImplementedError:
+                continue
+            scale = p.get("scale")
+            total = total + jnp.sum(d if scale is None else d * scale)
+            names.append(name)
+        covered[:] = names
+        return total
+
+    return vectorise(one, nb)(values), tuple(covered)
+
+
+def sim_given(guide: BoundGuide, fn, given: dict, *args, n: int, **kwargs) -> tuple[dict, jax.Array]:
+    """Draw `n` times from a conditional NumPyro program `fn(given, *args, **kwargs)` at each
+    particle of `given` (a dict of the guide's sites with leading particle axes): `(values, log_r)`,
+    with particle axes then an `n` axis. `fn`'s `numpyro.param` sites take the guide's parameters
+    of the same name (others keep their initial values); its sites are drawn pathwise.
+    Used for reverse models r(u | z) of hierarchical guides."""
+    from provi.guides.program import batch_ndim, vectorise
+
+    args, kwargs = _call_args(guide, args, kwargs)
+    _, fixed = _numpyro_fn(guide)
+    nb = batch_ndim(given, guide.program.shapes)
+    lead = jnp.shape(given[next(iter(given))])[:nb]
+    keys = jax.random.split(guide.keys(), int(np.prod(lead, dtype=int)) * n).reshape(lead + (n, -1))
+
+    def one(g, key):
+        tr = _trace_fn(fn, key, fixed, {}, (g,) + tuple(args), kwargs)
+        return {k: v["value"] for k, v in tr.items() if _is_latent(v)}, _sum_log_prob(tr)
+
+    return vectorise(jax.vmap(one, in_axes=(None, 0)), nb)(given, keys)
+
+
+def density_given(guide: BoundGuide, fn, values: dict, given: dict, *args, **kwargs) -> jax.Array:
+    """Log density of `values` under the conditional NumPyro program `fn(given, *args, **kwargs)`
+    (parameters as in `sim_given`); `given` is broadcast to the particle axes of `values`."""
+    from provi.guides.program import batch_ndim, vectorise
+
+    args, kwargs = _call_args(guide, args, kwargs)
+    _, fixed = _numpyro_fn(guide)
+    shapes = guide.program.shapes
+    lead = jnp.shape(values[next(iter(values))])[: batch_ndim(values, shapes)]
+    given = {k: jnp.broadcast_to(v, lead + tuple(shapes[k])) for k, v in given.items()}
+    key = guide.keys()
+
+    def one(v, g):
+        return _sum_log_prob(_trace_fn(fn, key, fixed, v, (g,) + tuple(args), kwargs))
+
+    return vectorise(one, len(lead))(values, given)
+
+
+def _is_latent(site) -> bool:
+    return site["type"] == "sample" and not site["is_observed"]
+
+
+def _sum_log_prob(tr) -> jax.Array:
+    total = jnp.zeros(())
+    for site in tr.values():
+        if site["type"] == "sample":
+            lp = site["fn"].log_prob(site["value"])
+            total = total + jnp.sum(lp if site.get("scale") is None else lp * site["scale"])
+    return total
+
+
+def _trace_fn(fn, key, fixed, values, args, kwargs):
+    from numpyro import handlers
+
+    seeded = handlers.substitute(handlers.seed(fn, key), data={**fixed, **values})
+    return handlers.trace(seeded).get_trace(*args, **kwargs)
+
+
+def _same_scale(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return bool(jnp.all(jnp.asarray(a) == jnp.asarray(b)))
+    except jax.errors.ConcretizationTypeError:
+        return a is b
+
+
+def _particle_shape(program, values: dict) -> tuple:
+    from provi.guides.program import batch_ndim
+
+    shapes = program.program.shapes if hasattr(program.program, "shapes") else {s.name: s.shape for s in program.program.space.sites}
+    name = next(iter(values))
+    return jnp.shape(values[name])[: batch_ndim(values, shapes)]
+
+
+def _numpyro_fn(bound):
+    """The bound program's NumPyro function and its constrained `numpyro.param` values."""
+    from provi.guides.program import ModelProgram, NumPyroGuide, constrain_params
+
+    params = jax.lax.stop_gradient(bound.params) if bound.detached else bound.params
+    prog = bound.program
+    if isinstance(prog, ModelProgram):
+        return prog.model, constrain_params(params, prog.info.params)
+    if isinstance(prog, NumPyroGuide):
+        return prog.guide, constrain_params(params, prog.params_spec)
+    raise ObjectiveError(
+        f"per-site densities need a NumPyro program; {type(prog).__name__} is a family over the whole "
+        "latent vector. Use a NumPyro guide function, or leave out sites="
+    )
+
+
+def _trace(bound, key, values, args, kwargs):
+    fn, fixed = _numpyro_fn(bound)
+    return _trace_fn(fn, key, fixed, values, args, kwargs)
+
+
+def _site_density(bound, values, sites, args, kwargs):
+    from provi.guides.program import batch_ndim, vectorise
+
+    _numpyro_fn(bound)  # a clear error for family guides
+    shapes = bound.program.shapes
+    unknown = [s for s in values if s not in shapes]
+    if unknown:
+        raise ModelError(f"provi.density: unknown site name(s) {unknown}; the sites are {list(shapes)}")
+    nb = batch_ndim(values, shapes)
+    key = bound.keys()
+
+    def one(v):
+        tr = _trace(bound, key, v, args, kwargs)
+        total = jnp.zeros(())
+        for name in sites:
+            site = tr.get(name)
+            if site is None or site["type"] != "sample":
+                raise ModelError(f"provi.density: no sample site {name!r}; the sites are {list(shapes)}")
+            if not site["is_observed"] and name not in v:
+                raise ModelError(f"provi.density: sites={list(sites)} needs a value for site {name!r}")
+            lp = site["fn"].log_prob(site["value"])
+            if site.get("scale") is not None:
+                lp = lp * site["scale"]
+            total = total + jnp.sum(lp)
+        return total
+
+    return vectorise(one, nb)(values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +376,11 @@ class Objective:
             raise ObjectiveError(
                 f"objective {self.name!r} must return a scalar, got shape {jnp.shape(out)}; "
                 "reduce over particles (e.g. jnp.mean) before returning"
+            )
+        if not isinstance(out, jax.core.Tracer) and not bool(jnp.isfinite(out)):
+            raise ObjectiveError(
+                f"objective {self.name!r} returned a non-finite value ({float(out)}); check its log "
+                "weights (a log density of -inf, or exp() of a large log weight: use logsumexp)"
             )
         return out
 

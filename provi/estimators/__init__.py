@@ -1,12 +1,39 @@
-"""Per-site gradient estimators (`infer={"estimator": ...}` or `provi.fit(..., estimators=...)`)."""
+"""Per-site gradient estimators (`infer={"estimator": ...}` or `provi.fit(..., estimators=...)`).
 
-from provi.estimators.base import Estimator, Reinforce, Reparam, resolve, site_draw, surrogate
+Typed, frozen descriptions; the shared transformation that applies them is `hook` (at the guide's
+sample statements) and `branch` (objective re-evaluation for Enumerate, MVD, leave-one-out).
+"""
 
-__all__ = ["Estimator", "Reparam", "Reinforce", "resolve", "site_draw", "surrogate", "applicable", "REGISTRY"]
+from provi.estimators.base import Estimator, resolve, site_draw, surrogate
+from provi.estimators.branch import combine, init_states, update_state
+from provi.estimators.enumerate import Enumerate
+from provi.estimators.mvd import MVD
+from provi.estimators.registry import REGISTRY, applicable, default_estimator
+from provi.estimators.relax import GumbelSoftmax
+from provi.estimators.reparam import ImplicitReparam, RejectionReparam, Reparam
+from provi.estimators.score import Baseline, LeaveOneOut, Learned, NoBaseline, Reinforce, RunningAverage
 
-REGISTRY = (Reparam, Reinforce)
-
-
-def applicable(fn) -> list[str]:
-    """Names of the registered estimators that apply to distribution `fn`."""
-    return [cls.__name__ for cls in REGISTRY if cls().applies(fn)]
+__all__ = [
+    "Estimator",
+    "Reparam",
+    "ImplicitReparam",
+    "RejectionReparam",
+    "Reinforce",
+    "Baseline",
+    "NoBaseline",
+    "RunningAverage",
+    "Learned",
+    "LeaveOneOut",
+    "Enumerate",
+    "MVD",
+    "GumbelSoftmax",
+    "REGISTRY",
+    "applicable",
+    "default_estimator",
+    "resolve",
+    "site_draw",
+    "surrogate",
+    "combine",
+    "init_states",
+    "update_state",
+]

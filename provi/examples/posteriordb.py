@@ -224,7 +224,9 @@ class Posterior:
     def reference_summary(self) -> dict[str, dict]:
         """``{flat: {'mean', 'sd', 'q5', 'q50', 'q95'}}`` from reference_summary.json."""
         stats = json.loads((self.path / "reference_summary.json").read_text())["stats"]
-        return {q: {_STAT_NAMES.get(k, k): float(v) for k, v in s.items()} for q, s in stats.items()}
+        return {
+            q: {_STAT_NAMES.get(k, k): float(v) for k, v in s.items()} for q, s in stats.items()
+        }
 
     def reference_draws(self) -> dict[str, np.ndarray]:
         """``{flat: (10000,)}`` from draws.json.gz, chains concatenated in file order."""

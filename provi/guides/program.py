@@ -91,9 +91,11 @@ class FamilyGuide:
         return self.space.names
 
     def consts(self, shift, P) -> dict:
-        """The preconditioner's constants (traceable)."""
-        logdet = jnp.sum(jnp.log(jnp.abs(P if P.ndim == 1 else jnp.diag(P))))
-        return {"shift": shift, "P": P, "log_det_P": logdet}
+        """The preconditioner's constants, from host arrays (no device computation)."""
+        shift, P = np.asarray(shift, np.float64), np.asarray(P, np.float64)
+        logdet = np.sum(np.log(np.abs(P if P.ndim == 1 else np.diag(P))))
+        dtype = jnp.result_type(float)
+        return {"shift": jnp.asarray(shift, dtype), "P": jnp.asarray(P, dtype), "log_det_P": jnp.asarray(logdet, dtype)}
 
     def init_params(self, key, scale=None) -> dict:
         d = self.space.dim
@@ -168,6 +170,9 @@ class NumPyroGuide:
         missing = [n for n in model_info.latent_names if n not in sites]
         if missing:
             raise ModelError(f"the guide has no sample statement for the model's latent site(s) {missing}")
+        unknown = sorted(set(estimators or {}) - set(sites))
+        if unknown:
+            raise ModelError(f"estimators given for unknown site(s) {unknown}; the guide's sample sites are {sites}")
         from provi.estimators import resolve  # estimators build on programs, not the reverse
 
         chosen = {name: resolve(name, tr[name], estimators) for name in sites}
@@ -183,25 +188,15 @@ class NumPyroGuide:
         fn = handlers.substitute(handlers.seed(self.guide, key), data=constrain_params(params, self.params_spec))
         return handlers.trace(fn).get_trace(*args, **kwargs)
 
-    def sim(self, params, consts, key, n, args, kwargs, ledger):
-        from provi.estimators import site_draw
+    branchable = True  # sim takes a `branching` state (provi.estimators.branch)
 
-        def one(k):
-            tr = self._trace(params, k, args, kwargs)
-            z, log_q, scores = {}, 0.0, {}
-            for name in self.sites:
-                site = tr[name]
-                value, lq, score = site_draw(name, site, self.estimators[name])
-                z[name] = value
-                log_q = log_q + lq
-                if score is not None:
-                    scores[name] = score
-            return z, log_q, scores
+    def sim(self, params, consts, key, n, args, kwargs, ledger, branching=None):
+        """Draws of every latent site, each rewritten by its estimator (`provi.estimators.hook`)."""
+        from provi.estimators.hook import draw_sites
 
-        z, log_q, scores = jax.vmap(one)(jax.random.split(key, n))
-        for name, score in scores.items():
-            ledger.append((name, self.estimators[name], score))
-        return z, log_q
+        return draw_sites(
+            lambda k: self._trace(params, k, args, kwargs), self.sites, self.estimators, key, n, ledger, branching
+        )
 
     def log_density(self, params, consts, values, args, kwargs):
         require_sites(values, self.sites, "the guide's density")

@@ -1,5 +1,54 @@
-"""Built-in variational objectives, each written with provi's public vocabulary."""
+"""Built-in variational objectives, each one short function written with provi's public
+vocabulary (`provi.sim`, `provi.density`, `provi.detach`, ...). All are maximised."""
 
-from provi.objectives.elbo import ELBO
+from provi.objectives.divergences import CUBO, ChiSquareVIS, Renyi
+from provi.objectives.elbo import ELBO, STL
+from provi.objectives.evaluate import evaluate
+from provi.objectives.hierarchical import DIWHVI, HVI, IWHVI, marginal_log_q
+from provi.objectives.iwae import CIWAE, IWAE, MIWAE, PIWAE, VIMCO, DReG
+from provi.objectives.rws import RWS
+from provi.objectives.util import leave_one_out, log_mean_exp, normalised_weights
 
-__all__ = ["ELBO"]
+__all__ = [
+    "ELBO",
+    "STL",
+    "IWAE",
+    "DReG",
+    "VIMCO",
+    "RWS",
+    "Renyi",
+    "CUBO",
+    "ChiSquareVIS",
+    "PIWAE",
+    "MIWAE",
+    "CIWAE",
+    "HVI",
+    "IWHVI",
+    "DIWHVI",
+    "REGISTRY",
+    "evaluate",
+    "log_mean_exp",
+    "normalised_weights",
+    "leave_one_out",
+    "marginal_log_q",
+]
+
+# Every built-in objective, in a sensible default configuration (the contract test runs them all).
+REGISTRY = (
+    ELBO(),
+    ELBO(num_particles=3, analytic_kl=True),
+    STL(num_particles=2),
+    IWAE(k=4),
+    DReG(k=4),
+    VIMCO(k=4),
+    RWS(k=4),
+    Renyi(alpha=0.5, k=4),
+    CUBO(n=2, k=4),
+    ChiSquareVIS(k=4),
+    PIWAE(k=2, m=2),
+    MIWAE(k=2, m=2),
+    CIWAE(k=4, beta=0.5),
+    HVI(num_particles=2),
+    IWHVI(k=2, m=3),
+    DIWHVI(k=2, m=3),
+)

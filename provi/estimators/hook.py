@@ -1,0 +1,101 @@
+"""The shared site transformation: applies each guide site's estimator at its sample statement.
+
+`SiteHook` is one small NumPyro messenger. Placed outside the guide's trace, it rewrites each
+latent sample site's value as the site's estimator says (so later guide sites and the trace see
+the rewritten value), records `(value, log_q, score)` and, for branching estimators, the
+estimator's branches; in a branch evaluation it also patches one coordinate of one particle's
+draw with the branch's value. `draw_sites` runs a guide for `n` particles under the hook
+(vectorised with vmap) and files score terms in the ledger and branch requests in the
+`BranchState` (see `provi.estimators.branch`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from numpyro.primitives import Messenger
+
+from provi.estimators.base import site_log_prob
+from provi.estimators.branch import BranchState, Request
+from provi.estimators.score import LeaveOneOut
+
+__all__ = ["SiteHook", "draw_sites"]
+
+
+def patch(value, particle, override):
+    """`value` with flat coordinate `override.coord` (all coordinates when negative) set from
+    `override.value`, in particle `override.particle` only."""
+    flat = jnp.reshape(value, (-1,))
+    new = jnp.reshape(jnp.asarray(override.value).astype(flat.dtype), (-1,))
+    idx = jnp.arange(flat.shape[0])
+    hit = (particle == override.particle) & ((idx == override.coord) | (override.coord < 0))
+    return jnp.reshape(jnp.where(hit, new, flat), jnp.shape(value))
+
+
+class SiteHook(Messenger):
+    """Rewrite each latent guide site's value by its estimator; record what objectives need."""
+
+    def __init__(self, estimators: dict, particle, override=None, branches: bool = True):
+        super().__init__()
+        self.estimators = estimators
+        self.particle = particle
+        self.override = override
+        self.want_branches = branches
+        self.records: dict = {}
+
+    def postprocess_message(self, msg):
+        name = msg["name"]
+        if msg["type"] != "sample" or msg.get("is_observed") or name not in self.estimators:
+            return
+        est = self.estimators[name]
+        key = msg["kwargs"].get("rng_key")
+        key = jax.random.PRNGKey(0) if key is None else key
+        value = msg["value"]
+        if self.override is not None and self.override.site == name:
+            value = patch(jax.lax.stop_gradient(value), self.particle, self.override)
+        value, score = est.draw(msg["fn"], value, key)
+        lq = site_log_prob(msg, value)
+        if est.score_function:
+            score = lq
+        branches = est.branches(msg["fn"], value, key) if est.branching and self.want_branches else None
+        self.records[name] = (value, lq, score, branches)
+        msg["value"] = value
+
+
+def draw_sites(trace_fn, sites, estimators, key, n, ledger, state: BranchState | None):
+    """Run `trace_fn(key)` (a guide trace) for `n` particles under `SiteHook`: `(z, log_q)`."""
+    call = state.next_call() if state is not None else 0
+    override = state.override if state is not None and state.override is not None and state.override.call == call else None
+    collect = state is not None and state.collect
+
+    def one(k, i):
+        hook = SiteHook(estimators, i, override, branches=collect)
+        with hook:
+            trace_fn(k)
+        z, log_q, scores, branches = {}, 0.0, {}, {}
+        for name in sites:
+            value, lq, score, br = hook.records[name]
+            z[name] = value
+            log_q = log_q + lq
+            if score is not None:
+                scores[name] = score
+            if br is not None:
+                branches[name] = br
+        return z, log_q, scores, branches
+
+    z, log_q, scores, branches = jax.vmap(one)(jax.random.split(key, n), jnp.arange(n))
+    for name, score in scores.items():
+        ledger.append((name, estimators[name], score))
+        if collect and isinstance(getattr(estimators[name], "baseline", None), LeaveOneOut) and n > 1:
+            i, j = jnp.nonzero(~jnp.eye(n, dtype=bool), size=n * (n - 1))
+            state.requests.append(
+                Request(call, name, estimators[name], "loo", i, jnp.full(i.shape, -1), z[name][j], None, score)
+            )
+    for name, (values, coords, weights) in branches.items():
+        r = values.shape[1]
+        particle = jnp.repeat(jnp.arange(n), r)
+        flat = lambda x: x.reshape((n * r,) + x.shape[2:])  # noqa: E731
+        state.requests.append(
+            Request(call, name, estimators[name], "weights", particle, flat(coords), flat(values), flat(weights), None)
+        )
+    return z, log_q

@@ -1,0 +1,33 @@
+"""Shared fixtures: a cold, private compilation cache and small models with exact answers.
+
+Strict dtype promotion (equinox's habit) is not switched on: optax's Adam and NumPyro's
+distributions mix Python floats with int32 counters and fail under it.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("PROVI_CACHE_DIR", tempfile.mkdtemp(prefix="provi-test-cache-"))
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+from provi.examples.eight_schools import model as eight_schools  # noqa: E402
+
+ES_DATA = (
+    8,
+    jnp.array([15.0, 10, 16, 11, 9, 11, 10, 18]),
+    jnp.array([28.0, 8, -3, 7, -1, 1, 18, 12]),
+)
+
+
+@pytest.fixture
+def es():
+    return eight_schools, ES_DATA
+
+
+def se_tol(sd, n, k=4.0):
+    """k standard errors of a Monte Carlo mean of n independent draws with standard deviation sd."""
+    return k * np.asarray(sd) / np.sqrt(n)

@@ -1,0 +1,263 @@
+"""provi.fit end to end: reproducibility, model features, results, bad input, and failures."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pytest
+from numpyro.distributions import constraints
+
+import provi
+from provi.errors import ModelError
+
+
+def test_same_seed_same_result(es):
+    model, data = es
+    a = provi.fit(model, *data, guide="meanfield", steps=500, progress=False, seed=7)
+    b = provi.fit(model, *data, guide="meanfield", steps=500, progress=False, seed=7)
+    c = provi.fit(model, *data, guide="meanfield", steps=500, progress=False, seed=8)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)  # sums of iterates may group differently
+    assert not np.array_equal(a.losses, c.losses)
+    np.testing.assert_array_equal(a.sample(10, seed=1)["mu"], b.sample(10, seed=1)["mu"])
+
+
+def test_steps_and_losses(es):
+    model, data = es
+    res = provi.fit(model, *data, guide="meanfield", steps=1234, progress=False)
+    assert res.losses.shape == (1234,) and np.all(np.isfinite(res.losses))
+    assert res.stop.reason == "steps" and res.stop.steps == 1234
+
+
+def test_compiled_loop_is_reused_across_fits_and_data(es):
+    from provi.loop import _CACHE
+
+    model, data = es
+    provi.fit(model, *data, guide="meanfield", steps=200, progress=False)
+    n = len(_CACHE)
+    y2 = data[2] + 1.0  # new data of the same shape: no new program
+    provi.fit(model, data[0], data[1], y2, guide="meanfield", steps=300, progress=False, seed=3)
+    assert len(_CACHE) == n
+
+
+def test_early_stopping_stops_before_the_budget(es):
+    model, data = es
+    res = provi.fit(model, *data, guide="fullrank", progress=False)
+    assert res.stop.reason == "converged" and res.stop.steps < 20_000
+
+
+def test_sample_predictive_summary_arviz(es):
+    model, data = es
+    res = provi.fit(model, *data, guide="fullrank", steps=2000, progress=False)
+    draws = res.sample(300)
+    assert set(draws) == {"mu", "tau", "theta_trans", "theta"}
+    assert draws["theta"].shape == (300, 8) and np.all(draws["tau"] > 0)
+    np.testing.assert_allclose(draws["theta"], draws["mu"][:, None] + draws["tau"][:, None] * draws["theta_trans"], rtol=1e-5, atol=1e-5)
+    pred = res.predictive(50)
+    assert pred["y"].shape == (50, 8)
+    assert not np.allclose(pred["y"][0], data[2])  # drawn, not the observed data
+    s = res.summary(2000)
+    assert list(s.columns) == ["mean", "sd", "5%", "50%", "95%"]
+    assert len(s) == 2 + 8 + 8 and "theta[7]" in s.index
+    idata = res.to_arviz(200)
+    assert {"posterior", "sample_stats", "observed_data"} <= set(idata.groups())
+    assert idata.posterior["theta"].shape == (1, 200, 8)
+    np.testing.assert_array_equal(idata.sample_stats["loss"].values, res.losses)
+    np.testing.assert_array_equal(idata.observed_data["y"].values, data[2])
+    d = res.diagnostics(4000)
+    assert np.isfinite(d.khat) and "k-hat" in str(d)
+
+
+def test_save_and_load_round_trip(es, tmp_path):
+    model, data = es
+    res = provi.fit(model, *data, guide="lowrank", steps=300, progress=False)
+    res.save(tmp_path / "fit")
+    back = provi.load(tmp_path / "fit", model, *data)
+    np.testing.assert_array_equal(back.losses, res.losses)
+    np.testing.assert_allclose(back.sample(100, seed=3)["tau"], res.sample(100, seed=3)["tau"])
+    assert not list(tmp_path.rglob("*.pkl"))
+
+
+def features(x, y=None, scale=1.0):
+    """factor, deterministic, a flat prior, a simplex, an ordered vector, lax.scan and kwargs."""
+    w = numpyro.sample("w", dist.ImproperUniform(constraints.real, (), ()))
+    p = numpyro.sample("p", dist.Dirichlet(jnp.ones(3)))
+    cut = numpyro.sample("cut", dist.ImproperUniform(constraints.ordered_vector, (), (2,)))
+    numpyro.factor("cut_prior", dist.Normal(0, 3).log_prob(cut).sum())
+    numpyro.deterministic("gap", cut[1] - cut[0])
+    _, path = jax.lax.scan(lambda c, xi: (c + w * xi, c + w * xi), 0.0, x)
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    with numpyro.plate("n", x.shape[0]):
+        numpyro.sample("y", dist.Normal(path * scale, sigma), obs=y)
+    numpyro.sample("counts", dist.Multinomial(30, p), obs=jnp.array([5.0, 10.0, 15.0]))
+
+
+def test_model_features():
+    x = jnp.linspace(0.1, 1.0, 10)
+    y = jnp.cumsum(2.0 * x) + 0.05 * jax.random.normal(jax.random.PRNGKey(0), (10,))
+    res = provi.fit(features, x, y=y, scale=1.0, guide="fullrank", progress=False)
+    draws = res.sample(2000)
+    assert np.all(draws["cut"][:, 1] > draws["cut"][:, 0])
+    np.testing.assert_allclose(draws["p"].sum(-1), 1.0, rtol=1e-5)
+    assert np.all(draws["gap"] > 0)
+    assert abs(draws["w"].mean() - 2.0) < 0.1
+    np.testing.assert_allclose(draws["p"].mean(0), np.array([6, 11, 16]) / 33, atol=0.03)
+
+
+def test_numpyro_guide_and_model_params():
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0, 10))
+        s = numpyro.param("s", 1.0, constraint=constraints.positive)
+        with numpyro.plate("n", x.shape[0]):
+            numpyro.sample("y", dist.Normal(w * x, s), obs=y)
+
+    def guide(x, y=None):
+        m = numpyro.param("m", 0.0)
+        sd = numpyro.param("sd", 1.0, constraint=constraints.positive)
+        numpyro.sample("w", dist.Normal(m, sd))
+
+    x = jnp.linspace(-1, 1, 100)
+    y = 2 * x + 0.3 * jax.random.normal(jax.random.PRNGKey(1), (100,))
+    res = provi.fit(model, x, y, guide=guide, steps=4000, optimizer=optax.adam(0.02), progress=False)
+    assert abs(float(res.model_params()["s"]) - 0.3) < 0.05  # the model's parameter is learned
+    w = res.sample(4000)["w"]
+    exact_sd = float(res.model_params()["s"]) / np.sqrt(float(jnp.sum(x**2)) + (0.3 / 10) ** 2)
+    assert abs(w.std() / exact_sd - 1) < 0.15
+    assert res.diagnostics(2000).estimators == {"w": "Reparam"}
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def simple(y):
+    mu = numpyro.sample("mu", dist.Normal(0, 1))
+    with numpyro.plate("n", 5):
+        numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+
+def test_nan_in_data_names_the_site():
+    y = jnp.array([1.0, jnp.nan, 0.0, 1.0, 2.0])
+    with pytest.raises(ModelError, match=r"observed site 'y' has 1 non-finite"):
+        provi.fit(simple, y, progress=False)
+
+
+def test_data_shape_mismatch_names_the_site():
+    with pytest.raises(ModelError, match=r"observed site 'y': data of shape \(5, 1\)"):
+        provi.fit(simple, jnp.ones((5, 1)), progress=False)
+    with pytest.raises(ModelError, match=r"observed site 'y'"):
+        provi.fit(simple, jnp.ones((4,)), progress=False)
+
+
+def test_discrete_latent_with_a_family_points_to_estimators():
+    def model():
+        numpyro.sample("k", dist.Bernoulli(0.3))
+        numpyro.sample("x", dist.Normal(0, 1), obs=1.0)
+
+    with pytest.raises(ModelError, match=r"latent site 'k' is discrete \(BernoulliProbs\).*estimator"):
+        provi.fit(model, progress=False)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="unknown guide 'fullrnk'"):
+        provi.fit(simple, jnp.ones(5), guide="fullrnk", progress=False)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="steps must be a positive integer"):
+            provi.fit(simple, jnp.ones(5), steps=bad, progress=False)
+    with pytest.raises(TypeError, match="NumPyro model function"):
+        provi.fit("not a model", progress=False)
+    with pytest.raises(TypeError, match="objective must be a provi objective"):
+        provi.fit(simple, jnp.ones(5), objective="elbo", progress=False)
+    with pytest.raises(ValueError, match="unknown init"):
+        provi.fit(simple, jnp.ones(5), init="median", progress=False)
+    with pytest.raises(ModelError, match="unknown site"):
+        provi.fit(simple, jnp.ones(5), init={"nu": 1.0}, progress=False)
+
+
+def test_model_errors_surface_unchanged():
+    class Boom(RuntimeError):
+        pass
+
+    def broken(y):
+        numpyro.sample("mu", dist.Normal(0, 1))
+        raise Boom("the model's own message")
+
+    with pytest.raises(Boom, match="the model's own message") as info:
+        provi.fit(broken, jnp.ones(3), progress=False)
+    frames = [f.name for f in info.traceback]
+    assert "broken" in frames
+    assert "inspect_model" not in frames[frames.index("broken") - 1 :]
+
+
+# --- failures during a fit ---------------------------------------------------------------------
+
+
+def test_nonfinite_loss_stops_and_returns_last_finite_state():
+    def model(y):
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        numpyro.sample("y", dist.Normal(0.0, s), obs=y)
+
+    def guide(y):
+        loc = numpyro.param("loc", 0.0)
+        numpyro.sample("s", dist.LogNormal(loc, 0.1))
+
+    # a huge learning rate drives log s to -inf: the likelihood's density becomes non-finite
+    with pytest.warns(RuntimeWarning, match=r"became non-finite at step \d+") as rec:
+        res = provi.fit(model, jnp.array(0.5), guide=guide, optimizer=optax.sgd(1e4), steps=500, progress=False)
+    assert res.stop.reason == "nonfinite"
+    assert res.stop.bad_step is not None and res.stop.steps <= res.stop.bad_step
+    assert len(res.losses) == res.stop.steps and np.all(np.isfinite(res.losses))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(res.params))
+    msg = str(rec[0].message)
+    assert "['guide']['loc']" in msg or "model site 's'" in msg or "'y'" in msg
+
+
+def test_interrupt_returns_the_result_so_far(es, monkeypatch):
+    from provi import loop
+
+    model, data = es
+    provi.fit(model, *data, guide="meanfield", steps=300, progress=False)  # compile
+    calls = {"n": 0}
+    real = loop.Runner._chunk
+
+    orig_post = loop.Runner.__post_init__
+
+    def post(self):
+        orig_post(self)
+        run = self.run
+
+        def interrupting(*a):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return run(*a)
+
+        self.run = interrupting
+
+    monkeypatch.setattr(loop.Runner, "__post_init__", post)
+    loop._CACHE.clear()
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        res = provi.fit(model, *data, guide="meanfield", steps=20_000, early_stop=False, progress=False)
+    assert res.stop.reason == "interrupted"
+    assert 0 < res.stop.steps < 20_000 and len(res.losses) == res.stop.steps
+    assert np.isfinite(res.sample(10)["mu"]).all()
+    del real
+    loop._CACHE.clear()
+
+
+def test_model_params_with_computed_initial_values():
+    def model(x, y=None):
+        w = numpyro.param("w", jnp.zeros(3))  # computed inside the model
+        b = numpyro.param("b", lambda key: jnp.ones(()))  # an initialiser function
+        numpyro.sample("y", dist.Normal(x @ w + b, 1.0).to_event(1), obs=y)
+        numpyro.sample("u", dist.Normal(0, 1))
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, 2.0, 3.0]) + 0.5).astype(np.float32)
+    res = provi.fit(model, x, y, guide="meanfield", steps=3000, progress=False)
+    np.testing.assert_allclose(res.model_params()["w"], [1.0, 2.0, 3.0], atol=0.05)
+    assert abs(float(res.model_params()["b"]) - 0.5) < 0.05
