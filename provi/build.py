@@ -14,10 +14,13 @@ from provi.core.model import ModelInfo
 from provi.core.space import LatentSpace
 from provi.errors import ModelError
 from provi.guides.families import Delta, Family, FullRank, Laplace, LowRank, MeanField
+from provi.guides.flows import IAF, Flow, NeuralSplineFlow, Planar, Radial, RealNVP
+from provi.guides.mixture import GaussianMixture
 from provi.guides.program import FamilyGuide, ModelProgram, NumPyroGuide
 
 __all__ = ["GUIDES", "family_for", "make_guide", "initialise_family", "log_density_u"]
 
+DENSE_WHITENING = (FullRank, Laplace, Flow, GaussianMixture)  # flows start at the Laplace approximation
 GUIDES = {
     "delta": Delta,
     "map": Delta,
@@ -25,6 +28,13 @@ GUIDES = {
     "fullrank": FullRank,
     "lowrank": LowRank,
     "laplace": Laplace,
+    "flow": RealNVP,
+    "realnvp": RealNVP,
+    "iaf": IAF,
+    "nsf": NeuralSplineFlow,
+    "planar": Planar,
+    "radial": Radial,
+    "mixture": GaussianMixture,
 }
 CURVATURE_MAX_DIM = 2000  # a full Hessian above this size costs too much memory and time
 
@@ -125,7 +135,7 @@ def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str,
 
     space, family = program.space, program.family
     d = space.dim
-    tril = isinstance(family, (FullRank, Laplace))
+    tril = isinstance(family, DENSE_WHITENING)
     with_h = init == "map" and d <= CURVATURE_MAX_DIM and not family.is_point
 
     def build():
@@ -191,7 +201,7 @@ def initialise_family(program: FamilyGuide, model: ModelProgram, model_params, d
         raise ValueError(f"unknown init {init!r}: use 'map', 'prior', 'zero' or a dict of site values")
     run, with_h = _start_program(program, model, layout, kind, optimizer)
     params, opt_state, u, h, report = jax.device_get(run(key, model_params, data, u_given))
-    tril = isinstance(program.family, (FullRank, Laplace))
+    tril = isinstance(program.family, DENSE_WHITENING)
     d = space.dim
     P = np.eye(d) if tril else np.ones((d,))
     if with_h and report["h_ok"]:

@@ -8,7 +8,7 @@ import warnings
 import jax
 import numpy as np
 
-__all__ = ["Diagnostics", "diagnose", "psis", "khat_verdict", "psis_resample"]
+__all__ = ["Diagnostics", "diagnose", "psis", "khat_verdict", "psis_resample", "psis_summary", "weighted_moments"]
 
 
 def psis(log_w: np.ndarray) -> tuple[np.ndarray, float]:
@@ -100,6 +100,12 @@ def diagnose(res, n: int = 20_000, seed=None) -> Diagnostics:
         verdict = khat_verdict(k)
     if res.stop.reason == "nonfinite":
         messages.append(res.stop.message)
+        if not jax.config.jax_enable_x64:
+            messages.append(
+                "the fit ran in float32 and produced non-finite values; models with near-singular "
+                "matrices (a Cholesky of a Gaussian-process kernel) or large cancellations need float64: "
+                "call jax.config.update('jax_enable_x64', True) at start-up and pass float64 data."
+            )
     elif res.stop.reason == "interrupted":
         messages.append(f"the fit was interrupted after {res.stop.steps} steps; it may not have converged.")
     elif res.stop.reason == "steps" and len(res.losses) >= 400:
@@ -124,13 +130,48 @@ def diagnose(res, n: int = 20_000, seed=None) -> Diagnostics:
 def psis_resample(res, n: int, seed=None) -> dict:
     """`n` draws resampled by their Pareto-smoothed importance weights (raises if k-hat >= 0.7)."""
     m = max(4 * n, 20_000)
-    z, log_q = res.draws(m, seed)
-    lw, k = psis(np.asarray(res.log_weights(z, log_q)))
-    if not np.isfinite(k) or k >= 0.7:
-        raise ValueError(
-            f"PSIS correction is unreliable here: {khat_verdict(k)}"
-        )
+    z, lw, _ = _psis_draws(res, m, seed)
     rng = np.random.default_rng(0 if seed is None else seed)
     idx = rng.choice(m, size=n, replace=True, p=np.exp(lw - np.logaddexp.reduce(lw)))
     out = res._with_deterministic(jax.tree.map(lambda x: x[idx], z))
     return out
+
+
+def weighted_moments(x: np.ndarray, log_w: np.ndarray, probs=(0.05, 0.5, 0.95)) -> dict:
+    """Self-normalised importance-weighted mean, sd and quantiles of draws `x` (S,) with log weights (S,).
+
+    The quantile at p is the smallest draw whose cumulative normalised weight reaches p (the
+    weighted empirical CDF's inverse, which for equal weights is the empirical quantile)."""
+    x = np.asarray(x, np.float64)
+    w = np.exp(log_w - np.logaddexp.reduce(log_w))
+    mean = float(np.sum(w * x))
+    sd = float(np.sqrt(np.sum(w * (x - mean) ** 2)))
+    order = np.argsort(x)
+    cdf = np.cumsum(w[order])
+    qs = [float(x[order][min(np.searchsorted(cdf, p), len(x) - 1)]) for p in probs]
+    return {"mean": mean, "sd": sd, **{f"{round(100 * p)}%": q for p, q in zip(probs, qs)}}
+
+
+def _psis_draws(res, m: int, seed):
+    z, log_q = res.draws(m, seed)
+    lw, k = psis(np.asarray(res.log_weights(z, log_q)))
+    if not np.isfinite(k) or k >= 0.7:
+        raise ValueError(f"PSIS correction is unreliable here: {khat_verdict(k)}")
+    return z, lw, k
+
+
+PSIS_MIN_DRAWS = 16_000  # importance-weighted sds and tails need more draws than plain ones
+
+
+def psis_summary(res, n: int = 4000, seed=None):
+    """Per scalar quantity: PSIS-weighted mean, sd, 5%, 50%, 95% of max(n, 16000) guide draws (a
+    DataFrame with the k-hat in `.attrs`); raises where k-hat >= 0.7."""
+    import pandas as pd
+
+    from provi.result import flatten_draws
+
+    z, lw, k = _psis_draws(res, max(n, PSIS_MIN_DRAWS), seed)
+    flat = flatten_draws(res._with_deterministic(z))
+    df = pd.DataFrame.from_dict({name: weighted_moments(x, lw) for name, x in flat.items()}, orient="index")
+    df.attrs["khat"] = k
+    return df

@@ -77,9 +77,11 @@ def fit(
     """Fit `guide` to `model(*args, **model_kwargs)` by maximising `objective`.
 
     Args:
-      guide: "auto" (default), "delta", "meanfield", "fullrank", "lowrank", "laplace", a family from
-        `provi.guides`, or a NumPyro guide function using `numpyro.param`.
-      objective: an objective (default `provi.ELBO()`), built in or made with `@provi.objective`.
+      guide: "auto" (default: see `provi.auto`), "delta", "meanfield", "fullrank", "lowrank", "laplace",
+        "flow" (RealNVP), "iaf", "nsf", "planar", "radial", "mixture", a family from `provi.guides`,
+        or a NumPyro guide function using `numpyro.param`.
+      objective: an objective (default `provi.ELBO()`; "auto" fits its flow stage with the
+        path-gradient ELBO), built in or made with `@provi.objective`.
       optimizer: an optax optimizer (default Adam(1e-2) for families, whose space is whitened at
         the start, and for NumPyro guides).
       steps: most optimisation steps (default 20,000, with early stopping).
@@ -103,12 +105,13 @@ def fit(
       a `FitResult`. An interrupted fit (Ctrl-C) or one whose loss turns non-finite returns what it had.
     """
     _check_options(model, steps, guide)
-    t0 = time.perf_counter()
     enable_compilation_cache()
-    objective = ELBO() if objective is None else objective
-    if not isinstance(objective, Objective):
+    # the staged "auto" pipeline (provi.auto); with streamed batches or checkpoints, "auto" only
+    # picks the Gaussian family by dimension
+    auto = isinstance(guide, str) and guide == "auto" and not estimators and batches is None and checkpoint is None and resume is None
+    objective = ELBO() if objective is None and not auto else objective
+    if not (auto and objective is None) and not isinstance(objective, Objective):
         raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
-    k_init, k_loop = _keys(seed)
     kwargs = dict(model_kwargs)
     mesh = make_mesh(devices)
     feeder, n_batch = None, 0
@@ -116,16 +119,46 @@ def fit(
         feeder = Feeder(batches, _resume_step(resume))
         first = feeder.first()
         n_batch, args = len(first), tuple(first) + tuple(args)
+    one = functools.partial(
+        _fit_one, model, args, kwargs, seed=seed, progress=progress, early_stop=early_stop, init=init,
+        estimators=estimators, average=average, mesh=mesh, feeder=feeder, n_batch=n_batch,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+    )
+    if auto:
+        from provi.auto import fit_auto
+
+        def fit_family(g, obj, opt, n, start, early=None):
+            kw = {} if early is None else {"early_stop": early}
+            return one(guide=g, objective=obj, optimizer=opt, steps=n, start=start, **kw)
+
+        return fit_auto(fit_family, model, args, kwargs, steps=steps, seed=seed, progress=progress,
+                        early_stop=early_stop, init=init, objective=objective, optimizer=optimizer, average=average)
+    return one(guide=guide, objective=objective, optimizer=optimizer, steps=steps)
+
+
+def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, progress, early_stop, init,
+             estimators, average, mesh=None, feeder=None, n_batch=0, checkpoint=None, checkpoint_every=10,
+             resume=None, start=None) -> FitResult:
+    """One fit of one guide; `start=(program, params, consts)` starts a family there instead of at the mode."""
+    t0 = time.perf_counter()
+    k_init, k_loop = _keys(seed)
     info = inspect_model(model, args, kwargs)
     model_prog = ModelProgram(model, info)
-    guide_prog = make_guide(guide, info, args, kwargs, k_init, estimators)
+    if start is None:
+        guide_prog = make_guide(guide, info, args, kwargs, k_init, estimators)
+    else:
+        guide_prog = start[0]
     model_params = model_prog.init_params()
     notes: list[str] = []
     data, layout = split_data(args, kwargs)
     lengths = _data_lengths(model, args, kwargs, guide_prog, info) if (mesh is not None or info.subsampled) else set()
     local_data, data = data, place(data, mesh, lengths)  # the start runs once, on one device
     optimizer = default_optimizer() if optimizer is None else optimizer
-    if isinstance(guide_prog, FamilyGuide):
+    if start is not None:
+        _, guide_params, consts = start
+        params = {"model": model_params, "guide": guide_params}
+        opt_state = optimizer.init(params)
+    elif isinstance(guide_prog, FamilyGuide):
         guide_params, consts, opt_state, notes = initialise_family(
             guide_prog, model_prog, model_params, local_data, layout, k_init, init, optimizer
         )

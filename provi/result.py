@@ -70,6 +70,8 @@ class FitResult:
     stop: StopInfo
     state: Any
     seed: int = 0
+    correct: str | None = None  # the correction summary() applies by default ("psis" when guide="auto" advises it)
+    auto: dict | None = None  # what guide="auto" tried, and the k-hat of the fit it kept
 
     # --- draws -------------------------------------------------------------------------------
     def _key(self, seed):
@@ -89,6 +91,8 @@ class FitResult:
     def sample(self, n: int = 1000, seed: int | None = None, correct: str | None = None) -> dict[str, np.ndarray]:
         """`n` posterior draws: {site: array (n, ...)} for latent and deterministic sites, constrained."""
         if correct is not None:
+            if correct != "psis":
+                raise ValueError(f"unknown correction {correct!r}: use 'psis' or None")
             from provi.diagnostics import psis_resample
 
             return psis_resample(self, n, seed)
@@ -123,11 +127,22 @@ class FitResult:
         return {k: np.asarray(v) for k, v in out.items()}
 
     # --- summaries ---------------------------------------------------------------------------
-    def summary(self, n: int = 4000, seed: int | None = None, correct: str | None = None):
-        """Per scalar quantity: mean, sd, 5%, 50% and 95% quantiles (a pandas DataFrame)."""
+    def summary(self, n: int = 4000, seed: int | None = None, correct: str | None = "default"):
+        """Per scalar quantity: mean, sd, 5%, 50% and 95% quantiles (a pandas DataFrame).
+
+        `correct="psis"`: Pareto-smoothed importance-weighted moments and quantiles of max(n, 16000)
+        guide draws (raises where k-hat >= 0.7); None: plain guide moments; "default": what the fit
+        advises (`self.correct`: "psis" when guide="auto" found k-hat < 0.7)."""
         import pandas as pd
 
-        flat = flatten_draws(self.sample(n, seed, correct=correct))
+        correct = self.correct if correct == "default" else correct
+        if correct == "psis":
+            from provi.diagnostics import psis_summary
+
+            return psis_summary(self, n, seed)
+        if correct is not None:
+            raise ValueError(f"unknown correction {correct!r}: use 'psis' or None")
+        flat = flatten_draws(self.sample(n, seed))
         rows = {
             k: {
                 "mean": float(np.mean(v)),

@@ -1,0 +1,129 @@
+"""guide="auto": the Laplace start, a Gaussian, a flow when k-hat asks for one, verdicts in words."""
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+import provi
+from provi.auto import path_elbo
+from provi.guides import FullRank, RealNVP
+
+Y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+SIGMA = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+def noncentered(y, sigma):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+    with numpyro.plate("J", y.shape[0]):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu + tau * z, sigma), obs=y)
+
+
+def funnel():
+    v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+    numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)).expand([9]).to_event(1))
+
+
+def regression(X, y):
+    beta = numpyro.sample("beta", dist.Normal(0.0, 10.0).expand([X.shape[1]]).to_event(1))
+    numpyro.sample("y", dist.Normal(X @ beta, 1.0), obs=y)
+
+
+def test_gaussian_posterior_stops_at_the_gaussian():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, 2.0, -1.0]) + rng.normal(size=50)
+    res = provi.fit(regression, jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.float32), progress=False)
+    assert isinstance(res.guide.family, FullRank)
+    assert res.auto["khat"] < 0.7 and res.correct == "psis"
+    assert res.stop.notes[-1].startswith("auto: tried FullRank") and "PSIS-corrected" in res.stop.notes[-1]
+    S = np.linalg.inv(X.T @ X + np.eye(3) / 100.0)
+    m = S @ X.T @ y
+    summ = res.summary(4000)
+    np.testing.assert_allclose(summ["mean"].to_numpy(), m, atol=0.1 * np.sqrt(np.diag(S)).max())
+    np.testing.assert_allclose(summ["sd"].to_numpy(), np.sqrt(np.diag(S)), rtol=0.1)
+
+
+def test_eight_schools_default_is_quick_and_accurate():
+    res = provi.fit(noncentered, Y, SIGMA, progress=False)
+    assert res.stop.reason in ("converged", "steps")
+    assert np.isfinite(res.auto["khat"]) and res.auto["khat"] < 0.7
+    s = res.summary(2000)
+    assert abs(s.loc["mu", "mean"] - 4.4) < 0.6  # reference mean 4.39, sd 3.3
+    assert 2.0 < s.loc["tau", "mean"] < 5.0  # reference 3.6
+
+
+def test_funnel_gets_an_honest_warning():
+    res = provi.fit(funnel, progress=False)
+    assert res.auto["khat"] >= 0.7
+    note = res.stop.notes[-1]
+    assert "do not trust" in note and "funnel" in note and "float64" in note
+    assert len(res.auto["tried"]) == 2 and "RealNVP" in res.auto["tried"][1]
+    assert res.correct is None
+    assert "do not trust" in str(res.diagnostics())
+
+
+def test_user_objective_and_steps_are_respected():
+    res = provi.fit(noncentered, Y, SIGMA, objective=provi.ELBO(num_particles=2), steps=300, progress=False)
+    assert res.objective == provi.ELBO(num_particles=2)
+    assert res.stop.steps <= 300
+
+
+def test_flow_fits_with_stl_from_a_whitened_start():
+    """A flow fit from the auto pipeline's start improves on the Gaussian's ELBO on a skewed posterior."""
+    res = provi.fit(noncentered, Y, SIGMA, guide=RealNVP(layers=2, hidden=16), objective=path_elbo, steps=2000, progress=False)
+    gauss = provi.fit(noncentered, Y, SIGMA, guide="fullrank", steps=2000, progress=False)
+    assert np.mean(res.losses[-200:]) < np.mean(gauss.losses[-200:]) + 0.05
+
+
+_GP = """
+import sys, warnings
+import jax
+if sys.argv[1] == "64":
+    jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist, provi
+
+def gp(x, y):
+    ls = numpyro.sample("ls", dist.LogNormal(0.0, 0.5))
+    amp = numpyro.sample("amp", dist.LogNormal(0.0, 0.5))
+    noise = numpyro.sample("noise", dist.LogNormal(-2.0, 0.5))
+    d = x[:, None] - x[None, :]
+    L = jnp.linalg.cholesky(amp**2 * jnp.exp(-0.5 * d**2 / ls**2) + 1e-9 * jnp.eye(x.shape[0]))
+    f = numpyro.sample("f", dist.Normal(0, 1).expand([x.shape[0]]).to_event(1))
+    numpyro.sample("y", dist.Normal(L @ f, noise), obs=y)
+
+x = np.linspace(0, 1, 20)
+y = np.sin(6 * x) + 0.1 * np.random.default_rng(0).normal(size=20)
+dt = jnp.float64 if sys.argv[1] == "64" else jnp.float32
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    res = provi.fit(gp, jnp.asarray(x, dt), jnp.asarray(y, dt), guide="meanfield", steps=300, progress=False)
+print("REASON", res.stop.reason)
+print(str(res.diagnostics()))
+"""
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", ["32", "64"])
+def test_gaussian_process_needs_float64(bits, tmp_path):
+    """A GP with a near-singular kernel: float32 stops with a message that names float64; float64 fits.
+    Run in a subprocess, since jax_enable_x64 is process-wide."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "gp.py"
+    script.write_text(_GP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script), bits], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    if bits == "32":
+        assert "REASON nonfinite" in out.stdout
+        assert "jax_enable_x64" in out.stdout and "float64" in out.stdout
+    else:
+        assert "REASON steps" in out.stdout

@@ -1,0 +1,111 @@
+"""PSIS-corrected answers: weighted moments against exact oracles, resampling, verdicts in words."""
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from scipy import stats
+
+import provi
+from provi.diagnostics import khat_verdict, psis, weighted_moments
+
+
+def test_weighted_moments_exact_oracle():
+    """Draws from q = N(0, 1.5^2) weighted to p = N(0.5, 1): moments and quantiles of p."""
+    rng = np.random.default_rng(0)
+    n = 40_000
+    x = 1.5 * rng.normal(size=n)
+    log_w = stats.norm.logpdf(x, 0.5, 1.0) - stats.norm.logpdf(x, 0.0, 1.5)
+    lw, k = psis(log_w)
+    assert k < 0.5
+    m = weighted_moments(x, lw)
+    w = np.exp(lw - np.logaddexp.reduce(lw))
+    ess = 1.0 / np.sum(w**2)
+    se = 1.0 / np.sqrt(ess)
+    assert abs(m["mean"] - 0.5) < 4 * se
+    assert abs(m["sd"] - 1.0) < 4 * se
+    for p, key in ((0.05, "5%"), (0.5, "50%"), (0.95, "95%")):
+        q = stats.norm.ppf(p, 0.5, 1.0)
+        se_q = np.sqrt(p * (1 - p) / ess) / stats.norm.pdf(q, 0.5, 1.0)
+        assert abs(m[key] - q) < 4 * se_q, (key, m[key], q)
+
+
+def test_equal_weights_give_plain_moments():
+    x = np.random.default_rng(1).normal(size=1001)
+    m = weighted_moments(x, np.zeros_like(x))
+    assert m["mean"] == pytest.approx(x.mean(), abs=1e-12)
+    assert m["sd"] == pytest.approx(x.std(), abs=1e-12)
+    assert m["50%"] == pytest.approx(np.median(x), abs=1e-12)
+
+
+def _quartic():
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    numpyro.factor("tilt", x - 0.25 * x**4)
+
+
+def _quartic_exact():
+    """Mean, sd and a quantile function of p(x) ~ exp(-x^2/2 - x^4/4 + x), by quadrature."""
+    from scipy import integrate, optimize
+
+    f = lambda x: np.exp(-0.5 * x**2 - 0.25 * x**4 + x)
+    z = integrate.quad(f, -np.inf, np.inf)[0]
+    mean = integrate.quad(lambda x: x * f(x), -np.inf, np.inf)[0] / z
+    var = integrate.quad(lambda x: (x - mean) ** 2 * f(x), -np.inf, np.inf)[0] / z
+    cdf = lambda t: integrate.quad(f, -np.inf, t)[0] / z
+    ppf = lambda p: optimize.brentq(lambda t: cdf(t) - p, -10, 10)
+    return mean, np.sqrt(var), ppf, lambda t: f(t) / z
+
+
+def test_psis_summary_matches_exact_posterior():
+    """A skewed posterior with lighter than normal tails, and a wider normal guide: the PSIS-weighted
+    moments and quantiles match the exact ones (quadrature) within 4 standard errors."""
+    import optax
+    from numpyro.distributions import constraints
+
+    def wide(*_):  # a guide held at N(0, 2^2), wider than the posterior: bounded weights
+        m = numpyro.param("m", 0.0)
+        s = numpyro.param("s", 2.0, constraint=constraints.positive)
+        numpyro.sample("x", dist.Normal(m, s))
+
+    mean, sd, ppf, pdf = _quartic_exact()
+    res = provi.fit(_quartic, guide=wide, optimizer=optax.sgd(0.0), steps=1, progress=False, seed=0)
+    plain = res.summary(8000, seed=3, correct=None).loc["x"]
+    assert abs(plain["sd"] - sd) > 0.5  # the guide alone is far off
+    n = 8000
+    z, log_q = res.draws(n, 3)
+    lw, k = psis(np.asarray(res.log_weights(z, log_q)))
+    assert k < 0.5
+    w = np.exp(lw - np.logaddexp.reduce(lw))
+    ess = 1.0 / np.sum(w**2)
+    fixed = res.summary(n, seed=3, correct="psis").loc["x"]
+    se = sd / np.sqrt(ess)
+    assert abs(fixed["mean"] - mean) < 4 * se
+    assert abs(fixed["sd"] - sd) < 4 * se
+    for p, key in ((0.05, "5%"), (0.5, "50%"), (0.95, "95%")):
+        q = ppf(p)
+        assert abs(fixed[key] - q) < 4 * np.sqrt(p * (1 - p) / ess) / pdf(q), key
+    draws = res.sample(4000, correct="psis")["x"]
+    assert abs(draws.mean() - mean) < 5 * sd / np.sqrt(min(ess, 4000))
+
+
+def test_psis_refuses_when_khat_is_large():
+    def funnel():
+        v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+        numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)).expand([9]).to_event(1))
+
+    res = provi.fit(funnel, guide="meanfield", steps=2000, progress=False, init="zero")
+    d = res.diagnostics()
+    assert d.khat >= 0.7 and not d.trustworthy
+    assert "do not trust" in str(d)
+    with pytest.raises(ValueError, match="unreliable"):
+        res.summary(correct="psis")
+    with pytest.raises(ValueError, match="unknown correction"):
+        res.summary(correct="is")
+
+
+def test_verdicts_in_words():
+    assert "trusted" in khat_verdict(0.2)
+    assert "correct='psis'" in khat_verdict(0.6)
+    v = khat_verdict(0.9)
+    assert "do not trust" in v and "float64" in v and "more steps" in v and "flow" in v
