@@ -35,11 +35,10 @@ def test_vae_and_iwae():
 
 def test_discrete_vaes():
     r = run_json("examples/vae_discrete.py")
-    for method in ("gumbel", "reinforce", "vimco", "enumerate", "joint"):
-        assert f"{method}_test_ll" in r or f"{method}_skipped" in r
-        if f"{method}_test_ll" in r:
-            assert -64 * math.log(2) < r[f"{method}_test_ll"] < 0
-    assert "reinforce_test_ll" in r and "joint_test_ll" in r  # these need nothing beyond this build
+    for method in ("reinforce", "vimco", "enumerate", "joint"):
+        assert -64 * math.log(2) < r[f"{method}_test_ll"] < 0
+    # GumbelSoftmax relaxes Bernoulli sites only: on this Categorical site provi refuses it by name
+    assert "GumbelSoftmax" in r["gumbel_unsupported"] and "'c'" in r["gumbel_unsupported"]
 
 
 def test_mmd_and_beta_vae_report_collapse():
