@@ -51,6 +51,12 @@ def join_data(dynamic, layout):
     return jax.tree.unflatten(treedef, leaves)
 
 
+def step_keys(key):
+    """The next state key and the step's key pair (one split: see `KeyStream`)."""
+    parts = jax.random.split(key, 3)
+    return parts[0], parts[1:]
+
+
 def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
     """loss(params, consts, key, data) -> (surrogate loss to differentiate, objective value).
 
@@ -65,7 +71,7 @@ def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
         keys = KeyStream(key)
         model = BoundModel(model_prog, params["model"], keys, args, kwargs)
         guide = BoundGuide(Branching(guide_prog, state), params["guide"], consts, keys, args, kwargs)
-        with SharedSubsample(key=jax.random.fold_in(key, SUBSAMPLE_TAG)):  # one set of plate indices per step
+        with SharedSubsample(key=jax.random.fold_in(keys.root, SUBSAMPLE_TAG)):  # one set of plate indices per step
             value = objective.value(model, guide)
         return value, guide.ledger
 
@@ -110,7 +116,7 @@ class Runner:
 
         def body(carry):
             i, st, losses, acc, bad = carry
-            key, sub = jax.random.split(st.key)
+            key, sub = step_keys(st.key)
             batch = [x[i] for x in data[: self.stream]] + list(data[self.stream :]) if self.stream else data
             (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, batch)
             updates, opt_state = opt.update(grads, st.opt_state, st.params)

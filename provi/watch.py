@@ -80,7 +80,9 @@ def _nonfinite_sites(runner, state, consts, data, key) -> list[str]:
 def diagnose_nonfinite(runner, state, consts, data, bad_step: int, objective) -> StopInfo:
     """Explain the first non-finite loss: which parameters' gradients and which sites went bad."""
     key = state.key
-    key, sub = jax.random.split(key)
+    from provi.loop import step_keys
+
+    key, sub = step_keys(key)
     (_, value), grads = runner.grad(state.params, consts, sub, data)
     params = _nonfinite_leaves(grads)
     try:

@@ -140,8 +140,8 @@ def _exact_posterior():
 @pytest.mark.parametrize(
     "est,tol,steps",
     [
-        (Enumerate(), 0.01, 3000),
-        (MVD(), 0.01, 3000),
+        (Enumerate(), 0.03, 3000),  # unbiased, not noiseless: log q still varies with the draws
+        (MVD(), 0.03, 3000),
         (Reinforce(LeaveOneOut()), 0.03, 1500),
         pytest.param(Reinforce(Learned(init=-8.0)), 0.03, 3000, marks=pytest.mark.slow),
         pytest.param(Reinforce(RunningAverage(0.9)), 0.03, 3000, marks=pytest.mark.slow),

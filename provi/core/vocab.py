@@ -42,12 +42,25 @@ __all__ = [
 
 
 class KeyStream:
-    """A Python-side supply of fresh PRNG keys, split from one key (trace-time only: jit-safe)."""
+    """A Python-side supply of fresh PRNG keys, split from one key (trace-time only: jit-safe).
+
+    Given a pair of keys (shape (2, 2), from one split), the first is handed out as it is and the
+    rest are split from the second: the common case of one draw per step then costs no split.
+    """
 
     def __init__(self, key):
-        self._key = key
+        key = jnp.asarray(key)
+        self._first, self._key = (key[0], key[1]) if key.ndim == 2 else (None, key)
+
+    @property
+    def root(self):
+        """A key for side streams (e.g. subsample indices), independent of the keys handed out."""
+        return jax.random.fold_in(self._key, 0x5EED)
 
     def __call__(self):
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
         self._key, sub = jax.random.split(self._key)
         return sub
 
