@@ -80,7 +80,7 @@ def load(path, model, *args, guide=None, **kwargs):
     guide_prog = make_guide(guide, info, args, kwargs, key, None)
     with np.load(path / "params.npz") as f:
         arrays = dict(f)
-    template = {"model": model_prog.init_params(), "guide": _template_guide(guide_prog, key)}
+    template = {"model": model_prog.init_params(), "guide": guide_prog.init_params(key)}
     params = _unflat(template, arrays)
     with np.load(path / "consts.npz") as f:
         consts = {k.strip("[]'"): jnp.asarray(v) for k, v in f.items()}
@@ -95,7 +95,3 @@ def load(path, model, *args, guide=None, **kwargs):
         model=model_prog, guide=guide_prog, params=params, consts=consts, losses=np.load(path / "losses.npy"),
         args=args, kwargs=kwargs, objective=meta["objective"], stop=stop, state=None, seed=meta["seed"],
     )
-
-
-def _template_guide(guide_prog, key):
-    return guide_prog.init_params(key)

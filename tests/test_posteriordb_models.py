@@ -15,10 +15,6 @@ from numpyro.infer.util import log_density
 from provi.examples.posteriordb import POSTERIORS, posteriordb_root
 from provi.examples.posteriordb import load as _load
 
-try:
-    posteriordb_root()
-except FileNotFoundError:  # pragma: no cover - data not present in this checkout
-    pytest.skip("posteriordb data not found", allow_module_level=True)
 
 load = functools.cache(_load)  # Posterior objects are immutable; share them between tests
 
