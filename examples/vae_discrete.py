@@ -1,11 +1,14 @@
 """VAEs with discrete latents on binarised digits (Jang et al. 2017).
 
-Model: each image has a class c ~ Categorical(10) (and, in the joint model, a Gaussian code z ~ N(0, I_4));
-its pixels are Bernoulli with logits decoder(onehot(c)[, z]). The guide is an encoder q(c | x)[ q(z | x)].
-The discrete site's gradient is chosen per site with a provi estimator, the model left as it is:
+Model: each image has a class c ~ OneHotCategorical(10), a one-hot vector (and, in the joint model,
+a Gaussian code z ~ N(0, I_4)); its pixels are Bernoulli with logits decoder(c[, z]). The guide is an
+encoder q(c | x)[ q(z | x)]. The discrete site's gradient is chosen per site with a provi estimator,
+the model left as it is:
 
-- gumbel:     provi.estimators.GumbelSoftmax(temperature=0.5)  (relaxed, biased; implemented for
-              Bernoulli sites only, so this Categorical latent reports it as unsupported)
+- gumbel:     provi.estimators.GumbelSoftmax(0.5, straight_through=False)
+              (the decoder sees the relaxed vector; biased)
+- gumbel_st:  provi.estimators.GumbelSoftmax(0.5)  (straight-through: hard one-hot forward, the
+              relaxed gradient backward; biased)
 - reinforce:  provi.estimators.Reinforce()                       (score function, unbiased)
 - vimco:      provi.VIMCO(k=8) objective with Reinforce          (multi-sample score function)
 - enumerate:  provi.estimators.Enumerate()                       (exact sum over the 10 classes)
@@ -13,7 +16,7 @@ The discrete site's gradient is chosen per site with a provi estimator, the mode
 
 Held-out log-likelihood: exact for the discrete model (a sum over the 10 classes), importance
 sampled (k draws from the guide) for the joint model. A method whose estimator does not apply to
-the site is reported as unsupported, with provi's error.
+the site would be reported as unsupported, with provi's error.
 
     python examples/vae_discrete.py [--quick] [--methods gumbel,reinforce,...]
 """
@@ -30,16 +33,12 @@ import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
 import provi  # noqa: E402
+from provi.distributions import OneHotCategorical  # noqa: E402
 from provi.core.vocab import BoundModel, KeyStream  # noqa: E402
 from vae_common import emit, heldout_ll, load_digits, mlp, parser, train  # noqa: E402
 
 K = 10
-METHODS = ("gumbel", "reinforce", "vimco", "enumerate", "joint")
-
-
-def one_hot(c):
-    """onehot(c) for integer classes; a relaxed (already one-hot-like) value passes through."""
-    return c if jnp.ndim(c) == 2 and jnp.issubdtype(jnp.result_type(c), jnp.floating) and c.shape[-1] == K else jax.nn.one_hot(c, K)
+METHODS = ("gumbel", "gumbel_st", "reinforce", "vimco", "enumerate", "joint")
 
 
 def discrete_vae(dz: int = 0, hidden: int = 128, d_x: int = 64, seed: int = 0):
@@ -50,8 +49,7 @@ def discrete_vae(dz: int = 0, hidden: int = 128, d_x: int = 64, seed: int = 0):
     def model(x, batch=None):
         dec = provi.nn.module("decoder", decoder)
         with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
-            c = numpyro.sample("c", dist.Categorical(probs=jnp.full((K,), 1.0 / K)))
-            h = one_hot(c)
+            h = numpyro.sample("c", OneHotCategorical(probs=jnp.full((K,), 1.0 / K)))
             if dz:
                 z = numpyro.sample("z", dist.Normal(0, 1).expand([dz]).to_event(1))
                 h = jnp.concatenate([h, z], -1)
@@ -61,7 +59,7 @@ def discrete_vae(dz: int = 0, hidden: int = 128, d_x: int = 64, seed: int = 0):
         enc = provi.nn.module("encoder", encoder)
         with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
             out = jax.vmap(enc)(x[idx])
-            numpyro.sample("c", dist.Categorical(logits=out[:, :K]))
+            numpyro.sample("c", OneHotCategorical(logits=out[:, :K]))
             if dz:
                 numpyro.sample("z", dist.Normal(out[:, K : K + dz], jax.nn.softplus(out[:, K + dz :]) + 1e-4).to_event(1))
 
@@ -71,7 +69,7 @@ def discrete_vae(dz: int = 0, hidden: int = 128, d_x: int = 64, seed: int = 0):
 def exact_ll(res, x_test) -> float:
     """Mean log p(x) over held-out images, summing the class out exactly (discrete-only model)."""
     model = BoundModel(res.model, res.params["model"], KeyStream(jax.random.PRNGKey(0)), (x_test,), {"batch": None})
-    cs = jnp.broadcast_to(jnp.arange(K)[:, None], (K, x_test.shape[0]))
+    cs = jnp.broadcast_to(jnp.eye(K)[:, None, :], (K, x_test.shape[0], K))
     local = provi.nn.pointwise_density(model, {"c": cs}).local  # (K, N): log p(c) + log p(x | c)
     return float(jnp.mean(jax.nn.logsumexp(local, axis=0)))
 
@@ -80,6 +78,8 @@ def setup(method: str):
     """(estimators, objective, dz) for a method; raises AttributeError when this build lacks a piece."""
     est = provi.estimators
     if method == "gumbel":
+        return {"c": est.GumbelSoftmax(temperature=0.5, straight_through=False)}, provi.ELBO(), 0
+    if method == "gumbel_st":
         return {"c": est.GumbelSoftmax(temperature=0.5)}, provi.ELBO(), 0
     if method == "reinforce":
         return {"c": est.Reinforce()}, provi.ELBO(), 0
@@ -108,7 +108,7 @@ def main():
         model, guide = discrete_vae(dz=dz, seed=args.seed)
         try:
             res, secs = train(model, guide, x_train, objective, steps, batch=128, lr=1e-3, seed=args.seed, estimators=estimators)
-        except provi.errors.EstimatorError as exc:  # e.g. GumbelSoftmax, implemented for Bernoulli sites only
+        except provi.errors.EstimatorError as exc:
             results[f"{method}_unsupported"] = str(exc)
             continue
         ll = exact_ll(res, x_test) if dz == 0 else heldout_ll(res, x_test, 100 if args.quick else 1000)

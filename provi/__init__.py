@@ -1,6 +1,6 @@
 """provi: programmable variational inference for NumPyro models."""
 
-from provi import estimators, guides, nn, objectives
+from provi import distributions, estimators, guides, nn, objectives
 from provi.core.vocab import Objective, claim_scores, density, detach, kl, objective, replace_grad, sim, split_auxiliary
 from provi.fit import fit
 from provi.objectives import (
@@ -57,6 +57,7 @@ __all__ = [
     "DIWHVI",
     "guides",
     "estimators",
+    "distributions",
     "objectives",
     "nn",
 ]

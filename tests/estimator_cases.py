@@ -11,6 +11,7 @@ import numpyro.distributions as dist
 from jax.scipy.special import gammaln, i0e, i1e
 
 import provi
+from provi.distributions import OneHotCategorical
 from provi.core.model import inspect_model
 from provi.estimators import (
     MVD, Enumerate, GumbelSoftmax, ImplicitReparam, LeaveOneOut, Learned, RejectionReparam, Reinforce, Reparam,
@@ -136,6 +137,20 @@ DISTS = {
         lambda t: dist.Geometric(probs=sig(t[0])), [0.2],
         lambda z: 1.0 * z**2, lambda t: (lambda p: (1 - p) * (2 - p) / p**2)(sig(t[0])),
     ),
+    "OneHotCategorical": (
+        lambda t: OneHotCategorical(logits=t), [0.2, -0.5, 0.1, 0.7, 0.0],
+        lambda z: z @ tab, lambda t: jax.nn.softmax(t) @ tab,
+    ),
+    # two one-hot coordinates that interact in f: the oracle enumerates all 3 x 3 joint values
+    "OneHotBatch": (
+        lambda t: OneHotCategorical(logits=t.reshape(2, 3)), [0.3, -0.4, 1.0, -0.2, 0.5, 0.1],
+        lambda z: (z[..., 0, :] @ tab[:3] - z[..., 1, :] @ tab[2:]) ** 2,
+        lambda t: exhaustive(
+            lambda s: jnp.sum(OneHotCategorical(logits=t.reshape(2, 3)).log_prob(s), -1),
+            jnp.stack([jnp.stack([jnp.eye(3)[i], jnp.eye(3)[j]]) for i in range(3) for j in range(3)]),
+            lambda s: (s[:, 0] @ tab[:3] - s[:, 1] @ tab[2:]) ** 2,
+        ),
+    ),
     # a batched site whose coordinates interact in f: the oracle enumerates all 2^3 joint values
     "BernoulliBatch": (
         lambda t: dist.Bernoulli(logits=t), [0.3, -0.4, 1.0],
@@ -154,7 +169,9 @@ CASES = {
     "ImplicitReparam": (ImplicitReparam(), ["Gamma", "GammaSmallShape", "Beta", "Dirichlet", "StudentT", "VonMises"]),
     "RejectionReparam": (RejectionReparam(), ["Gamma", "GammaSmallShape", "Beta", "Dirichlet"]),
     "RejectionReparamNoBoost": (RejectionReparam(boost=0), ["Gamma"]),
-    "Reinforce": (Reinforce(), ["Normal", "Gamma", "Bernoulli", "Categorical", "Poisson", "Geometric", "BernoulliBatch"]),
-    "Enumerate": (Enumerate(), ["Bernoulli", "Categorical", "Binomial", "BernoulliBatch"]),
+    "Reinforce": (
+        Reinforce(), ["Normal", "Gamma", "Bernoulli", "Categorical", "Poisson", "Geometric", "BernoulliBatch", "OneHotBatch"]
+    ),
+    "Enumerate": (Enumerate(), ["Bernoulli", "Categorical", "Binomial", "BernoulliBatch", "OneHotCategorical", "OneHotBatch"]),
     "MVD": (MVD(), ["Bernoulli", "Categorical", "Poisson", "Geometric", "Normal", "BernoulliBatch"]),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -10,27 +11,34 @@ import jax.numpy as jnp
 from provi.core.model import base_distribution
 from provi.estimators.base import Estimator
 
-__all__ = ["Enumerate", "support_size"]
+__all__ = ["Enumerate", "support_size", "event_size"]
 
 sg = jax.lax.stop_gradient
 
 
 def support_size(fn) -> int | None:
-    """The number of values in a scalar-event distribution's finite support, or None."""
+    """The number of values in a distribution's finite support (per coordinate: per batch element
+    of its base distribution, e.g. K for a one-hot categorical), or None."""
     b = base_distribution(fn)
-    if not b.has_enumerate_support or b.event_shape != ():
+    if not b.has_enumerate_support:
         return None
     try:
-        return int(jnp.size(b.enumerate_support(expand=False)))
+        return int(jnp.shape(b.enumerate_support(expand=False))[0])
     except Exception:  # a support whose size is not concrete (e.g. a traced Binomial total count)
         return None
+
+
+def event_size(fn) -> int:
+    """Entries per coordinate of a site's value: the size of its base distribution's event."""
+    return math.prod(base_distribution(fn).event_shape)
 
 
 @dataclasses.dataclass(frozen=True)
 class Enumerate(Estimator):
     """Exact, vectorised sums over a finite support: Bernoulli, Categorical, Binomial, DiscreteUniform, ...
 
-    For each particle and each scalar coordinate of the site, the gradient through that
+    For each particle and each coordinate of the site (a scalar, or one one-hot vector of a
+    `provi.distributions.OneHotCategorical`), the gradient through that
     coordinate's distribution is the exact sum over its K support values,
     sum_k ∇q(k) · objective(coordinate = k), with the site's other coordinates and all other
     particles at their draws and later guide sites redrawn with the same randomness (a
@@ -59,13 +67,14 @@ class Enumerate(Estimator):
 
     def branches(self, fn, value, key):
         b = base_distribution(fn)
-        shape = jnp.shape(value)
-        sup = b.enumerate_support(expand=False).reshape(-1).astype(jnp.result_type(value))  # (K,)
-        full = jnp.broadcast_to(sup.reshape((-1,) + (1,) * len(shape)), sup.shape + shape)  # (K, *shape)
-        lp = jax.vmap(lambda x: jnp.broadcast_to(b.log_prob(x), shape))(full)  # (K, *shape)
+        shape, ev = jnp.shape(value), b.event_shape
+        batch = shape[: len(shape) - len(ev)]
+        sup = b.enumerate_support(expand=False).reshape((-1,) + ev).astype(jnp.result_type(value))  # (K, *ev)
+        K, M = sup.shape[0], math.prod(batch)
+        full = jnp.broadcast_to(sup.reshape((K,) + (1,) * len(batch) + ev), (K,) + shape)  # (K, *shape)
+        lp = jax.vmap(lambda x: jnp.broadcast_to(b.log_prob(x), batch))(full)  # (K, *batch)
         ok = jnp.isfinite(lp)
         w = jnp.where(ok, jnp.exp(jnp.where(ok, lp, 0.0)), 0.0)
-        K, M = sup.shape[0], int(jnp.size(value)) if shape else 1
         values = jnp.broadcast_to(full[None], (M,) + full.shape).reshape((M * K,) + shape)
         coords = jnp.repeat(jnp.arange(M), K)
         weights = w.reshape(K, M).T.reshape(-1)

@@ -17,19 +17,21 @@ from numpyro.primitives import Messenger
 
 from provi.estimators.base import site_log_prob
 from provi.estimators.branch import BranchState, Request
+from provi.estimators.enumerate import event_size
 from provi.estimators.score import LeaveOneOut
 
 __all__ = ["SiteHook", "draw_sites"]
 
 
-def patch(value, particle, override):
-    """`value` with flat coordinate `override.coord` (all coordinates when negative) set from
-    `override.value`, in particle `override.particle` only."""
-    flat = jnp.reshape(value, (-1,))
-    new = jnp.reshape(jnp.asarray(override.value).astype(flat.dtype), (-1,))
-    idx = jnp.arange(flat.shape[0])
+def patch(value, particle, override, size: int = 1):
+    """`value` with coordinate `override.coord` (all coordinates when negative) set from
+    `override.value`, in particle `override.particle` only; a coordinate is `size` consecutive
+    entries (one event of the site's base distribution, e.g. a one-hot vector)."""
+    rows = jnp.reshape(value, (-1, size))
+    new = jnp.reshape(jnp.asarray(override.value).astype(rows.dtype), (-1, size))
+    idx = jnp.arange(rows.shape[0])
     hit = (particle == override.particle) & ((idx == override.coord) | (override.coord < 0))
-    return jnp.reshape(jnp.where(hit, new, flat), jnp.shape(value))
+    return jnp.reshape(jnp.where(hit[:, None], new, rows), jnp.shape(value))
 
 
 class SiteHook(Messenger):
@@ -52,7 +54,7 @@ class SiteHook(Messenger):
         key = jax.random.PRNGKey(0) if key is None else key
         value = msg["value"]
         if self.override is not None and self.override.site == name:
-            value = patch(jax.lax.stop_gradient(value), self.particle, self.override)
+            value = patch(jax.lax.stop_gradient(value), self.particle, self.override, event_size(msg["fn"]))
         value, score = est.draw(msg["fn"], value, key)
         lq = site_log_prob(msg, value)
         if est.score_function:

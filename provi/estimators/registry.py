@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from provi.estimators.enumerate import Enumerate, support_size
+from provi.estimators.enumerate import Enumerate, event_size, support_size
 from provi.estimators.mvd import MVD
 from provi.estimators.relax import GumbelSoftmax
 from provi.estimators.reparam import ImplicitReparam, RejectionReparam, Reparam
@@ -30,7 +30,7 @@ def default_estimator(fn, value=None):
     if fn.has_rsample:
         return Reparam()
     k = support_size(fn)
-    m = 1 if value is None else max(1, int(jnp.size(value)))
+    m = 1 if value is None else max(1, int(jnp.size(value)) // event_size(fn))
     if k is not None and k <= DEFAULT_MAX_ENUMERATE and k * m <= DEFAULT_MAX_BRANCHES:
         return Enumerate()
     return Reinforce(baseline=LeaveOneOut())
