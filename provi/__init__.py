@@ -1,7 +1,7 @@
 """provi: programmable variational inference for NumPyro models."""
 
 from provi import distributions, estimators, guides, nn, objectives
-from provi.core.vocab import Objective, claim_scores, density, detach, kl, objective, replace_grad, sim, split_auxiliary
+from provi.core.vocab import Objective, claim_scores, density, detach, kl, objective, replace_grad, sim, split_auxiliary, with_observed
 from provi.fit import fit
 from provi.objectives import (
     CIWAE,
@@ -32,6 +32,7 @@ __all__ = [
     "load",
     "sim",
     "density",
+    "with_observed",
     "detach",
     "replace_grad",
     "claim_scores",

@@ -2,7 +2,10 @@
 
 Inside an objective, `model` and `guide` are bound programs: they carry the current parameters, a
 stream of PRNG keys and the model's data. `sim` draws from a guide; `density` scores values under
-the model or a guide. Both vectorise over leading particle axes. Draws from sites whose estimator
+the model or a guide. Both vectorise over leading particle axes. `sim(model)` draws from the
+model's joint (latent and observed sites: data simulated from the prior predictive), and
+`with_observed` puts simulated data where the model reads its data (as wake-sleep's sleep phase
+needs). Draws from sites whose estimator
 is not pathwise leave a score term in the bound guide's ledger; `provi.estimators` turns the ledger
 and the objective's value into a surrogate whose gradient is an unbiased gradient estimate.
 
@@ -28,6 +31,7 @@ __all__ = [
     "BoundModel",
     "BoundGuide",
     "sim",
+    "with_observed",
     "density",
     "detach",
     "replace_grad",
@@ -103,14 +107,20 @@ def _call_args(bound, args, kwargs):
     return (args if args else bound.args), {**bound.kwargs, **kwargs}
 
 
-def sim(guide: BoundGuide, *args, n: int | None = None, **kwargs):
-    """Draw from `guide`: returns `(values, log_q)`.
+def sim(program, *args, n: int | None = None, **kwargs):
+    """Draw from a bound guide, or from the model's joint: returns `(values, log_density)`.
 
-    `values` maps each latent site to its constrained draw, with a leading axis of length `n` when
-    `n` is given (log_q then has shape (n,)); without `n`, one draw and a scalar log_q.
+    Guide: `values` maps each latent site to its constrained draw and `log_density` is log q.
+    Model: `values` maps every sample site, observed ones included, to a draw from the model's
+    joint (the observed sites' data left out and simulated), and `log_density` is the log joint.
+    With `n`, values have a leading axis of length `n` (and log_density shape (n,)); without, one
+    draw and a scalar.
     """
-    if not isinstance(guide, BoundGuide):
-        raise TypeError("provi.sim takes the guide an objective receives as its second argument")
+    if isinstance(program, BoundModel):
+        return _sim_model(program, *_call_args(program, args, kwargs), n)
+    if not isinstance(program, BoundGuide):
+        raise TypeError("provi.sim takes the model or guide an objective receives")
+    guide = program
     args, kwargs = _call_args(guide, args, kwargs)
     params = jax.lax.stop_gradient(guide.params) if guide.detached else guide.params
     z, log_q = guide.program.sim(params, guide.consts, guide.keys(), 1 if n is None else n, args, kwargs, guide.ledger)
@@ -118,6 +128,79 @@ def sim(guide: BoundGuide, *args, n: int | None = None, **kwargs):
         z = jax.tree.map(lambda x: x[0], z)
         log_q = log_q[0]
     return z, log_q
+
+
+def _sim_model(model: BoundModel, args, kwargs, n):
+    from numpyro import handlers
+
+    prog = program_of(model)
+    if getattr(prog, "plates", None):
+        raise ObjectiveError(
+            f"provi.sim(model): the model subsamples plate(s) {sorted(prog.plates)}; simulating data from it "
+            "is not supported (fit the model on the whole data plate to simulate from it)"
+        )
+    fn, fixed = _numpyro_fn(model)
+
+    def one(key):
+        tr = handlers.trace(handlers.substitute(handlers.seed(_Unobserve(fn), key), data=fixed)).get_trace(*args, **kwargs)
+        values = {name: site["value"] for name, site in tr.items() if site["type"] == "sample"}
+        return values, _sum_log_prob(tr)
+
+    keys = jax.random.split(model.keys(), 1 if n is None else n)
+    values, log_p = jax.vmap(one)(keys)
+    return (jax.tree.map(lambda x: x[0], values), log_p[0]) if n is None else (values, log_p)
+
+
+def _unobserve_messenger():
+    from numpyro.primitives import Messenger
+
+    class Unobserve(Messenger):
+        """Observed sample sites drawn from their distributions instead of fixed at the data."""
+
+        def process_message(self, msg):
+            if msg["type"] == "sample" and msg.get("is_observed"):
+                msg["value"], msg["is_observed"] = None, False
+
+    return Unobserve
+
+
+def _Unobserve(fn):
+    return _unobserve_messenger()(fn)
+
+
+def with_observed(model: BoundModel, values: dict, *args, data: dict | None = None, **kwargs) -> tuple[tuple, dict]:
+    """`(args, kwargs)`: the model's arguments with each observed site's data replaced by its value
+    in `values` (one draw, e.g. from `provi.sim(model)`; vmap over particles).
+
+    `data` maps an observed site to the position (int) or keyword (str) of the argument holding
+    its data; by default each observed site is matched to the argument passed as its `obs`. A
+    model that transforms its data before observing it (`obs=x[idx]`, `obs=y.T`) needs `data`.
+    """
+    if not isinstance(model, BoundModel):
+        raise TypeError("provi.with_observed takes the model an objective receives")
+    args, kwargs = _call_args(model, args, kwargs)
+    if data is None:
+        data = {}
+        for name, site in _trace(model, model.keys(), {}, args, kwargs).items():
+            if site["type"] != "sample" or not site["is_observed"]:
+                continue
+            where = [i for i, a in enumerate(args) if site["value"] is a] + [k for k, v in kwargs.items() if site["value"] is v]
+            if not where:
+                raise ObjectiveError(
+                    f"observed site {name!r} does not observe one of the model's arguments as it is (the model "
+                    f"transforms its data before observing it); say which argument holds it: data={{{name!r}: "
+                    "position or keyword}"
+                )
+            data[name] = where[0]
+    args, kwargs = list(args), dict(kwargs)
+    for name, where in data.items():
+        if name not in values:
+            raise ModelError(f"provi.with_observed: no value for observed site {name!r} in {sorted(values)}")
+        if isinstance(where, int) and not isinstance(where, bool):
+            args[where] = values[name]
+        else:
+            kwargs[where] = values[name]
+    return tuple(args), kwargs
 
 
 def density(program, values: dict, *args, sites=None, **kwargs) -> jax.Array:

@@ -42,6 +42,7 @@ REGISTRY = (
     DReG(k=4),
     VIMCO(k=4),
     RWS(k=4),
+    RWS(k=3, wake_q=False, sleep=3),
     Renyi(alpha=0.5, k=4),
     CUBO(n=2, k=4),
     ChiSquareVIS(k=4),
