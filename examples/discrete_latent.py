@@ -66,6 +66,7 @@ CONFIGS = {
     "reinforce": {"z1": Reinforce(), "z2": Reinforce()},
     "reinforce+running": {"z1": Reinforce(RunningAverage(0.9)), "z2": Reinforce(RunningAverage(0.9))},
     "reinforce+learned": {"z1": Reinforce(Learned()), "z2": Reinforce(Learned())},
+    "reinforce+learned network": {"z1": Reinforce(Learned(hidden=(16,))), "z2": Reinforce(Learned(hidden=(16,)))},
     "reinforce+loo": {"z1": Reinforce(LeaveOneOut()), "z2": Reinforce(LeaveOneOut())},
     "enumerate": {"z1": Enumerate(), "z2": Enumerate()},
     "mvd": {"z1": MVD(), "z2": MVD()},

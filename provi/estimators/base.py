@@ -49,8 +49,9 @@ class Estimator(abc.ABC):
         """For branching estimators: `(values (R, *shape), coords (R,), weights (R,))`."""
         raise NotImplementedError
 
-    def init_state(self) -> dict:
-        """Explicit state this estimator keeps in `params["estimators"][site]` (learned baselines)."""
+    def init_state(self, fn=None) -> dict:
+        """Explicit state this estimator keeps in `params["estimators"][site]` (learned baselines);
+        `fn` is the site's distribution as traced at build time."""
         return {}
 
     @property

@@ -66,6 +66,7 @@ class BranchState:
     override: Override | None = None
     collect: bool = True
     requests: list = dataclasses.field(default_factory=list)
+    features: dict = dataclasses.field(default_factory=dict)  # id(score) -> (n, rows, F) for network baselines
     calls: int = 0
 
     def next_call(self) -> int:
@@ -112,9 +113,8 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
         if isinstance(base, RunningAverage) and st:
             baselines[id(score)] = jnp.broadcast_to(sg(base.value(st)), score.shape)
         elif isinstance(base, Learned) and st:
-            b = st["baseline"]
+            b, fit = base.predict(st, value, state.features.get(id(score)))  # fit trains b on the objective
             baselines[id(score)] = jnp.broadcast_to(sg(b), score.shape)
-            fit = -0.5 * (sg(value) - b) ** 2  # trains b towards the objective's mean
             extra = extra + (fit - sg(fit))
     return surrogate(value, ledger, baselines) + extra
 
@@ -122,11 +122,13 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
 def init_states(program) -> dict:
     """Explicit estimator state for `params["estimators"]`: {site: state} for sites that keep any."""
     ests = getattr(program, "estimators", None) or {}
-    return {name: st for name, est in ests.items() if (st := est.init_state())}
+    fns = getattr(program, "site_fns", None) or {}
+    return {name: st for name, est in ests.items() if (st := est.init_state(fns.get(name)))}
 
 
 def update_state(program, old: dict, new: dict, value) -> dict:
-    """After an optimiser step: advance running averages with the step's objective `value`."""
+    """After an optimiser step: advance running averages (and the running moments of network
+    baselines) with the step's objective `value`."""
     if "estimators" not in new:
         return new
     states = dict(new["estimators"])
@@ -139,4 +141,6 @@ def update_state(program, old: dict, new: dict, value) -> dict:
                 "average": jnp.where(ok, d * o["average"] + (1 - d) * value, o["average"]),
                 "weight": jnp.where(ok, d * o["weight"] + (1 - d), o["weight"]),
             }
+        elif isinstance(base, Learned) and "layers" in states.get(name, {}):
+            states[name] = {**states[name], **base.update(old["estimators"][name], value)}
     return {**new, "estimators": states}

@@ -18,7 +18,7 @@ from numpyro.primitives import Messenger
 from provi.estimators.base import site_log_prob
 from provi.estimators.branch import BranchState, Request
 from provi.estimators.enumerate import event_size
-from provi.estimators.score import LeaveOneOut
+from provi.estimators.score import LeaveOneOut, site_features
 
 __all__ = ["SiteHook", "draw_sites"]
 
@@ -60,7 +60,8 @@ class SiteHook(Messenger):
         if est.score_function:
             score = lq
         branches = est.branches(msg["fn"], value, key) if est.branching and self.want_branches else None
-        self.records[name] = (value, lq, score, branches)
+        needs = self.want_branches and getattr(getattr(est, "baseline", None), "needs_features", False)
+        self.records[name] = (value, lq, score, branches, site_features(msg["fn"]) if needs else None)
         msg["value"] = value
 
 
@@ -74,20 +75,24 @@ def draw_sites(trace_fn, sites, estimators, key, n, ledger, state: BranchState |
         hook = SiteHook(estimators, i, override, branches=collect)
         with hook:
             trace_fn(k)
-        z, log_q, scores, branches = {}, 0.0, {}, {}
+        z, log_q, scores, branches, features = {}, 0.0, {}, {}, {}
         for name in sites:
-            value, lq, score, br = hook.records[name]
+            value, lq, score, br, feats = hook.records[name]
             z[name] = value
             log_q = log_q + lq
             if score is not None:
                 scores[name] = score
             if br is not None:
                 branches[name] = br
-        return z, log_q, scores, branches
+            if feats is not None:
+                features[name] = feats
+        return z, log_q, scores, branches, features
 
-    z, log_q, scores, branches = jax.vmap(one)(jax.random.split(key, n), jnp.arange(n))
+    z, log_q, scores, branches, features = jax.vmap(one)(jax.random.split(key, n), jnp.arange(n))
     for name, score in scores.items():
         ledger.append((name, estimators[name], score))
+        if name in features:
+            state.features[id(score)] = features[name]
         if collect and isinstance(getattr(estimators[name], "baseline", None), LeaveOneOut) and n > 1:
             i, j = jnp.nonzero(~jnp.eye(n, dtype=bool), size=n * (n - 1))
             state.requests.append(

@@ -166,6 +166,7 @@ class NumPyroGuide:
     shapes: dict
     estimators: dict  # site -> estimator
     plates: dict = dataclasses.field(default_factory=dict)  # subsampled plates: name -> (size, subsample size)
+    site_fns: dict = dataclasses.field(default_factory=dict)  # site -> its distribution as traced (sizes estimator state)
 
     def replaying(self, indices: dict) -> "NumPyroGuide":
         """This guide with its subsampled plates given `indices` (see provi.core.subsample)."""
@@ -197,7 +198,8 @@ class NumPyroGuide:
         from provi.estimators import resolve  # estimators build on programs, not the reverse
 
         chosen = {name: resolve(name, tr[name], estimators) for name in sites}
-        return cls(guide, model_info, spec, tuple(sites), shapes, chosen, subsampled_plates(tr))
+        fns = {name: tr[name]["fn"] for name in sites}
+        return cls(guide, model_info, spec, tuple(sites), shapes, chosen, subsampled_plates(tr), fns)
 
     def init_params(self, key=None, scale=None) -> dict:
         return unconstrain_params(self.params_spec)
