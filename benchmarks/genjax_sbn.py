@@ -32,6 +32,10 @@ the error text; `one_flip_gradient_check`: on one flip, against the exact gradie
     E_q[log p(x, z)] without the entropy term. The timed objective is the ELBO written in ADEV's
     own language (`genjax.adev.expectation`: guide score and model density from the traces);
     the shipped `vi.ELBO` is timed as well and reported as a different objective.
+  - `genjax.adev.baseline(reinforce)` subtracts a baseline the caller passes in. It is measured
+    with b set to the mean objective at the given parameters (as estimators.py sets provi's
+    running-average and learned baselines) and held fixed in the timed loop: keeping b current
+    needs the objective's value, which ADEV's `grad_estimate` does not return.
 """
 
 from __future__ import annotations
@@ -65,10 +69,12 @@ def bernoulli_logpdf(v, p):
 
 
 # REINFORCE for a vector of flips: one score, the summed log-density (see the docstring)
-flip_reinforce = vi.adev_distribution(
-    adev.reinforce(lambda key, p: tfd.Bernoulli(probs=p).sample(seed=key) == 1,
-                   lambda v, p: jnp.sum(bernoulli_logpdf(v, p))),
-    bernoulli_logpdf, "flip_reinforce")
+reinforce = adev.reinforce(lambda key, p: tfd.Bernoulli(probs=p).sample(seed=key) == 1,
+                           lambda v, p: jnp.sum(bernoulli_logpdf(v, p)))
+flip_reinforce = vi.adev_distribution(reinforce, bernoulli_logpdf, "flip_reinforce")
+# genjax.adev.baseline: the same, with a baseline value b (its first argument) subtracted from the
+# objective in the score term; b is the user's to choose and update
+flip_reinforce_baseline = vi.adev_distribution(adev.baseline(reinforce), lambda v, b, p: bernoulli_logpdf(v, p), "flip_reinforce_baseline")
 
 
 @genjax.gen
@@ -81,9 +87,9 @@ def model(x, U, W, b, *_guide_params):
 def make_guide(flip):
     @genjax.gen
     def guide(target):
-        x, _, _, _, V1, c1, V2, c2 = target.args
-        z1 = flip(jax.nn.sigmoid(x @ V1 + c1)) @ "z1"
-        flip(jax.nn.sigmoid(z1.astype(x.dtype) @ V2 + c2)) @ "z2"
+        x, _, _, _, V1, c1, V2, c2, *baseline = target.args  # baseline: (b,) for flip_reinforce_baseline
+        z1 = flip(*baseline, jax.nn.sigmoid(x @ V1 + c1)) @ "z1"
+        flip(*baseline, jax.nn.sigmoid(z1.astype(x.dtype) @ V2 + c2)) @ "z2"
 
     return guide
 
@@ -167,8 +173,8 @@ def grad_variance(grad, params, draws):
 
 
 def elbo_value(guide, x, params, draws=200):
-    """Plain Monte Carlo ELBO (no gradients), to show the loop trains (lax.map: genjax's sample
-    primitive has no batching rule outside ADEV)."""
+    """Plain Monte Carlo ELBO (no gradients): the baseline's value, and a sanity check of the loop
+    (lax.map: genjax's sample primitive has no batching rule outside ADEV)."""
 
     def one(key):
         target = Target(model, (x, *params), C["x"].set(x))
@@ -261,20 +267,26 @@ def main(argv=None):
     }
     print(f"genjax {genjax.__version__} (jax {jax.__version__}): probes {report['probes']}", file=sys.stderr)
     print(f"  one flip, d(-ELBO)/dp: {report['one_flip_gradient_check']}", file=sys.stderr)
-    runs = {
-        "reinforce (ELBO in genjax.adev.expectation)": elbo_adev(guide, x),
-        "reinforce (genjax.vi.ELBO as shipped: no entropy term, not the ELBO)": elbo_vi(guide, x),
+    elbo = elbo_value(guide, x, params)
+    plain = "REINFORCE, no baseline: genjax.adev.reinforce on each vector site (z1, z2)"
+    runs = {  # name: (gradient estimate, parameters, what each site uses)
+        "reinforce (ELBO in genjax.adev.expectation)": (elbo_adev(guide, x), params, plain),
+        "reinforce + baseline (adev.baseline, b fixed at the mean objective)": (
+            elbo_adev(make_guide(flip_reinforce_baseline), x), params + (jnp.asarray(-elbo),),
+            "genjax.adev.baseline(reinforce) on each site, b = the mean of -ELBO at these parameters, held fixed "
+            "in the timed loop too (updating it needs the objective's value, which grad_estimate does not return)"),
+        "reinforce (genjax.vi.ELBO as shipped: no entropy term, not the ELBO)": (elbo_vi(guide, x), params, plain),
     }
     out = {}
-    for name, g in runs.items():
+    for name, (g, start, what) in runs.items():
         grad = particles(g)
         loop = step_loop(grad)
-        row = {"site_estimator": "REINFORCE, no baseline: genjax.adev.reinforce on each vector site (z1, z2)"}
-        row.update(grad_variance(grad, params, draws))
-        row["step_s"] = steady_step(lambda n: block(loop(params, n)), n_long, n_short)
+        row = {"site_estimator": what}
+        row.update(grad_variance(grad, start, draws))
+        row["step_s"] = steady_step(lambda n: block(loop(start, n)), n_long, n_short)
         if name.startswith("reinforce (ELBO"):
             trained = block(loop(params, n_long))[0]
-            row["elbo_before"], row["elbo_after_n_long_steps"] = elbo_value(guide, x, params), elbo_value(guide, x, trained)
+            row["elbo_before"], row["elbo_after_n_long_steps"] = elbo, elbo_value(guide, x, trained)
         out[name] = row
         print(f"  genjax {name}: {row}", file=sys.stderr)
     report["genjax"] = out
