@@ -23,7 +23,7 @@ the error text; `one_flip_gradient_check`: on one flip, against the exact gradie
     tangent has the site's shape and tracing fails; REINFORCE is therefore built with
     `genjax.adev.reinforce(sampler, summed log-density)` and wrapped by
     `genjax.vi.adev_distribution` -- the same estimator, one score for the whole site.
-  - `genjax.vi.flip_enum` (and `flip_enum_parallel`) re-run the rest of the program with one
+  - `genjax.vi.flip_enum` (and, reading its source, `adev.flip_enum_parallel`) re-run the rest of the program with one
     scalar True / False, so they enumerate scalar flips only; per-bit scalar sites would nest
     2^(6 N) continuations. Not usable here.
   - `genjax.vi.flip_mvd` fails to trace even on a scalar flip in 0.10.3.
