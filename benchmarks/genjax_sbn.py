@@ -23,9 +23,9 @@ the error text; `one_flip_gradient_check`: on one flip, against the exact gradie
     tangent has the site's shape and tracing fails; REINFORCE is therefore built with
     `genjax.adev.reinforce(sampler, summed log-density)` and wrapped by
     `genjax.vi.adev_distribution` -- the same estimator, one score for the whole site.
-  - `genjax.vi.flip_enum` (and, reading its source, `adev.flip_enum_parallel`) re-run the rest of the program with one
-    scalar True / False, so they enumerate scalar flips only; per-bit scalar sites would nest
-    2^(6 N) continuations. Not usable here.
+  - `genjax.vi.flip_enum` (and, reading its source, `adev.flip_enum_parallel`) re-run the rest
+    of the program with one scalar True / False, so they enumerate scalar flips only; per-bit
+    scalar sites would nest 2^(6 N) continuations. Not usable here.
   - `genjax.vi.flip_mvd` fails to trace even on a scalar flip in 0.10.3.
   - `genjax.vi.ELBO(genjax.marginal()(guide), make_target)` gives the guide's draw the weight
     `tr.project(~selection)`, which is 0 for the default selection, so its gradient is that of
