@@ -1,6 +1,6 @@
 """Gradient estimators on a discrete-latent model: gradient variance and time per step.
 
-    python benchmarks/estimators.py [--quick] [--out estimators.json]
+    python benchmarks/estimators.py [--quick] [--out estimators.json] [--genjax-python PATH]
 
 On the two-layer sigmoid belief network of examples/discrete_latent.py, in one run:
   - each provi estimator configuration: the variance of its gradient estimate of the ELBO
@@ -9,7 +9,11 @@ On the two-layer sigmoid belief network of examples/discrete_latent.py, in one r
   - time per step of Pyro's TraceGraph_ELBO (with and without its decaying-average baselines) and
     TraceEnum_ELBO, and of NumPyro's TraceGraph_ELBO on the same model (Pyro is optional:
     `pip install pyro-ppl torch`; skipped when missing);
-  - genjax is recorded as skipped (it pins an older jax).
+  - genjax.vi (0.10.3, which pins an older jax, so it runs in its own virtual environment): with
+    `--genjax-python PATH` (default: $PROVI_GENJAX_PYTHON), the data and the warm-up parameters
+    go to a temporary directory and benchmarks/genjax_sbn.py runs in that interpreter with the same
+    step counts and draws; its JSON (time per step, gradient variance at the same parameters) is
+    recorded. Without it genjax is recorded as skipped, with the setup recipe.
 Writes JSON (stdout, or --out). Timings are only comparable within one run on one machine.
 """
 
@@ -19,9 +23,12 @@ import argparse
 import importlib.util
 import json
 import pathlib
+import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -206,10 +213,41 @@ def pyro_times(x, n_steps, particles):
     return out
 
 
+GENJAX_SETUP = (
+    "pass --genjax-python (or set PROVI_GENJAX_PYTHON) to a venv with genjax==0.10.3, which pins an older jax: "
+    "python -m venv /work/genjax-venv && /work/genjax-venv/bin/pip install genjax==0.10.3"
+)
+
+
+def genjax_times(python, x, warm_params, draws, n_long, n_short):
+    """Run benchmarks/genjax_sbn.py in the genjax interpreter on the same data and parameters."""
+    if not python:
+        return {"skipped": GENJAX_SETUP}
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/x.npy", np.asarray(x))
+        np.savez(f"{tmp}/warm.npz", **{k: np.asarray(v) for part in ("model", "guide") for k, v in warm_params[part].items()})
+        cmd = [python, str(ROOT / "benchmarks" / "genjax_sbn.py"), f"{tmp}/x.npy", "--params", f"{tmp}/warm.npz",
+               "--n-long", str(n_long), "--n-short", str(n_short), "--draws", str(draws)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return {"error": f"{type(e).__name__}: {e}"[:2000], "python": python}
+    sys.stderr.write(proc.stderr[-4000:])
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit status {proc.returncode}: {proc.stderr.strip()[-2000:]}", "python": python}
+    try:
+        return {"python": python, **json.loads(lines[-1])}
+    except json.JSONDecodeError as e:
+        return {"error": f"last stdout line is not JSON ({e}): {lines[-1][:500]}", "python": python}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--genjax-python", default=os.environ.get("PROVI_GENJAX_PYTHON"),
+                    help="python of a venv with genjax==0.10.3 (default: $PROVI_GENJAX_PYTHON); skipped without")
     args = ap.parse_args(argv)
     ex = _example()
     n_rows = 16 if args.quick else 48
@@ -235,7 +273,8 @@ def main(argv=None):
         report["numpyro_TraceGraph_ELBO"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     print("pyro:", file=sys.stderr)
     report["pyro"] = pyro_times(x, 5 if args.quick else 20, particles)
-    report["genjax"] = {"skipped": "genjax pins an older jax; not installed into this environment"}
+    print("genjax:", file=sys.stderr)
+    report["genjax"] = genjax_times(args.genjax_python, x, warm.params, draws, n_long, n_short)
     text = json.dumps(report, indent=2)
     if args.out:
         pathlib.Path(args.out).write_text(text)

@@ -1,14 +1,17 @@
-"""Smoke test: benchmarks/overhead.py --quick runs and writes sane JSON.
+"""Smoke tests: benchmarks/overhead.py --quick runs and writes sane JSON; benchmarks/estimators.py
+records genjax as skipped (with the setup recipe) or failed (with the error), never silently.
 
 Speed is measured by the benchmark, never asserted here.
 """
 
+import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
@@ -32,3 +35,24 @@ def test_overhead_quick_writes_json(tmp_path):
             assert math.isfinite(competitors[entry]["wall_s"]), (name, entry)
         for entry in ("pyro_AutoNormal", "provi"):  # optional: measured or skipped
             assert entry in competitors, (name, entry)
+
+
+def _estimators():
+    spec = importlib.util.spec_from_file_location("estimators_bench", SCRIPT.parent / "estimators.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_estimators_genjax_skipped_or_error_reported():
+    est = _estimators()
+    x = np.zeros((4, 3), np.float32)
+    warm = {"model": {"W": np.zeros((4, 3), np.float32)}, "guide": {"V1": np.zeros((3, 4), np.float32)}}
+    skipped = est.genjax_times(None, x, warm, draws=4, n_long=4, n_short=2)
+    assert set(skipped) == {"skipped"}
+    assert "--genjax-python" in skipped["skipped"] and "genjax==0.10.3" in skipped["skipped"]
+    if importlib.util.find_spec("genjax") is not None:  # the check below needs an interpreter without it
+        return
+    # an interpreter without genjax: the failure is recorded with its text, not hidden as a skip
+    failed = est.genjax_times(sys.executable, x, warm, draws=4, n_long=4, n_short=2)
+    assert "genjax" in failed["error"] and "skipped" not in failed
