@@ -85,6 +85,17 @@ def _step_loop(loss, guide_prog, opt, data):
     return jax.jit(lambda st, n: jax.lax.fori_loop(0, n, body, st), static_argnums=1)
 
 
+def _baseline_at(state, mean, square):
+    """A baseline state whose value is the objective's mean: the scalar set to it; running moments
+    set to it (a network baseline keeps its initial zero output, so it predicts the mean)."""
+    one = jnp.asarray(1.0)
+    if "layers" in state:
+        return {**state, "average": mean, "square": square, "weight": one}
+    if "baseline" in state:
+        return {"baseline": mean}
+    return {"average": mean, "weight": one}
+
+
 def provi_estimators(ex, x, warm_params, draws, n_long, n_short, particles):
     """{config: {grad_var_total, grad_var_mean, step_s}} at the warm-up parameters."""
     out = {}
@@ -101,11 +112,9 @@ def provi_estimators(ex, x, warm_params, draws, n_long, n_short, particles):
         loss = make_loss(mp, gp, objective, layout)
         keys = jax.random.split(jax.random.PRNGKey(1), draws)
         if "estimators" in params:  # baselines at a trained state: the mean objective at these parameters
-            fbar = float(jnp.mean(jax.jit(jax.vmap(lambda k: loss(params, {}, k, data)[1]))(keys)))
-            params["estimators"] = {
-                s: ({"baseline": jnp.asarray(fbar)} if "baseline" in st else {"average": jnp.asarray(fbar), "weight": jnp.asarray(1.0)})
-                for s, st in params["estimators"].items()
-            }
+            vals = jax.jit(jax.vmap(lambda k: loss(params, {}, k, data)[1]))(keys)
+            fbar, f2 = jnp.mean(vals), jnp.mean(vals**2)
+            params["estimators"] = {s: _baseline_at(st, fbar, f2) for s, st in params["estimators"].items()}
         grad = jax.jit(jax.vmap(lambda k: jax.grad(lambda p: loss(p, {}, k, data)[0])(params)["guide"]))
         g = _block(grad(keys))
         flat = np.concatenate([np.asarray(v).reshape(draws, -1) for v in jax.tree.leaves(g)], axis=1)

@@ -1,7 +1,7 @@
 """provi: programmable variational inference for NumPyro models."""
 
 from provi import distributions, estimators, guides, nn, objectives
-from provi.core.vocab import Objective, claim_scores, density, detach, kl, objective, replace_grad, sim, split_auxiliary, with_observed
+from provi.core.vocab import Objective, claim_scores, particle_mean, density, detach, kl, objective, replace_grad, sim, split_auxiliary, with_observed
 from provi.fit import fit
 from provi.objectives import (
     CIWAE,
@@ -36,6 +36,7 @@ __all__ = [
     "detach",
     "replace_grad",
     "claim_scores",
+    "particle_mean",
     "kl",
     "split_auxiliary",
     "log_mean_exp",

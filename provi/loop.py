@@ -73,16 +73,16 @@ def make_loss(model_prog, guide_prog, objective: Objective, layout) -> Callable:
         guide = BoundGuide(Branching(guide_prog, state), params["guide"], consts, keys, args, kwargs)
         with SharedSubsample(key=jax.random.fold_in(keys.root, SUBSAMPLE_TAG)):  # one set of plate indices per step
             value = objective.value(model, guide)
-        return value, guide.ledger
+        return value, guide.ledger, guide.signals
 
     def loss(params, consts, key, data):
         state = BranchState()
-        value, ledger = run(params, consts, key, data, state)
+        value, ledger, signals = run(params, consts, key, data, state)
 
         def rerun(override):
             return run(params, consts, key, data, BranchState(override=override, collect=False))[0]
 
-        surr = combine(value, ledger, state, rerun, params.get("estimators", {}))
+        surr = combine(value, ledger, state, rerun, params.get("estimators", {}), signals)
         return -surr, value
 
     return loss

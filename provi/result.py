@@ -83,9 +83,18 @@ class FitResult:
 
         return constrain_params(self.params["model"], self.model.info.params)
 
+    @functools.cached_property
+    def whole(self) -> tuple:
+        """`(model, guide)` programs with every subsampled plate at its full range: results,
+        predictions and diagnostics cover all the data, row i of a local latent for data point i."""
+        plates = {**self.model.plates, **getattr(self.guide, "plates", {})}
+        full = {name: jnp.arange(size) for name, (size, _) in plates.items()}
+        return self.model.replaying(full), self.guide.replaying(full)
+
     def draws(self, n: int, seed: int | None = None) -> tuple[dict, np.ndarray]:
-        """`n` draws of the latent sites (constrained) from the guide, and log q of each."""
-        z, log_q = _draw(self.guide, self.params["guide"], self.consts, int(n), self._key(seed), self.data, self.layout)
+        """`n` draws of the latent sites (constrained) from the guide, and log q of each (over the
+        whole data: subsampled plates at their full range)."""
+        z, log_q = _draw(self.whole[1], self.params["guide"], self.consts, int(n), self._key(seed), self.data, self.layout)
         return z, log_q
 
     def sample(self, n: int = 1000, seed: int | None = None, correct: str | None = None) -> dict[str, np.ndarray]:
@@ -105,7 +114,7 @@ class FitResult:
         if names:
             from numpyro.infer import Predictive
 
-            pred = Predictive(self.model.model, posterior_samples=z, params=self.model_params(), return_sites=names)
+            pred = Predictive(self.whole[0].model, posterior_samples=z, params=self.model_params(), return_sites=names)
             det = pred(jax.random.PRNGKey(0), *self.args, **self.kwargs)
             out.update({k: np.asarray(v) for k, v in det.items()})
         return out
@@ -119,7 +128,7 @@ class FitResult:
         kwargs = {**self.kwargs, **kwargs}
         z, _ = self.draws(n, seed)
         sites = list(self.model.info.observed) + list(self.model.info.deterministic)
-        pred = Predictive(self.model.model, posterior_samples=z, params=self.model_params(), return_sites=sites)
+        pred = Predictive(self.whole[0].model, posterior_samples=z, params=self.model_params(), return_sites=sites)
         obs = set(self.model.info.observed)
         args = tuple(None if _is_obs_arg(a, self, obs) else a for a in args)
         kwargs = {k: (None if k in obs or _is_obs_arg(v, self, obs) else v) for k, v in kwargs.items()}
@@ -181,7 +190,7 @@ class FitResult:
 
     def log_weights(self, z: dict, log_q) -> jax.Array:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
-        return _log_weights(self.model, self.params["model"], z, log_q, self.data, self.layout)
+        return _log_weights(self.whole[0], self.params["model"], z, log_q, self.data, self.layout)
 
     def diagnostics(self, n: int = 20_000, seed: int | None = None):
         """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence

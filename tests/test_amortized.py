@@ -196,6 +196,21 @@ def test_minibatch_fit_recovers_exact_posterior_and_model_parameter(fitted):
 
 
 @pytest.mark.slow
+def test_results_cover_the_whole_data_row_by_row(fitted):
+    """`sample` and the log weights of a minibatch fit run the plates at their full range: row i
+    of the local latent is data point i's posterior."""
+    n = 400
+    z = fitted.sample(n, seed=1)["z"]
+    assert z.shape == (n, N, d)
+    b = np.asarray(fitted.params["model"]["b"])
+    exact = (np.asarray(X) - b) @ POST_A.T  # (N, d) exact posterior means
+    np.testing.assert_allclose(z.mean(0), exact, atol=4 * POST_SD.max() / np.sqrt(n) + 0.03)
+    zz, log_q = fitted.draws(8, seed=2)
+    lw = np.asarray(fitted.log_weights(zz, log_q))
+    assert lw.shape == (8,) and np.all(np.isfinite(lw))
+
+
+@pytest.mark.slow
 def test_heldout_log_likelihood_matches_exact_marginal(fitted):
     xt = X[:50]
     ll = provi.nn.log_likelihood(fitted, xt, k=200, batch=None)

@@ -36,6 +36,7 @@ __all__ = [
     "detach",
     "replace_grad",
     "claim_scores",
+    "particle_mean",
     "kl",
     "split_auxiliary",
     "sim_given",
@@ -97,6 +98,7 @@ class BoundGuide:
     kwargs: dict
     ledger: list = dataclasses.field(default_factory=list)
     detached: bool = False
+    signals: dict = dataclasses.field(default_factory=dict)  # id(score) -> per-particle terms (particle_mean)
 
     def log_density(self, values, args, kwargs):
         params = jax.lax.stop_gradient(self.params) if self.detached else self.params
@@ -241,6 +243,27 @@ def replace_grad(value: jax.Array, surrogate: jax.Array) -> jax.Array:
     """`value`'s value with `surrogate`'s gradient: `value` is what the objective reports,
     `surrogate` is what its gradient estimator differentiates."""
     return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate))
+
+
+def particle_mean(guide: BoundGuide, terms: jax.Array) -> jax.Array:
+    """The mean of per-particle `terms` (shape (n,)), declared as such: `terms[i]` depends on the
+    i-th particle of each `sim` call so far and on no other particle's draws.
+
+    Score-function sites of those calls then take particle i's own term as its learning signal,
+    (terms[i] - baseline) / n plus whatever else the objective adds to the mean, instead of the
+    whole objective: the same expectation (the other particles' terms do not depend on particle
+    i's draw), much less variance; and a leave-one-out baseline becomes the mean of the other
+    particles' terms, with no re-runs. `ELBO` declares its particles this way.
+    """
+    if not isinstance(guide, BoundGuide):
+        raise TypeError("provi.particle_mean takes the guide an objective receives")
+    terms = jnp.asarray(terms)
+    if terms.ndim != 1:
+        raise ObjectiveError(f"provi.particle_mean takes one term per particle, shape (n,), got shape {terms.shape}")
+    for _, _, score in guide.ledger:
+        if jnp.shape(score) == terms.shape:
+            guide.signals[id(score)] = terms
+    return jnp.mean(terms)
 
 
 def claim_scores(guide: BoundGuide) -> jax.Array:

@@ -105,17 +105,24 @@ def site_draw(name: str, site: dict, est: Estimator, key=None):
     return value, lq, (lq if est.score_function else score)
 
 
-def surrogate(value: jax.Array, ledger: list, baselines: dict | None = None) -> jax.Array:
-    """A scalar with `value`'s value whose gradient adds each score term times the objective.
+def surrogate(value: jax.Array, ledger: list, baselines: dict | None = None, signals: dict | None = None) -> jax.Array:
+    """A scalar with `value`'s value whose gradient adds each score term times its learning signal.
 
-    `baselines` maps `id(score)` of a ledger entry to a per-particle baseline (n,) subtracted from the
-    objective for that entry's score (each baseline must not depend on its particle's draw).
+    Each ledger entry's learning signal is the objective `value` less its baseline, where
+    `baselines` maps `id(score)` to a per-particle baseline (n,) that must not depend on its
+    particle's draw; where `signals` maps `id(score)` to per-particle terms f (n,) of which the
+    objective is the mean plus a rest, particle i's signal is the rest plus (f_i - baseline_i) / n.
     """
     out = value
     sv = jax.lax.stop_gradient(value)
     for _name, _est, score in ledger:
         b = (baselines or {}).get(id(score))
-        if b is None:
+        f = (signals or {}).get(id(score))
+        if f is not None:
+            f = jax.lax.stop_gradient(f)
+            coef = (sv - jnp.mean(f)) + (f - (0.0 if b is None else b)) / f.shape[0]
+            out = out + jnp.sum(jax.lax.stop_gradient(coef) * (score - jax.lax.stop_gradient(score)))
+        elif b is None:
             s = jnp.sum(score)
             out = out + sv * (s - jax.lax.stop_gradient(s))
         else:

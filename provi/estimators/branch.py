@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from provi.estimators.base import surrogate
-from provi.estimators.score import Learned, RunningAverage
+from provi.estimators.score import Learned, LeaveOneOut, RunningAverage
 
 __all__ = ["Override", "Request", "BranchState", "Branching", "combine", "init_states", "update_state"]
 
@@ -91,14 +91,20 @@ class Branching:
         return getattr(self.program, name)
 
 
-def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict):
+def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict, signals: dict | None = None):
     """The surrogate of one objective evaluation: `value` plus the score terms of `ledger`, the
-    requests' branch terms (`rerun(override) -> objective value`) and baseline regressions."""
-    baselines, extra = {}, 0.0
+    requests' branch terms (`rerun(override) -> objective value`) and baseline regressions.
+
+    `signals` maps `id(score)` of a ledger entry to per-particle terms f (n,) whose mean the
+    objective declared (`provi.particle_mean`): that entry's particle i then gets the learning
+    signal (value - mean f) + (f_i - b_i) / n, b_i its baseline for f_i, instead of value - b_i.
+    """
+    signals = signals or {}
+    baselines, targets, extra = {}, {}, 0.0
     live = {id(s) for _, _, s in ledger}
     for r in state.requests:
-        if r.kind == "loo" and id(r.score) not in live:  # claimed by the objective (e.g. VIMCO)
-            continue
+        if r.kind == "loo" and (id(r.score) not in live or id(r.score) in signals):
+            continue  # claimed by the objective (e.g. VIMCO), or computed from the signals below
         f = jax.vmap(lambda p, c, v, r=r: sg(rerun(Override(r.call, r.site, p, c, v))))(r.particle, r.coord, r.values)
         if r.kind == "weights":
             extra = extra + jnp.sum((r.weights - sg(r.weights)) * f)
@@ -106,17 +112,23 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
             n = r.score.shape[0]
             baselines[id(r.score)] = jnp.mean(f.reshape(n, n - 1), axis=1)
     for name, est, score in ledger:
+        terms = signals.get(id(score))
+        target = value if terms is None else terms  # what the baseline predicts
+        targets[id(score)] = terms
         if id(score) in baselines:
             continue
         base = getattr(est, "baseline", None)
         st = est_params.get(name)
-        if isinstance(base, RunningAverage) and st:
+        if isinstance(base, LeaveOneOut) and terms is not None and terms.shape[0] > 1:
+            n = terms.shape[0]
+            baselines[id(score)] = sg((jnp.sum(terms) - terms) / (n - 1))
+        elif isinstance(base, RunningAverage) and st:
             baselines[id(score)] = jnp.broadcast_to(sg(base.value(st)), score.shape)
         elif isinstance(base, Learned) and st:
-            b, fit = base.predict(st, value, state.features.get(id(score)))  # fit trains b on the objective
+            b, fit = base.predict(st, target, state.features.get(id(score)))  # fit trains b on the target
             baselines[id(score)] = jnp.broadcast_to(sg(b), score.shape)
             extra = extra + (fit - sg(fit))
-    return surrogate(value, ledger, baselines) + extra
+    return surrogate(value, ledger, baselines, targets) + extra
 
 
 def init_states(program) -> dict:

@@ -125,7 +125,7 @@ class Learned(Baseline):
         v = jax.lax.stop_gradient(value)
         if "layers" not in state:
             b = state["baseline"]
-            return b, -0.5 * (v - b) ** 2
+            return b, -0.5 * jnp.mean((v - b) ** 2)
         w, a, sq = (jax.lax.stop_gradient(state[k]) for k in ("weight", "average", "square"))
         safe = jnp.where(w > 0, w, 1.0)
         m = jnp.where(w > 0, a / safe, 0.0)

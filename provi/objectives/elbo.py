@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from provi.core.vocab import density, detach, kl, objective, sim
+from provi.core.vocab import density, detach, kl, objective, particle_mean, sim
 
 
 @objective
@@ -19,7 +19,7 @@ def ELBO(model, guide, *args, num_particles: int = 1, analytic_kl: bool = False)
         kl_z, sites = kl(guide, model, z, *args)
         if sites:
             log_w = log_w - density(model, z, *args, sites=sites) + density(guide, z, *args, sites=sites) - kl_z
-    return jnp.mean(log_w)
+    return particle_mean(guide, log_w)  # per-particle learning signals for score-function sites
 
 
 @objective
