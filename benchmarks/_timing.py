@@ -71,3 +71,10 @@ def steady_state(run, n_long, n_short, repeats):
             f"t_short{suffix}_s": t_short,
         })
     return out
+
+
+def steady_step(run, n_long, n_short, repeats=3):
+    """Seconds per step of ``run(n)``, both lengths warmed up first, never below 0 (the wall-clock
+    ``step_s`` of ``steady_state``)."""
+    run(n_short), run(n_long)  # warm up
+    return max(steady_state(run, n_long, n_short, repeats)["step_s"], 0.0)

@@ -38,6 +38,7 @@ import optax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import provi  # noqa: E402
 from provi.build import make_guide  # noqa: E402
@@ -45,6 +46,7 @@ from provi.core.model import inspect_model  # noqa: E402
 from provi.estimators import init_states  # noqa: E402
 from provi.guides.program import ModelProgram  # noqa: E402
 from provi.loop import make_loss, split_data  # noqa: E402
+from _timing import block, steady_step  # noqa: E402
 
 
 def _example():
@@ -52,23 +54,6 @@ def _example():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _block(x):
-    for leaf in jax.tree.leaves(x):
-        if isinstance(leaf, jax.Array):
-            leaf.block_until_ready()
-    return x
-
-
-def steady_step(run, n_long, n_short, repeats=3):
-    """Seconds per step of `run(n)`: (median long - median short) / (n_long - n_short)."""
-    run(n_short), run(n_long)  # warm up
-    longs, shorts = [], []
-    for _ in range(repeats):
-        t = time.perf_counter(); run(n_long); longs.append(time.perf_counter() - t)  # noqa: E702
-        t = time.perf_counter(); run(n_short); shorts.append(time.perf_counter() - t)  # noqa: E702
-    return max((statistics.median(longs) - statistics.median(shorts)) / (n_long - n_short), 0.0)
 
 
 def _step_loop(loss, guide_prog, opt, data):
@@ -116,12 +101,12 @@ def provi_estimators(ex, x, warm_params, draws, n_long, n_short, particles):
             fbar, f2 = jnp.mean(vals), jnp.mean(vals**2)
             params["estimators"] = {s: _baseline_at(st, fbar, f2) for s, st in params["estimators"].items()}
         grad = jax.jit(jax.vmap(lambda k: jax.grad(lambda p: loss(p, {}, k, data)[0])(params)["guide"]))
-        g = _block(grad(keys))
+        g = block(grad(keys))
         flat = np.concatenate([np.asarray(v).reshape(draws, -1) for v in jax.tree.leaves(g)], axis=1)
         var = flat.var(0, ddof=1)
         step_fn = _step_loop(loss, gp, opt, data)
         state = (params, opt.init(params), jax.random.PRNGKey(2))
-        step = steady_step(lambda n: _block(step_fn(state, n)), n_long, n_short)
+        step = steady_step(lambda n: block(step_fn(state, n)), n_long, n_short)
         out[name] = {
             "estimators": {k: v.name for k, v in gp.estimators.items()},
             "grad_var_total": float(var.sum()),
@@ -138,7 +123,7 @@ def numpyro_tracegraph(ex, x, n_long, n_short, particles):
     svi = SVI(ex.sbn, ex.sbn_guide, optax.adam(0.03), TraceGraph_ELBO(num_particles=particles))
     state = svi.init(jax.random.PRNGKey(0), x)
     update = jax.jit(lambda s, n: jax.lax.fori_loop(0, n, lambda i, s: svi.update(s, x)[0], s), static_argnums=1)
-    return {"step_s": steady_step(lambda n: _block(update(state, n)), n_long, n_short)}
+    return {"step_s": steady_step(lambda n: block(update(state, n)), n_long, n_short)}
 
 
 def pyro_models(x_np, particles):

@@ -43,9 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 
 import genjax
 import jax
@@ -56,6 +54,8 @@ from genjax import adev
 from genjax.inference import Target, marginal
 from genjax.inference import vi
 from tensorflow_probability.substrates import jax as tfp
+
+from _timing import block, steady_step  # benchmarks/_timing.py: jax only, no provi
 
 tfd = tfp.distributions
 H1, H2 = 4, 2
@@ -148,20 +148,6 @@ def step_loop(grad):
 
     run = jax.jit(lambda st, n: jax.lax.fori_loop(0, n, body, st), static_argnums=1)
     return lambda params, n: run((params, init(params), jax.random.PRNGKey(2)), n)
-
-
-def steady_step(run, n_long, n_short, repeats=3):
-    """Seconds per step of `run(n)`: (median long - median short) / (n_long - n_short), as in estimators.py."""
-    run(n_short), run(n_long)  # warm up
-    longs, shorts = [], []
-    for _ in range(repeats):
-        t = time.perf_counter(); run(n_long); longs.append(time.perf_counter() - t)  # noqa: E702
-        t = time.perf_counter(); run(n_short); shorts.append(time.perf_counter() - t)  # noqa: E702
-    return max((statistics.median(longs) - statistics.median(shorts)) / (n_long - n_short), 0.0)
-
-
-def block(tree):
-    return jax.tree.map(lambda a: a.block_until_ready(), tree)
 
 
 def grad_variance(grad, params, draws):
