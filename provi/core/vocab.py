@@ -23,6 +23,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.primitives import Messenger
 
 from provi.errors import ModelError, ObjectiveError
 
@@ -153,21 +154,12 @@ def _sim_model(model: BoundModel, args, kwargs, n):
     return (jax.tree.map(lambda x: x[0], values), log_p[0]) if n is None else (values, log_p)
 
 
-def _unobserve_messenger():
-    from numpyro.primitives import Messenger
+class _Unobserve(Messenger):
+    """Observed sample sites drawn from their distributions instead of fixed at the data."""
 
-    class Unobserve(Messenger):
-        """Observed sample sites drawn from their distributions instead of fixed at the data."""
-
-        def process_message(self, msg):
-            if msg["type"] == "sample" and msg.get("is_observed"):
-                msg["value"], msg["is_observed"] = None, False
-
-    return Unobserve
-
-
-def _Unobserve(fn):
-    return _unobserve_messenger()(fn)
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg.get("is_observed"):
+            msg["value"], msg["is_observed"] = None, False
 
 
 def with_observed(model: BoundModel, values: dict, *args, data: dict | None = None, **kwargs) -> tuple[tuple, dict]:

@@ -100,7 +100,7 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
     signal (value - mean f) + (f_i - b_i) / n, b_i its baseline for f_i, instead of value - b_i.
     """
     signals = signals or {}
-    baselines, targets, extra = {}, {}, 0.0
+    baselines, extra = {}, 0.0
     live = {id(s) for _, _, s in ledger}
     for r in state.requests:
         if r.kind == "loo" and (id(r.score) not in live or id(r.score) in signals):
@@ -114,7 +114,6 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
     for name, est, score in ledger:
         terms = signals.get(id(score))
         target = value if terms is None else terms  # what the baseline predicts
-        targets[id(score)] = terms
         if id(score) in baselines:
             continue
         base = getattr(est, "baseline", None)
@@ -128,7 +127,7 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
             b, fit = base.predict(st, target, state.features.get(id(score)))  # fit trains b on the target
             baselines[id(score)] = jnp.broadcast_to(sg(b), score.shape)
             extra = extra + (fit - sg(fit))
-    return surrogate(value, ledger, baselines, targets) + extra
+    return surrogate(value, ledger, baselines, signals) + extra
 
 
 def init_states(program) -> dict:
