@@ -227,41 +227,39 @@ def _take(a, k):
     return jnp.take_along_axis(a, k[..., None], -1)[..., 0]
 
 
-def _rq_forward(raw, x, bins, bound):
+def _rq_bin_of(raw, v, bins, bound, inverse: bool):
+    """The spline bin holding `v` (an input; an output with `inverse=True`):
+    `(inside, clipped v, x0, y0, width, height, slope, d0, d1)`."""
     xk, yk, d = _rq_params(raw, bins, bound)
-    inside = jnp.abs(x) < bound
-    xc = jnp.clip(x, -bound, bound)
-    k = _rq_bin(xk, xc)
+    vc = jnp.clip(v, -bound, bound)
+    k = _rq_bin(yk if inverse else xk, vc)
     x0, x1, y0, y1 = _take(xk, k), _take(xk, k + 1), _take(yk, k), _take(yk, k + 1)
-    d0, d1 = _take(d, k), _take(d, k + 1)
     w, h = x1 - x0, y1 - y0
-    s = h / w
+    return jnp.abs(v) < bound, vc, x0, y0, w, h, h / w, _take(d, k), _take(d, k + 1)
+
+
+def _rq_log_slope(xi, s, d0, d1, den):
+    return jnp.log(s**2 * (d1 * xi**2 + 2 * s * xi * (1 - xi) + d0 * (1 - xi) ** 2) / den**2)
+
+
+def _rq_forward(raw, x, bins, bound):
+    inside, xc, x0, y0, w, h, s, d0, d1 = _rq_bin_of(raw, x, bins, bound, inverse=False)
     xi = (xc - x0) / w
     den = s + (d1 + d0 - 2 * s) * xi * (1 - xi)
     y = y0 + h * (s * xi**2 + d0 * xi * (1 - xi)) / den
-    dydx = s**2 * (d1 * xi**2 + 2 * s * xi * (1 - xi) + d0 * (1 - xi) ** 2) / den**2
-    return jnp.where(inside, y, x), jnp.where(inside, jnp.log(dydx), 0.0)
+    return jnp.where(inside, y, x), jnp.where(inside, _rq_log_slope(xi, s, d0, d1, den), 0.0)
 
 
 def _rq_inverse(raw, y, bins, bound):
-    xk, yk, d = _rq_params(raw, bins, bound)
-    inside = jnp.abs(y) < bound
-    yc = jnp.clip(y, -bound, bound)
-    k = _rq_bin(yk, yc)
-    x0, x1, y0, y1 = _take(xk, k), _take(xk, k + 1), _take(yk, k), _take(yk, k + 1)
-    d0, d1 = _take(d, k), _take(d, k + 1)
-    w, h = x1 - x0, y1 - y0
-    s = h / w
+    inside, yc, x0, y0, w, h, s, d0, d1 = _rq_bin_of(raw, y, bins, bound, inverse=True)
     dy = yc - y0
     c2 = d1 + d0 - 2 * s
     a = h * (s - d0) + dy * c2
     b = h * d0 - dy * c2
     c = -s * dy
     xi = (2 * c) / (-b - jnp.sqrt(jnp.maximum(b**2 - 4 * a * c, 0.0)))
-    x = x0 + xi * w
     den = s + c2 * xi * (1 - xi)
-    dydx = s**2 * (d1 * xi**2 + 2 * s * xi * (1 - xi) + d0 * (1 - xi) ** 2) / den**2
-    return jnp.where(inside, x, y), jnp.where(inside, jnp.log(dydx), 0.0)
+    return jnp.where(inside, x0 + xi * w, y), jnp.where(inside, _rq_log_slope(xi, s, d0, d1, den), 0.0)
 
 
 class NeuralSplineFlow(Flow):
