@@ -18,13 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import provi  # noqa: E402
-from vae_common import dreg, emit, gaussian_vae, heldout_ll, load_digits, parser, train  # noqa: E402
+from vae_common import emit, gaussian_vae, heldout_ll, load_digits, parser, train  # noqa: E402
 
 
 def run(steps: int, k_train: int, k_eval: int, batch: int = 128, seed: int = 0, objective_iwae=None, hidden: int = 128, dz: int = 8):
     x_train, x_test, _, _ = load_digits(seed)
     out = {}
-    for name, objective in (("elbo", provi.ELBO()), ("iwae", objective_iwae or dreg(k=k_train))):
+    for name, objective in (("elbo", provi.ELBO()), ("iwae", objective_iwae or provi.DReG(k=k_train, plate="data"))):
         model, guide = gaussian_vae(dz=dz, hidden=hidden, seed=seed)
         res, secs = train(model, guide, x_train, objective, steps, batch, seed=seed)
         out[f"{name}_trained_test_ll"] = heldout_ll(res, x_test, k_eval)

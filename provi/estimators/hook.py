@@ -19,6 +19,7 @@ from provi.estimators.base import site_log_prob
 from provi.estimators.branch import BranchState, Request
 from provi.estimators.enumerate import event_size
 from provi.estimators.score import LeaveOneOut, site_features
+from provi.guides.program import vmap_or_call
 
 __all__ = ["SiteHook", "draw_sites"]
 
@@ -88,7 +89,7 @@ def draw_sites(trace_fn, sites, estimators, key, n, ledger, state: BranchState |
                 features[name] = feats
         return z, log_q, scores, branches, features
 
-    z, log_q, scores, branches, features = jax.vmap(one)(jax.random.split(key, n), jnp.arange(n))
+    z, log_q, scores, branches, features = vmap_or_call(one)(jax.random.split(key, n), jnp.arange(n))
     for name, score in scores.items():
         ledger.append((name, estimators[name], score))
         if name in features:

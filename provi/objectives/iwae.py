@@ -4,28 +4,66 @@
 import jax
 import jax.numpy as jnp
 
+from provi.core.pointwise import pointwise_density
 from provi.core.vocab import claim_scores, density, detach, objective, replace_grad, sim
+from provi.errors import ObjectiveError
 from provi.objectives.util import leave_one_out, log_mean_exp, normalised_weights
 
 
+def _per_point(model, guide, z, plate: str, what: str):
+    """`(log_p, log_q)`: the model's and the guide's densities at draws `z` (k, B, ...) split by
+    `plate`, checking that every latent site lies inside it."""
+    log_p, log_q = pointwise_density(model, z, plate=plate), pointwise_density(guide, z, plate=plate)
+    outside = sorted(set(log_p.outside) | set(log_q.outside))
+    if outside:
+        raise ObjectiveError(
+            f"{what}(plate={plate!r}) bounds each element of plate {plate!r} on its own, so every latent "
+            f"site must lie inside it; site(s) {outside} lie outside: use plate=None (one bound over the "
+            "whole data set), or give those sites point values (numpyro.param)"
+        )
+    return log_p, log_q
+
+
 @objective
-def IWAE(model, guide, *args, k: int = 5):
-    """The importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i) (Burda et al. 2016)."""
+def IWAE(model, guide, *args, k: int = 5, plate: str | None = None):
+    """The importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i) (Burda et al. 2016).
+
+    `plate` (the name of a data plate holding every latent site, as in an amortized model): the
+    bound of each plate element on its own, sum_n log (1/k) sum_i p(x_n, z_ni) / q(z_ni | x_n),
+    scaled by a subsampled plate's size / batch: Burda et al.'s per-data-point bound, much
+    tighter than one bound over the whole data set (the default, `plate=None`).
+    """
     z, log_q = sim(guide, *args, n=k)
-    return log_mean_exp(density(model, z, *args) - log_q)
+    if plate is None:
+        return log_mean_exp(density(model, z, *args) - log_q)
+    log_p, log_q = _per_point(model, guide, z, plate, "IWAE")
+    return log_p.scale * jnp.sum(log_mean_exp(log_p.local - log_q.local, axis=0)) + jnp.mean(log_p.rest)
 
 
 @objective
-def DReG(model, guide, *args, k: int = 5):
+def DReG(model, guide, *args, k: int = 5, plate: str | None = None):
     """The IWAE bound with doubly reparameterized gradients (Tucker et al. 2019): the guide's
     gradient is sum_i w_i^2 d log w_i / dz_i dz_i/dphi (log q with detached parameters); the model's
-    is IWAE's, sum_i w_i d log p(x, z_i) / dtheta. Needs a reparameterized guide."""
+    is IWAE's, sum_i w_i d log p(x, z_i) / dtheta. Needs a reparameterized guide. `plate`: per
+    data point, as in `IWAE`."""
     z, _ = sim(guide, *args, n=k)
+    if plate is not None:
+        return _dreg_per_point(model, guide, z, plate)
     log_p = density(model, z, *args)
     log_w = log_p - density(detach(guide), z, *args)
     w = normalised_weights(log_w)
     model_part = jnp.sum((w - w**2) * density(model, detach(z), *args))
     return replace_grad(log_mean_exp(log_w), jnp.sum(w**2 * log_w) + model_part)
+
+
+def _dreg_per_point(model, guide, z, plate):
+    log_p, log_q = _per_point(model, detach(guide), z, plate, "DReG")
+    log_w = log_p.local - log_q.local  # (k, B)
+    w = normalised_weights(log_w, axis=0)
+    model_part = jnp.sum((w - w**2) * pointwise_density(model, detach(z), plate=plate).local)
+    value = log_p.scale * jnp.sum(log_mean_exp(log_w, axis=0)) + jnp.mean(log_p.rest)
+    surrogate = log_p.scale * (jnp.sum(w**2 * log_w) + model_part) + jnp.mean(log_p.rest)
+    return replace_grad(value, surrogate)
 
 
 @objective

@@ -1,0 +1,105 @@
+"""Log densities split by a data plate: the terms of each plate element and the rest.
+
+Per-data-point objectives (IWAE, DReG with `plate=`) and held-out log-likelihoods of amortized
+models need log p(x_i, z_i) and log q(z_i | x_i) for each element i of the data plate, not their
+sum: `pointwise_density` gives them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+
+from provi.errors import ModelError
+
+__all__ = ["Pointwise", "pointwise_density"]
+
+
+class Pointwise(NamedTuple):
+    """A log density split by a data plate.
+
+    `local` (..., B): the terms of each element of the plate, without the minibatch scale; `rest`
+    (...): every other term, scaled as NumPyro scales it; `scale`: size / subsample size. The
+    full log density is `rest + scale * local.sum(-1)`. `outside`: the names of the latent
+    (unobserved) sample sites that lie outside the plate.
+    """
+
+    local: jax.Array
+    rest: jax.Array
+    scale: float
+    outside: tuple = ()
+
+
+def _function_and_params(bound):
+    from provi.core.vocab import BoundGuide, BoundModel, program_of
+    from provi.guides.program import NumPyroGuide, constrain_params
+
+    prog = program_of(bound)
+    if isinstance(bound, BoundModel):
+        params = jax.lax.stop_gradient(bound.params) if bound.detached else bound.params
+        return prog.model, constrain_params(params, prog.info.params), prog.shapes
+    if isinstance(bound, BoundGuide) and isinstance(prog, NumPyroGuide):
+        params = jax.lax.stop_gradient(bound.params) if bound.detached else bound.params
+        return prog.guide, constrain_params(params, prog.params_spec), prog.shapes
+    raise ModelError(
+        f"per-data-point densities need the model, or a NumPyro guide function; got a {type(prog).__name__} "
+        "guide, a family over the whole latent vector: write the guide as a NumPyro function with the data plate"
+    )
+
+
+def _split(trace: dict, plate: str):
+    local, rest, scale, outside = None, 0.0, None, []
+    for name, site in trace.items():
+        if site["type"] != "sample":
+            continue
+        frames = [f for f in site["cond_indep_stack"] if f.name == plate]
+        lp = site["fn"].log_prob(site["value"])
+        site_scale = 1.0 if site.get("scale") is None else site["scale"]
+        if not frames:
+            rest = rest + jnp.sum(lp * site_scale)
+            if not site["is_observed"]:
+                outside.append(name)
+            continue
+        frame = frames[0]
+        lp = jnp.broadcast_to(lp, tuple(site["fn"].batch_shape))
+        axis = lp.ndim + frame.dim
+        lp = jnp.moveaxis(lp, axis, -1).reshape(-1, lp.shape[axis]).sum(0)
+        size, sub = trace[plate]["args"][:2] if plate in trace else (1, None)
+        ratio = 1.0 if sub is None else size / sub
+        scale = ratio
+        term = lp * (site_scale / ratio)
+        local = term if local is None else local + term
+    if local is None and outside:  # a global latent: callers that need the plate say why (IWAE(plate=))
+        local = jnp.zeros(())
+    if local is None:
+        raise ModelError(f"no sample site lies inside plate {plate!r}: name the data plate (plate=...)")
+    return local, rest, scale, tuple(outside)
+
+
+def pointwise_density(program, values: dict, *args, plate: str = "data", **kwargs) -> Pointwise:
+    """The log density of `values` under a bound model or NumPyro guide, split by plate `plate`.
+
+    Leading axes of `values` beyond each site's own shape are particle axes, as in `provi.density`.
+    """
+    from provi.core.vocab import _call_args
+    from provi.guides.program import batch_ndim, vectorise
+
+    args, kwargs = _call_args(program, args, kwargs)
+    fn, params, shapes = _function_and_params(program)
+    shapes = {k: v for k, v in shapes.items() if k in values}
+    nb = batch_ndim(values, shapes) if values else 0
+    key = program.keys() if hasattr(program, "keys") and callable(program.keys) else jax.random.PRNGKey(0)
+    box = {}
+
+    def one(v):
+        seeded = handlers.substitute(handlers.seed(fn, key), data={**params, **v})
+        tr = handlers.trace(seeded).get_trace(*args, **kwargs)
+        local, rest, scale, outside = _split(tr, plate)
+        box["scale"], box["outside"] = scale, outside
+        return local, rest
+
+    local, rest = vectorise(one, nb)(values)
+    return Pointwise(local, rest, box["scale"], box["outside"])
