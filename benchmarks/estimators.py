@@ -6,9 +6,10 @@ On the two-layer sigmoid belief network of examples/discrete_latent.py, in one r
   - each provi estimator configuration: the variance of its gradient estimate of the ELBO
     (ELBO(num_particles=4)) at common parameters (after a short warm-up fit), over many draws,
     and its time per optimisation step (compiled loop; steady state: long run minus short run);
-  - time per step of Pyro's TraceGraph_ELBO (with and without its decaying-average baselines) and
-    TraceEnum_ELBO, and of NumPyro's TraceGraph_ELBO on the same model (Pyro is optional:
-    `pip install pyro-ppl torch`; skipped when missing);
+  - time per step and gradient variance (same parameters, same number of draws) of Pyro's
+    TraceGraph_ELBO (with and without its decaying-average baselines, settled first) and of
+    NumPyro's TraceGraph_ELBO on the same model, and Pyro's TraceEnum_ELBO time per step (Pyro is
+    optional: `pip install pyro-ppl torch`; skipped when missing);
   - genjax.vi (0.10.3, which pins an older jax, so it runs in its own virtual environment): with
     `--genjax-python PATH` (default: $PROVI_GENJAX_PYTHON), the data and the warm-up parameters
     go to a temporary directory and benchmarks/genjax_sbn.py runs in that interpreter with the same
@@ -117,13 +118,50 @@ def provi_estimators(ex, x, warm_params, draws, n_long, n_short, particles):
     return out
 
 
-def numpyro_tracegraph(ex, x, n_long, n_short, particles):
+def _variance(grads: list) -> dict:
+    """Per-coordinate variance over draws of a list of {name: gradient} (one per draw)."""
+    flat = np.stack([np.concatenate([np.asarray(g[k], np.float64).ravel() for k in sorted(g)]) for g in grads])
+    var = flat.var(0, ddof=1)
+    return {"grad_var_total": float(var.sum()), "grad_var_mean": float(var.mean())}
+
+
+def numpyro_tracegraph(ex, x, warm_params, draws, n_long, n_short, particles):
+    """NumPyro's TraceGraph_ELBO: its gradient variance for the guide at the warm parameters, and
+    its time per step."""
     from numpyro.infer import SVI, TraceGraph_ELBO
 
-    svi = SVI(ex.sbn, ex.sbn_guide, optax.adam(0.03), TraceGraph_ELBO(num_particles=particles))
+    elbo = TraceGraph_ELBO(num_particles=particles)
+    params = {**warm_params["model"], **warm_params["guide"]}
+    guide_names = sorted(warm_params["guide"])
+    grad = jax.jit(jax.vmap(lambda k: jax.grad(lambda p: elbo.loss(k, {**params, **p}, ex.sbn, ex.sbn_guide, x))(
+        {n: params[n] for n in guide_names})))
+    g = block(grad(jax.random.split(jax.random.PRNGKey(1), draws)))
+    out = _variance([{k: v[i] for k, v in g.items()} for i in range(draws)])
+    svi = SVI(ex.sbn, ex.sbn_guide, optax.adam(0.03), elbo)
     state = svi.init(jax.random.PRNGKey(0), x)
     update = jax.jit(lambda s, n: jax.lax.fori_loop(0, n, lambda i, s: svi.update(s, x)[0], s), static_argnums=1)
-    return {"step_s": steady_step(lambda n: block(update(state, n)), n_long, n_short)}
+    out["step_s"] = steady_step(lambda n: block(update(state, n)), n_long, n_short)
+    print(f"  numpyro TraceGraph_ELBO var {out['grad_var_total']:12.2f}  step {1e3 * out['step_s']:8.3f} ms", file=sys.stderr)
+    return out
+
+
+def pyro_variance(pyro, torch, m, g, loss, warm_params, draws, warmup=100):
+    """Pyro's gradient variance for the guide's parameters at the warm parameters (its decaying
+    baselines, if any, first run `warmup` gradient evaluations without a step, to settle)."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    for part in ("model", "guide"):
+        for k, v in warm_params[part].items():
+            pyro.param(k, torch.tensor(np.asarray(v)))
+    names = sorted(warm_params["guide"])
+    grads = []
+    for i in range(warmup + draws):
+        for n in names:
+            pyro.param(n).grad = None
+        loss.loss_and_grads(m, g)
+        if i >= warmup:
+            grads.append({n: pyro.param(n).grad.detach().numpy().copy() for n in names})
+    return _variance(grads)
 
 
 def pyro_models(x_np, particles):
@@ -174,7 +212,7 @@ def pyro_models(x_np, particles):
     return pyro, torch, model, guide, enum_model, enum_guide
 
 
-def pyro_times(x, n_steps, particles):
+def pyro_times(x, n_steps, particles, warm_params=None, draws=0):
     try:
         pyro, torch, model, guide, enum_model, enum_guide = pyro_models(x, particles)
     except ImportError as e:
@@ -192,6 +230,11 @@ def pyro_times(x, n_steps, particles):
         pyro.set_rng_seed(0)
         svi = SVI(m, g, pyro.optim.Adam({"lr": 0.03}), loss)
         try:
+            variance = {}
+            if warm_params is not None and draws and not isinstance(loss, TraceEnum_ELBO):
+                variance = pyro_variance(pyro, torch, m, g, loss, warm_params, draws)
+                pyro.clear_param_store()
+                pyro.set_rng_seed(0)
             for _ in range(5):
                 svi.step()
             times = []
@@ -200,7 +243,7 @@ def pyro_times(x, n_steps, particles):
                 for _ in range(n_steps):
                     svi.step()
                 times.append((time.perf_counter() - t) / n_steps)
-            out[name] = {"step_s": statistics.median(times)}
+            out[name] = {"step_s": statistics.median(times), **variance}
         except Exception as e:  # report, do not hide
             out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print(f"  pyro {name}: {out[name]}", file=sys.stderr)
@@ -262,11 +305,11 @@ def main(argv=None):
     report["provi"] = provi_estimators(ex, x, warm.params, draws, n_long, n_short, particles)
     print("numpyro TraceGraph_ELBO:", file=sys.stderr)
     try:
-        report["numpyro_TraceGraph_ELBO"] = numpyro_tracegraph(ex, x, n_long, n_short, particles)
+        report["numpyro_TraceGraph_ELBO"] = numpyro_tracegraph(ex, x, warm.params, draws, n_long, n_short, particles)
     except Exception as e:
         report["numpyro_TraceGraph_ELBO"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     print("pyro:", file=sys.stderr)
-    report["pyro"] = pyro_times(x, 5 if args.quick else 20, particles)
+    report["pyro"] = pyro_times(x, 5 if args.quick else 20, particles, warm.params, draws)
     print("genjax:", file=sys.stderr)
     report["genjax"] = genjax_times(args.genjax_python, x, warm.params, draws, n_long, n_short)
     text = json.dumps(report, indent=2)

@@ -10,7 +10,7 @@ the model left as it is:
 - gumbel_st:  provi.estimators.GumbelSoftmax(0.5)  (straight-through: hard one-hot forward, the
               relaxed gradient backward; biased)
 - reinforce:  provi.estimators.Reinforce()                       (score function, unbiased)
-- vimco:      provi.VIMCO(k=8) objective with Reinforce          (multi-sample score function)
+- vimco:      provi.VIMCO(k=8, plate="data") with Reinforce      (multi-sample score function, per image)
 - enumerate:  provi.estimators.Enumerate()                       (exact sum over the 10 classes)
 - joint:      continuous and discrete latents together, c enumerated, z reparameterised
 
@@ -84,7 +84,7 @@ def setup(method: str):
     if method == "reinforce":
         return {"c": est.Reinforce()}, provi.ELBO(), 0
     if method == "vimco":
-        return {"c": est.Reinforce()}, provi.VIMCO(k=8), 0
+        return {"c": est.Reinforce()}, provi.VIMCO(k=8, plate="data"), 0
     if method == "enumerate":
         return {"c": est.Enumerate()}, provi.ELBO(), 0
     if method == "joint":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dataclasses
 
 import jax
@@ -86,7 +88,9 @@ def diagnose_nonfinite(runner, state, consts, data, bad_step: int, objective) ->
     (_, value), grads = runner.grad(state.params, consts, sub, data)
     params = _nonfinite_leaves(grads)
     try:
-        sites = _nonfinite_sites(runner, state, consts, data, sub)
+        with warnings.catch_warnings():  # NumPyro's out-of-support warnings: the message below names the sites
+            warnings.simplefilter("ignore")
+            sites = _nonfinite_sites(runner, state, consts, data, sub)
     except Exception as exc:  # naming the site is best effort; the stop itself is not
         sites = [f"(could not trace the sites: {exc})"]
     parts = [f"the loss of objective {objective!r} became non-finite at step {bad_step}"]

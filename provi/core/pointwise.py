@@ -50,10 +50,14 @@ def _function_and_params(bound):
     )
 
 
-def _split(trace: dict, plate: str):
+def _split(trace: dict, plate: str, sites=None):
     local, rest, scale, outside = None, 0.0, None, []
     for name, site in trace.items():
         if site["type"] != "sample":
+            continue
+        if sites is not None and name not in sites:
+            if not site["is_observed"] and not any(f.name == plate for f in site["cond_indep_stack"]):
+                outside.append(name)
             continue
         frames = [f for f in site["cond_indep_stack"] if f.name == plate]
         lp = site["fn"].log_prob(site["value"])
@@ -79,10 +83,11 @@ def _split(trace: dict, plate: str):
     return local, rest, scale, tuple(outside)
 
 
-def pointwise_density(program, values: dict, *args, plate: str = "data", **kwargs) -> Pointwise:
+def pointwise_density(program, values: dict, *args, plate: str = "data", sites=None, **kwargs) -> Pointwise:
     """The log density of `values` under a bound model or NumPyro guide, split by plate `plate`.
 
     Leading axes of `values` beyond each site's own shape are particle axes, as in `provi.density`.
+    `sites` (names) restricts the terms to those sites' own.
     """
     from provi.core.vocab import _call_args
     from provi.guides.program import batch_ndim, vectorise
@@ -97,7 +102,7 @@ def pointwise_density(program, values: dict, *args, plate: str = "data", **kwarg
     def one(v):
         seeded = handlers.substitute(handlers.seed(fn, key), data={**params, **v})
         tr = handlers.trace(seeded).get_trace(*args, **kwargs)
-        local, rest, scale, outside = _split(tr, plate)
+        local, rest, scale, outside = _split(tr, plate, sites)
         box["scale"], box["outside"] = scale, outside
         return local, rest
 

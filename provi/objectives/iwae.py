@@ -56,6 +56,20 @@ def DReG(model, guide, *args, k: int = 5, plate: str | None = None):
     return replace_grad(log_mean_exp(log_w), jnp.sum(w**2 * log_w) + model_part)
 
 
+def _vimco_per_point(model, guide, z, plate):
+    scored = tuple(dict.fromkeys(name for name, _, _ in guide.ledger))
+    claim_scores(guide)
+    log_p, log_q = _per_point(model, guide, z, plate, "VIMCO")
+    log_w = log_p.local - log_q.local  # (k, B)
+    bound = log_mean_exp(log_w, axis=0)  # (B,)
+    value = log_p.scale * jnp.sum(bound) + jnp.mean(log_p.rest)
+    if not scored:
+        return value
+    scores = pointwise_density(guide, detach(z), plate=plate, sites=scored).local  # (k, B)
+    signal = jax.lax.stop_gradient(bound - jax.vmap(leave_one_out, in_axes=1, out_axes=1)(log_w))
+    return value + log_p.scale * jnp.sum(signal * (scores - jax.lax.stop_gradient(scores)))
+
+
 def _dreg_per_point(model, guide, z, plate):
     log_p, log_q = _per_point(model, detach(guide), z, plate, "DReG")
     log_w = log_p.local - log_q.local  # (k, B)
@@ -67,11 +81,14 @@ def _dreg_per_point(model, guide, z, plate):
 
 
 @objective
-def VIMCO(model, guide, *args, k: int = 5):
+def VIMCO(model, guide, *args, k: int = 5, plate: str | None = None):
     """The IWAE bound with VIMCO's score-function gradient for non-reparameterized guide sites
     (Mnih & Rezende 2016): each particle's score is weighted by the bound minus a leave-one-out
-    baseline; reparameterized sites keep their path gradient."""
+    baseline; reparameterized sites keep their path gradient. `plate`: per data point, as in
+    `IWAE`, each point's particles scored against that point's own bound (a NumPyro guide)."""
     z, log_q = sim(guide, *args, n=k)
+    if plate is not None:
+        return _vimco_per_point(model, guide, z, plate)
     scores = claim_scores(guide)
     log_w = density(model, z, *args) - log_q
     bound = log_mean_exp(log_w)
