@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
+import threading
 import warnings
 
 import jax
 import numpy as np
 
-__all__ = ["Diagnostics", "diagnose", "psis", "khat_verdict", "psis_resample", "psis_summary", "weighted_moments"]
+__all__ = ["Diagnostics", "diagnose", "psis", "khat_verdict", "psis_resample", "psis_summary", "weighted_moments", "preload_arviz"]
+
+_preload: list = []
+
+
+def preload_arviz() -> None:
+    """Start importing ArviZ in a background thread, once. Its import (matplotlib, scipy.stats,
+    xarray) takes 1-2 s, which a fit that ends with a PSIS check otherwise waits for; started at
+    the beginning of the fit it runs while XLA compiles (which releases the GIL)."""
+    if "arviz" in sys.modules or _preload:
+        return
+    thread = threading.Thread(target=_import_quietly, args=("arviz",), name="provi-preload-arviz", daemon=True)
+    _preload.append(thread)
+    thread.start()
+
+
+def _import_quietly(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception:  # the import in the main thread will raise it where it matters
+        pass
 
 
 def psis(log_w: np.ndarray) -> tuple[np.ndarray, float]:

@@ -24,6 +24,7 @@ from provi.guides.program import FamilyGuide, ModelProgram
 from provi import checkpoint as ckpt_io
 from provi.core.subsample import check_family_subsample, model_plates
 from provi.data import Feeder
+from provi.diagnostics import preload_arviz
 from provi.loop import FitState, Runner, cached, split_data
 from provi.parallel import make_mesh, place, replicate
 from provi.objectives import ELBO
@@ -110,6 +111,8 @@ def fit(
     # picks the Gaussian family by dimension
     auto = isinstance(guide, str) and guide == "auto" and not estimators and batches is None and checkpoint is None and resume is None
     objective = ELBO() if objective is None and not auto else objective
+    if auto:
+        preload_arviz()  # the PSIS check at the end needs ArviZ: import it while the fit compiles
     if not (auto and objective is None) and not isinstance(objective, Objective):
         raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
     kwargs = dict(model_kwargs)

@@ -19,7 +19,7 @@ from provi.estimators.base import site_log_prob
 from provi.estimators.branch import BranchState, Request
 from provi.estimators.enumerate import event_size
 from provi.estimators.score import LeaveOneOut, site_features
-from provi.guides.program import vmap_or_call
+from provi.core.batching import vmap_or_call
 
 __all__ = ["SiteHook", "draw_sites"]
 

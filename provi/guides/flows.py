@@ -27,6 +27,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from provi.core.batching import vmap_or_call
 from provi.guides.families import Family, _positive, _std_normal_logpdf, _unpositive
 
 __all__ = ["Flow", "RealNVP", "IAF", "NeuralSplineFlow", "Planar", "Radial"]
@@ -113,7 +114,7 @@ class Flow(Family):
     def sample(self, params, key, n):
         loc = params["loc"]
         eps = jax.random.normal(key, (n,) + loc.shape, loc.dtype)
-        v, ld = jax.vmap(lambda e: self.forward(params, e))(eps)
+        v, ld = vmap_or_call(lambda e: self.forward(params, e))(eps)
         return v, _std_normal_logpdf(eps) - ld
 
     def log_prob(self, params, v):

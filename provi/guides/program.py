@@ -17,6 +17,7 @@ from numpyro import handlers
 from numpyro.distributions import biject_to, constraints
 from numpyro.infer.util import log_density as numpyro_log_density
 
+from provi.core.batching import vectorise, vmap_or_call  # noqa: F401 (vectorise: re-exported)
 from provi.core.model import ModelInfo, base_distribution, trace_model
 from provi.core.space import LatentSpace
 from provi.core.subsample import ReplayPlates, subsampled_plates
@@ -31,29 +32,6 @@ def batch_ndim(values: dict, shapes: dict) -> int:
     """How many leading particle axes `values` carries beyond each site's own shape."""
     name = next(iter(values))
     return jnp.ndim(values[name]) - len(shapes[name])
-
-
-def vectorise(fn: Callable, nb: int) -> Callable:
-    """vmap `fn` over `nb` leading axes of every argument."""
-    for _ in range(nb):
-        fn = vmap_or_call(fn)
-    return fn
-
-
-def vmap_or_call(fn: Callable) -> Callable:
-    """`jax.vmap(fn)`, except that an axis of length 1 (one particle, the default) is indexed away
-    and put back instead: the same values, without the layout copies that XLA's CPU backend makes
-    for a batch axis of length 1 around every matrix product."""
-    mapped = jax.vmap(fn)
-
-    def call(*args):
-        leaves = jax.tree.leaves(args)
-        if not leaves or any(jnp.shape(x)[:1] != (1,) for x in leaves):
-            return mapped(*args)
-        out = fn(*jax.tree.map(lambda x: x[0], args))
-        return jax.tree.map(lambda x: jnp.expand_dims(x, 0), out)
-
-    return call
 
 
 def constrain_params(unconstrained: dict, spec: dict) -> dict:
@@ -148,7 +126,7 @@ class FamilyGuide:
 
     def sim(self, params, consts, key, n, args, kwargs, ledger):
         v, log_qv = self.family.sample(params, key, n)
-        z, ldj = jax.vmap(self.space.constrain)(self.to_u(consts, v))
+        z, ldj = vmap_or_call(self.space.constrain)(self.to_u(consts, v))
         if self.family.is_point:
             return z, log_qv
         return z, log_qv - consts["log_det_P"] - ldj
