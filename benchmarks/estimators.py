@@ -85,7 +85,6 @@ def _baseline_at(state, mean, square):
 def provi_estimators(ex, x, warm_params, draws, n_long, n_short, particles):
     """{config: {grad_var_total, grad_var_mean, step_s}} at the warm-up parameters."""
     out = {}
-    objective = provi.ELBO(num_particles=particles)
     info = inspect_model(ex.sbn, (x,), {})
     mp = ModelProgram(ex.sbn, info)
     data, layout = split_data((x,), {})
@@ -95,7 +94,7 @@ def provi_estimators(ex, x, warm_params, draws, n_long, n_short, particles):
         params = {"model": warm_params["model"], "guide": warm_params["guide"]}
         if st := init_states(gp):
             params["estimators"] = st
-        loss = make_loss(mp, gp, objective, layout)
+        loss = make_loss(mp, gp, ex.objective(name, particles), layout)
         keys = jax.random.split(jax.random.PRNGKey(1), draws)
         if "estimators" in params:  # baselines at a trained state: the mean objective at these parameters
             vals = jax.jit(jax.vmap(lambda k: loss(params, {}, k, data)[1]))(keys)

@@ -75,11 +75,12 @@ def make_aux_guide(a, b, s):
 class Harness:
     """An objective's loss, value and gradient at a guide's initial parameters, keyed by seed."""
 
-    def __init__(self, guide, objective, mdl=model, args=(X,)):
-        info = inspect_model(mdl, args, {})
+    def __init__(self, guide, objective, mdl=model, args=(X,), kwargs=None):
+        kwargs = kwargs or {}
+        info = inspect_model(mdl, args, kwargs)
         self.model = ModelProgram(mdl, info)
-        self.guide = NumPyroGuide.build(guide, info, args, {}, jax.random.PRNGKey(0), None)
-        self.data, layout = split_data(args, {})
+        self.guide = NumPyroGuide.build(guide, info, args, kwargs, jax.random.PRNGKey(0), None)
+        self.data, layout = split_data(args, kwargs)
         self.params = {"model": self.model.init_params(), "guide": self.guide.init_params()}
         self.loss = make_loss(self.model, self.guide, objective, layout)
 

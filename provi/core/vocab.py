@@ -237,7 +237,8 @@ def replace_grad(value: jax.Array, surrogate: jax.Array) -> jax.Array:
     return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate))
 
 
-def particle_mean(guide: BoundGuide, terms: jax.Array) -> jax.Array:
+def particle_mean(guide: BoundGuide, terms: jax.Array, *, values: dict | None = None, plate: str | None = None,
+                  rest: jax.Array | None = None) -> jax.Array:
     """The mean of per-particle `terms` (shape (n,)), declared as such: `terms[i]` depends on the
     i-th particle of each `sim` call so far and on no other particle's draws.
 
@@ -246,16 +247,63 @@ def particle_mean(guide: BoundGuide, terms: jax.Array) -> jax.Array:
     whole objective: the same expectation (the other particles' terms do not depend on particle
     i's draw), much less variance; and a leave-one-out baseline becomes the mean of the other
     particles' terms, with no re-runs. `ELBO` declares its particles this way.
+
+    Per element of a plate: `terms` of shape (n, B), one column per element of plate `plate`,
+    `values` the draws they were computed at, and `rest` (n,) the particle's other terms; the
+    declared mean is mean_i(sum_b terms[i, b] + rest[i]). A score-function site inside the plate
+    then scores each element's draw against that element's column plus `rest` (which may depend
+    on any element); this relies on the plate's conditional independence, as NumPyro's and Pyro's
+    TraceGraph_ELBO do. Sites outside the plate, and sites whose baseline keeps a running state
+    (`RunningAverage`, `Learned`), take the particle's whole term.
     """
     if not isinstance(guide, BoundGuide):
         raise TypeError("provi.particle_mean takes the guide an objective receives")
     terms = jnp.asarray(terms)
-    if terms.ndim != 1:
-        raise ObjectiveError(f"provi.particle_mean takes one term per particle, shape (n,), got shape {terms.shape}")
-    for _, _, score in guide.ledger:
-        if jnp.shape(score) == terms.shape:
-            guide.signals[id(score)] = terms
-    return jnp.mean(terms)
+    if plate is None:
+        if terms.ndim != 1:
+            raise ObjectiveError(f"provi.particle_mean takes one term per particle, shape (n,), got shape {terms.shape}")
+        for _, _, score in guide.ledger:
+            if jnp.shape(score) == terms.shape:
+                guide.signals[id(score)] = (terms, jnp.mean(terms))
+        return jnp.mean(terms)
+    if terms.ndim != 2 or values is None:
+        raise ObjectiveError(
+            f"provi.particle_mean(plate={plate!r}) takes terms of shape (n, plate size) and the values they "
+            f"were computed at; got shape {terms.shape}"
+        )
+    rest = jnp.zeros(terms.shape[:1], terms.dtype) if rest is None else jnp.asarray(rest)
+    whole = jnp.sum(terms, -1) + rest
+    declared = jnp.mean(whole)
+    for i, (name, est, score) in enumerate(list(guide.ledger)):
+        if jnp.shape(score) != whole.shape:
+            continue
+        if _element_baseline(est) and _in_plate(guide, values, name, plate):
+            from provi.core.pointwise import pointwise_density
+
+            # log q of each element's draw (unscaled: the minibatch scale is in `terms`)
+            element_score = pointwise_density(guide, detach(values), plate=plate, sites=(name,)).local
+            guide.ledger[i] = (name, est, element_score)
+            guide.signals[id(element_score)] = (terms + rest[:, None], declared)
+        else:
+            guide.signals[id(score)] = (whole, declared)
+    return declared
+
+
+def _element_baseline(est) -> bool:
+    from provi.estimators.score import LeaveOneOut, NoBaseline
+
+    base = getattr(est, "baseline", None)
+    return base is None or isinstance(base, (LeaveOneOut, NoBaseline))
+
+
+def _in_plate(guide: BoundGuide, values: dict, name: str, plate: str) -> bool:
+    from provi.core.pointwise import pointwise_density
+
+    try:
+        pw = pointwise_density(detach(guide), detach(values), plate=plate, sites=(name,))
+    except (ModelError, TypeError):
+        return False
+    return name not in pw.outside and jnp.ndim(pw.local) == 2
 
 
 def claim_scores(guide: BoundGuide) -> jax.Array:

@@ -110,8 +110,9 @@ def surrogate(value: jax.Array, ledger: list, baselines: dict | None = None, sig
 
     Each ledger entry's learning signal is the objective `value` less its baseline, where
     `baselines` maps `id(score)` to a per-particle baseline (n,) that must not depend on its
-    particle's draw; where `signals` maps `id(score)` to per-particle terms f (n,) of which the
-    objective is the mean plus a rest, particle i's signal is the rest plus (f_i - baseline_i) / n.
+    particle's draw; where `signals` maps `id(score)` to `(f, declared)`, terms f of shape (n,)
+    or (n, B) (per particle, or per particle and plate element, as the score) and the part of the
+    objective they make up, entry (i, ...)'s signal is value - declared plus (f_i - baseline_i) / n.
     """
     out = value
     sv = jax.lax.stop_gradient(value)
@@ -119,8 +120,8 @@ def surrogate(value: jax.Array, ledger: list, baselines: dict | None = None, sig
         b = (baselines or {}).get(id(score))
         f = (signals or {}).get(id(score))
         if f is not None:
-            f = jax.lax.stop_gradient(f)
-            coef = (sv - jnp.mean(f)) + (f - (0.0 if b is None else b)) / f.shape[0]
+            f, declared = jax.lax.stop_gradient(f)
+            coef = (sv - declared) + (f - (0.0 if b is None else b)) / f.shape[0]
             out = out + jnp.sum(jax.lax.stop_gradient(coef) * (score - jax.lax.stop_gradient(score)))
         elif b is None:
             s = jnp.sum(score)

@@ -95,9 +95,11 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
     """The surrogate of one objective evaluation: `value` plus the score terms of `ledger`, the
     requests' branch terms (`rerun(override) -> objective value`) and baseline regressions.
 
-    `signals` maps `id(score)` of a ledger entry to per-particle terms f (n,) whose mean the
-    objective declared (`provi.particle_mean`): that entry's particle i then gets the learning
-    signal (value - mean f) + (f_i - b_i) / n, b_i its baseline for f_i, instead of value - b_i.
+    `signals` maps `id(score)` of a ledger entry to `(f, declared)`: terms f, per particle (n,) or
+    per particle and plate element (n, B), whose mean over particles the objective declared
+    (`provi.particle_mean`): entry i then gets the learning signal (value - declared) +
+    (f_i - b_i) / n, b_i its baseline for f_i (leave-one-out: the other particles' f), instead of
+    value - b_i.
     """
     signals = signals or {}
     baselines, extra = {}, 0.0
@@ -112,7 +114,7 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
             n = r.score.shape[0]
             baselines[id(r.score)] = jnp.mean(f.reshape(n, n - 1), axis=1)
     for name, est, score in ledger:
-        terms = signals.get(id(score))
+        terms = signals.get(id(score), (None,))[0]
         target = value if terms is None else terms  # what the baseline predicts
         if id(score) in baselines:
             continue
@@ -120,7 +122,7 @@ def combine(value, ledger, state: BranchState, rerun: Callable, est_params: dict
         st = est_params.get(name)
         if isinstance(base, LeaveOneOut) and terms is not None and terms.shape[0] > 1:
             n = terms.shape[0]
-            baselines[id(score)] = sg((jnp.sum(terms) - terms) / (n - 1))
+            baselines[id(score)] = sg((jnp.sum(terms, axis=0) - terms) / (n - 1))
         elif isinstance(base, RunningAverage) and st:
             baselines[id(score)] = jnp.broadcast_to(sg(base.value(st)), score.shape)
         elif isinstance(base, Learned) and st:
