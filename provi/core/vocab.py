@@ -290,10 +290,11 @@ def particle_mean(guide: BoundGuide, terms: jax.Array, *, values: dict | None = 
 
 
 def _element_baseline(est) -> bool:
+    """Whether a ledger entry's estimator is a score function whose baseline needs no state."""
     from provi.estimators.score import LeaveOneOut, NoBaseline
 
     base = getattr(est, "baseline", None)
-    return base is None or isinstance(base, (LeaveOneOut, NoBaseline))
+    return bool(getattr(est, "score_function", False)) and (base is None or isinstance(base, (LeaveOneOut, NoBaseline)))
 
 
 def _in_plate(guide: BoundGuide, values: dict, name: str, plate: str) -> bool:

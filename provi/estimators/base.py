@@ -102,7 +102,7 @@ def site_draw(name: str, site: dict, est: Estimator, key=None):
     key = jax.random.PRNGKey(0) if key is None else key
     value, score = est.draw(site["fn"], site["value"], key)
     lq = site_log_prob(site, value)
-    return value, lq, (lq if est.score_function else score)
+    return value, lq, (site_log_prob({**site, "scale": None}, value) if est.score_function else score)
 
 
 def surrogate(value: jax.Array, ledger: list, baselines: dict | None = None, signals: dict | None = None) -> jax.Array:
