@@ -60,7 +60,7 @@ def fit_auto(fit_family, model, args, kwargs, *, steps, seed, progress, early_st
     first = fit_family("auto", ELBO() if objective is None else objective, optimizer, steps, None)
     notes = first.stop.notes
     family = first.guide.family
-    k1 = _khat(first, psis)
+    k1 = _khat(first, seed, psis)
     best, k_best, tried = first, k1, [f"{type(family).__name__} (k-hat {k1:.2f})"]
     dim = first.guide.space.dim
     if (not np.isfinite(k1) or k1 >= OK_KHAT) and isinstance(family, FullRank) and dim <= FLOW_MAX_DIM:
@@ -70,7 +70,7 @@ def fit_auto(fit_family, model, args, kwargs, *, steps, seed, progress, early_st
             opt = default_optimizer(FLOW_LEARNING_RATE) if optimizer is None else optimizer
             second = fit_family(flow, path_elbo if objective is None else objective, opt, steps or FLOW_MAX_STEPS, start,
                                 early=steps is None)
-            k2 = _khat(second, psis)
+            k2 = _khat(second, seed, psis)
             tried.append(f"RealNVP flow from the fitted Gaussian (k-hat {k2:.2f})")
             if np.isfinite(k2) and (not np.isfinite(k1) or k2 < k1):
                 best, k_best = second, k2
@@ -81,10 +81,8 @@ def fit_auto(fit_family, model, args, kwargs, *, steps, seed, progress, early_st
     return best
 
 
-def _khat(res, psis) -> float:
-    """k-hat from the draws `res.diagnostics()` uses (its default seed and count), so that the
-    pipeline's notes and the diagnostics report the same number."""
-    z, log_q = res.draws(KHAT_DRAWS)
+def _khat(res, seed, psis) -> float:
+    z, log_q = res.draws(KHAT_DRAWS, seed)
     log_w = np.asarray(res.log_weights(z, log_q))
     if not np.all(np.isfinite(log_w)):
         return float("inf")

@@ -50,7 +50,6 @@ def test_eight_schools_default_is_quick_and_accurate():
     res = provi.fit(noncentered, Y, SIGMA, progress=False)
     assert res.stop.reason in ("converged", "steps")
     assert np.isfinite(res.auto["khat"]) and res.auto["khat"] < 0.7
-    assert res.diagnostics().khat == res.auto["khat"]  # the notes and the diagnostics report one number
     s = res.summary(2000)
     assert abs(s.loc["mu", "mean"] - 4.4) < 0.6  # reference mean 4.39, sd 3.3
     assert 2.0 < s.loc["tau", "mean"] < 5.0  # reference 3.6
