@@ -34,20 +34,17 @@ class Pointwise(NamedTuple):
 
 
 def _function_and_params(bound):
-    from provi.core.vocab import BoundGuide, BoundModel, program_of
-    from provi.guides.program import NumPyroGuide, constrain_params
+    from provi.core.vocab import _numpyro_fn, program_of
+    from provi.guides.program import ModelProgram, NumPyroGuide
 
     prog = program_of(bound)
-    if isinstance(bound, BoundModel):
-        params = jax.lax.stop_gradient(bound.params) if bound.detached else bound.params
-        return prog.model, constrain_params(params, prog.info.params), prog.shapes
-    if isinstance(bound, BoundGuide) and isinstance(prog, NumPyroGuide):
-        params = jax.lax.stop_gradient(bound.params) if bound.detached else bound.params
-        return prog.guide, constrain_params(params, prog.params_spec), prog.shapes
-    raise ModelError(
-        f"per-data-point densities need the model, or a NumPyro guide function; got a {type(prog).__name__} "
-        "guide, a family over the whole latent vector: write the guide as a NumPyro function with the data plate"
-    )
+    if not isinstance(prog, (ModelProgram, NumPyroGuide)):
+        raise ModelError(
+            f"per-data-point densities need the model, or a NumPyro guide function; got a {type(prog).__name__} "
+            "guide, a family over the whole latent vector: write the guide as a NumPyro function with the data plate"
+        )
+    fn, params = _numpyro_fn(bound)
+    return fn, params, prog.shapes
 
 
 def _split(trace: dict, plate: str, sites=None):
@@ -55,17 +52,15 @@ def _split(trace: dict, plate: str, sites=None):
     for name, site in trace.items():
         if site["type"] != "sample":
             continue
-        if sites is not None and name not in sites:
-            if not site["is_observed"] and not any(f.name == plate for f in site["cond_indep_stack"]):
-                outside.append(name)
-            continue
         frames = [f for f in site["cond_indep_stack"] if f.name == plate]
+        if not frames and not site["is_observed"]:
+            outside.append(name)
+        if sites is not None and name not in sites:
+            continue
         lp = site["fn"].log_prob(site["value"])
         site_scale = 1.0 if site.get("scale") is None else site["scale"]
         if not frames:
             rest = rest + jnp.sum(lp * site_scale)
-            if not site["is_observed"]:
-                outside.append(name)
             continue
         frame = frames[0]
         lp = jnp.broadcast_to(lp, tuple(site["fn"].batch_shape))
@@ -90,7 +85,8 @@ def pointwise_density(program, values: dict, *args, plate: str = "data", sites=N
     `sites` (names) restricts the terms to those sites' own.
     """
     from provi.core.vocab import _call_args
-    from provi.guides.program import batch_ndim, vectorise
+    from provi.core.batching import vectorise
+    from provi.guides.program import batch_ndim
 
     args, kwargs = _call_args(program, args, kwargs)
     fn, params, shapes = _function_and_params(program)

@@ -277,11 +277,8 @@ def particle_mean(guide: BoundGuide, terms: jax.Array, *, values: dict | None = 
     for i, (name, est, score) in enumerate(list(guide.ledger)):
         if jnp.shape(score) != whole.shape:
             continue
-        if _element_baseline(est) and _in_plate(guide, values, name, plate):
-            from provi.core.pointwise import pointwise_density
-
-            # log q of each element's draw (unscaled: the minibatch scale is in `terms`)
-            element_score = pointwise_density(guide, detach(values), plate=plate, sites=(name,)).local
+        element_score = _element_score(guide, values, name, plate) if _element_baseline(est) else None
+        if element_score is not None:
             guide.ledger[i] = (name, est, element_score)
             guide.signals[id(element_score)] = (terms + rest[:, None], declared)
         else:
@@ -297,14 +294,16 @@ def _element_baseline(est) -> bool:
     return bool(getattr(est, "score_function", False)) and (base is None or isinstance(base, (LeaveOneOut, NoBaseline)))
 
 
-def _in_plate(guide: BoundGuide, values: dict, name: str, plate: str) -> bool:
+def _element_score(guide: BoundGuide, values: dict, name: str, plate: str):
+    """log q of each plate element's draw of site `name`, (n, B), unscaled (the minibatch scale is
+    in the terms); None when the site does not lie in `plate`."""
     from provi.core.pointwise import pointwise_density
 
     try:
-        pw = pointwise_density(detach(guide), detach(values), plate=plate, sites=(name,))
+        pw = pointwise_density(guide, detach(values), plate=plate, sites=(name,))
     except (ModelError, TypeError):
-        return False
-    return name not in pw.outside and jnp.ndim(pw.local) == 2
+        return None
+    return pw.local if name not in pw.outside and jnp.ndim(pw.local) == 2 else None
 
 
 def claim_scores(guide: BoundGuide) -> jax.Array:
@@ -351,7 +350,8 @@ def kl(guide: BoundGuide, model: BoundModel, values: dict, *args, **kwargs) -> t
     """
     if not isinstance(guide, BoundGuide) or not isinstance(model, BoundModel):
         raise TypeError("provi.kl takes the guide and the model an objective receives")
-    from provi.guides.program import NumPyroGuide, batch_ndim, vectorise
+    from provi.core.batching import vectorise
+    from provi.guides.program import NumPyroGuide, batch_ndim
 
     if not isinstance(program_of(guide), NumPyroGuide):
         return jnp.zeros(_particle_shape(guide, values)), ()
@@ -391,7 +391,8 @@ def sim_given(guide: BoundGuide, fn, given: dict, *args, n: int, **kwargs) -> tu
     with particle axes then an `n` axis. `fn`'s `numpyro.param` sites take the guide's parameters
     of the same name (others keep their initial values); its sites are drawn pathwise.
     Used for reverse models r(u | z) of hierarchical guides."""
-    from provi.guides.program import batch_ndim, vectorise
+    from provi.core.batching import vectorise
+    from provi.guides.program import batch_ndim
 
     args, kwargs = _call_args(guide, args, kwargs)
     _, fixed = _numpyro_fn(guide)
@@ -409,7 +410,8 @@ def sim_given(guide: BoundGuide, fn, given: dict, *args, n: int, **kwargs) -> tu
 def density_given(guide: BoundGuide, fn, values: dict, given: dict, *args, **kwargs) -> jax.Array:
     """Log density of `values` under the conditional NumPyro program `fn(given, *args, **kwargs)`
     (parameters as in `sim_given`); `given` is broadcast to the particle axes of `values`."""
-    from provi.guides.program import batch_ndim, vectorise
+    from provi.core.batching import vectorise
+    from provi.guides.program import batch_ndim
 
     args, kwargs = _call_args(guide, args, kwargs)
     _, fixed = _numpyro_fn(guide)
@@ -491,7 +493,8 @@ def _trace(bound, key, values, args, kwargs):
 
 
 def _site_density(bound, values, sites, args, kwargs):
-    from provi.guides.program import batch_ndim, vectorise
+    from provi.core.batching import vectorise
+    from provi.guides.program import batch_ndim
 
     _numpyro_fn(bound)  # a clear error for family guides
     shapes = bound.program.shapes

@@ -67,10 +67,12 @@ def dist_name(fn) -> str:
     return type(base_distribution(fn)).__name__
 
 
-def site_log_prob(site, value):
-    """A site's log density at `value`, summed over its shape and scaled as NumPyro scales it."""
+def site_log_prob(site, value, scaled: bool = True):
+    """A site's log density at `value`, summed over its shape and scaled as NumPyro scales it
+    (`scaled=False`: the draw's own log density, as a score function needs; a subsample or scale
+    handler scales the objective's terms, not the score)."""
     lp = site["fn"].log_prob(value)
-    if site.get("scale") is not None:
+    if scaled and site.get("scale") is not None:
         lp = lp * site["scale"]
     return jnp.sum(lp)
 
@@ -102,7 +104,7 @@ def site_draw(name: str, site: dict, est: Estimator, key=None):
     key = jax.random.PRNGKey(0) if key is None else key
     value, score = est.draw(site["fn"], site["value"], key)
     lq = site_log_prob(site, value)
-    return value, lq, (site_log_prob({**site, "scale": None}, value) if est.score_function else score)
+    return value, lq, (site_log_prob(site, value, scaled=False) if est.score_function else score)
 
 
 def surrogate(value: jax.Array, ledger: list, baselines: dict | None = None, signals: dict | None = None) -> jax.Array:

@@ -148,12 +148,7 @@ def update_state(program, old: dict, new: dict, value) -> dict:
     for name, est in (getattr(program, "estimators", None) or {}).items():
         base = getattr(est, "baseline", None)
         if isinstance(base, RunningAverage) and name in states:
-            o, d = old["estimators"][name], base.decay
-            ok = jnp.isfinite(value)
-            states[name] = {
-                "average": jnp.where(ok, d * o["average"] + (1 - d) * value, o["average"]),
-                "weight": jnp.where(ok, d * o["weight"] + (1 - d), o["weight"]),
-            }
+            states[name] = base.update(old["estimators"][name], value)
         elif isinstance(base, Learned) and "layers" in states.get(name, {}):
             states[name] = {**states[name], **base.update(old["estimators"][name], value)}
     return {**new, "estimators": states}

@@ -58,8 +58,8 @@ class SiteHook(Messenger):
             value = patch(jax.lax.stop_gradient(value), self.particle, self.override, event_size(msg["fn"]))
         value, score = est.draw(msg["fn"], value, key)
         lq = site_log_prob(msg, value)
-        if est.score_function:  # the draw's own log density: a subsample or scale handler scales the
-            score = site_log_prob({**msg, "scale": None}, value)  # objective's terms, not the score
+        if est.score_function:
+            score = site_log_prob(msg, value, scaled=False)
         branches = est.branches(msg["fn"], value, key) if est.branching and self.want_branches else None
         needs = self.want_branches and getattr(getattr(est, "baseline", None), "needs_features", False)
         self.records[name] = (value, lq, score, branches, site_features(msg["fn"]) if needs else None)

@@ -43,6 +43,12 @@ class RunningAverage(Baseline):
     def init_state(self, fn=None) -> dict:
         return {"average": jnp.zeros(()), "weight": jnp.zeros(())}
 
+    def update(self, state, value) -> dict:
+        """`state` advanced with a step's objective `value` (a non-finite value leaves it)."""
+        d, ok = self.decay, jnp.isfinite(value)
+        new = {"average": d * state["average"] + (1 - d) * value, "weight": d * state["weight"] + (1 - d)}
+        return {k: jnp.where(ok, new[k], state[k]) for k in new}
+
     def value(self, state):
         w = state["weight"]
         return jnp.where(w > 0, state["average"] / jnp.where(w > 0, w, 1.0), 0.0)

@@ -17,7 +17,7 @@ from numpyro import handlers
 from numpyro.distributions import biject_to, constraints
 from numpyro.infer.util import log_density as numpyro_log_density
 
-from provi.core.batching import vectorise, vmap_or_call  # noqa: F401 (vectorise: re-exported)
+from provi.core.batching import vectorise, vmap_or_call
 from provi.core.model import ModelInfo, base_distribution, trace_model
 from provi.core.space import LatentSpace
 from provi.core.subsample import ReplayPlates, subsampled_plates
