@@ -3,6 +3,10 @@
 A family is a frozen equinox module that knows how to make its parameters, draw reparameterized
 samples with their log density, evaluate that density, and report its moments. Families know
 nothing about models: `provi.guides.program` places them in a model's unconstrained space.
+
+Scales are parameterised by their logarithms (`log_scale`, and the diagonal of `scale_tril`), as
+in Stan's ADVI: the entropy is linear in them, and an optimiser's step changes a scale by a ratio
+whatever its size.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ def _positive(raw):
 
 def _unpositive(x):
     return x + jnp.log(-jnp.expm1(-x))  # inverse of softplus
+
 
 
 def _std_normal_logpdf(eps):
@@ -76,47 +81,54 @@ class Delta(Family):
 
 
 class MeanField(Family):
-    """Independent normals: N(loc, diag(scale^2))."""
+    """Independent normals: N(loc, diag(exp(log_scale)^2))."""
 
     is_point: ClassVar[bool] = False
 
     def init(self, key, dim, loc, scale):
-        return {"loc": loc, "scale": _unpositive(scale)}
+        return {"loc": loc, "log_scale": jnp.log(scale)}
 
     def sample(self, params, key, n):
-        loc, scale = params["loc"], _positive(params["scale"])
+        loc, log_scale = params["loc"], params["log_scale"]
         eps = jax.random.normal(key, (n,) + loc.shape, loc.dtype)
-        return loc + scale * eps, _std_normal_logpdf(eps) - jnp.sum(jnp.log(scale))
+        return loc + jnp.exp(log_scale) * eps, _std_normal_logpdf(eps) - jnp.sum(log_scale)
 
     def log_prob(self, params, v):
-        loc, scale = params["loc"], _positive(params["scale"])
-        return _std_normal_logpdf((v - loc) / scale) - jnp.sum(jnp.log(scale))
+        loc, log_scale = params["loc"], params["log_scale"]
+        return _std_normal_logpdf((v - loc) * jnp.exp(-log_scale)) - jnp.sum(log_scale)
 
     def moments(self, params):
-        return params["loc"], jnp.diag(_positive(params["scale"]) ** 2)
+        return params["loc"], jnp.diag(jnp.exp(2 * params["log_scale"]))
 
 
 def _tril(raw):
-    return jnp.tril(raw, -1) + jnp.diag(_positive(jnp.diag(raw)))
+    """The Cholesky factor whose strict lower triangle is `raw`'s and whose diagonal is exp of `raw`'s."""
+    return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diag(raw)))
+
+
+def _tril_logdet(raw):
+    """log |det L| of `_tril(raw)`."""
+    return jnp.sum(jnp.diagonal(raw, axis1=-2, axis2=-1), -1)
 
 
 class _TrilNormal(Family):
-    """A multivariate normal with a Cholesky factor: N(loc, L L^T)."""
+    """A multivariate normal with a Cholesky factor: N(loc, L L^T); `scale_tril` holds L's strict
+    lower triangle and the logarithms of its diagonal."""
 
     is_point: ClassVar[bool] = False
 
     def init(self, key, dim, loc, scale):
-        return {"loc": loc, "scale_tril": jnp.diag(_unpositive(scale))}
+        return {"loc": loc, "scale_tril": jnp.diag(jnp.log(scale))}
 
     def sample(self, params, key, n):
-        loc, L = params["loc"], _tril(params["scale_tril"])
+        loc, raw = params["loc"], params["scale_tril"]
         eps = jax.random.normal(key, (n,) + loc.shape, loc.dtype)
-        return loc + eps @ L.T, _std_normal_logpdf(eps) - jnp.sum(jnp.log(jnp.diag(L)))
+        return loc + eps @ _tril(raw).T, _std_normal_logpdf(eps) - _tril_logdet(raw)
 
     def log_prob(self, params, v):
-        loc, L = params["loc"], _tril(params["scale_tril"])
-        eps = jax.scipy.linalg.solve_triangular(L, (v - loc).reshape(-1, loc.shape[0]).T, lower=True).T
-        return (_std_normal_logpdf(eps) - jnp.sum(jnp.log(jnp.diag(L)))).reshape(v.shape[:-1])
+        loc, raw = params["loc"], params["scale_tril"]
+        eps = jax.scipy.linalg.solve_triangular(_tril(raw), (v - loc).reshape(-1, loc.shape[0]).T, lower=True).T
+        return (_std_normal_logpdf(eps) - _tril_logdet(raw)).reshape(v.shape[:-1])
 
     def moments(self, params):
         L = _tril(params["scale_tril"])
@@ -135,7 +147,7 @@ class Laplace(_TrilNormal):
 
 
 class LowRank(Family):
-    """N(loc, W W^T + diag(d^2)) with W of shape (D, rank)."""
+    """N(loc, W W^T + diag(d^2)) with W of shape (D, rank) and d = exp(log_scale)."""
 
     rank: int = 5
     is_point: ClassVar[bool] = False
@@ -143,10 +155,10 @@ class LowRank(Family):
     def init(self, key, dim, loc, scale):
         r = min(self.rank, dim)
         w = 0.01 * jax.random.normal(key, (dim, r), loc.dtype)
-        return {"loc": loc, "cov_factor": w, "scale": _unpositive(scale)}
+        return {"loc": loc, "cov_factor": w, "log_scale": jnp.log(scale)}
 
     def sample(self, params, key, n):
-        loc, w, d = params["loc"], params["cov_factor"], _positive(params["scale"])
+        loc, w, d = params["loc"], params["cov_factor"], jnp.exp(params["log_scale"])
         k1, k2 = jax.random.split(key)
         e1 = jax.random.normal(k1, (n, w.shape[1]), loc.dtype)
         e2 = jax.random.normal(k2, (n,) + loc.shape, loc.dtype)
@@ -154,7 +166,7 @@ class LowRank(Family):
         return v, self.log_prob(params, v)
 
     def log_prob(self, params, v):
-        loc, w, d = params["loc"], params["cov_factor"], _positive(params["scale"])
+        loc, w, d = params["loc"], params["cov_factor"], jnp.exp(params["log_scale"])
         # Woodbury: Sigma = D2 + W W^T, with capacitance C = I + W^T D2^-1 W.
         x = v - loc
         wd = w / (d**2)[:, None]
@@ -162,9 +174,9 @@ class LowRank(Family):
         cl = jnp.linalg.cholesky(cap)
         y = jax.scipy.linalg.solve_triangular(cl, (x @ wd).reshape(-1, w.shape[1]).T, lower=True).T
         maha = jnp.sum(x**2 / d**2, -1) - jnp.sum(y**2, -1).reshape(x.shape[:-1])
-        logdet = 2 * jnp.sum(jnp.log(d)) + 2 * jnp.sum(jnp.log(jnp.diag(cl)))
+        logdet = 2 * jnp.sum(params["log_scale"]) + 2 * jnp.sum(jnp.log(jnp.diag(cl)))
         return -0.5 * (maha + logdet + loc.shape[0] * _LOG_2PI)
 
     def moments(self, params):
-        w, d = params["cov_factor"], _positive(params["scale"])
-        return params["loc"], w @ w.T + jnp.diag(d**2)
+        w = params["cov_factor"]
+        return params["loc"], w @ w.T + jnp.diag(jnp.exp(2 * params["log_scale"]))

@@ -90,7 +90,7 @@ class Flow(Family):
     def init(self, key, dim, loc, scale):
         keys = jax.random.split(key, max(self.layers, 1))
         layers = [self._layer_init(keys[i], dim, i, loc.dtype) for i in range(self.layers)]
-        return {"loc": loc, "scale": _unpositive(scale), "layers": layers}
+        return {"loc": loc, "log_scale": jnp.log(scale), "layers": layers}
 
     def forward(self, params, x):
         """Noise `x` (D,) -> `(v, log|det dv/dx|)`."""
@@ -98,14 +98,12 @@ class Flow(Family):
         for i, p in enumerate(params["layers"]):
             x, l = self._layer_forward(p, x, i)
             ld = ld + l
-        scale = _positive(params["scale"])
-        return params["loc"] + scale * x, ld + jnp.sum(jnp.log(scale))
+        return params["loc"] + jnp.exp(params["log_scale"]) * x, ld + jnp.sum(params["log_scale"])
 
     def inverse(self, params, v):
         """`v` (D,) -> `(noise x, log|det dv/dx|)`."""
-        scale = _positive(params["scale"])
-        y = (v - params["loc"]) / scale
-        ld = jnp.sum(jnp.log(scale))
+        y = (v - params["loc"]) * jnp.exp(-params["log_scale"])
+        ld = jnp.sum(params["log_scale"])
         for i in reversed(range(len(params["layers"]))):
             y, l = self._layer_inverse(params["layers"][i], y, i)
             ld = ld + l

@@ -16,7 +16,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from provi.guides.families import Family, _positive, _std_normal_logpdf, _tril, _unpositive
+from provi.guides.families import Family, _std_normal_logpdf, _tril, _tril_logdet
 
 __all__ = ["GaussianMixture"]
 
@@ -31,7 +31,7 @@ class GaussianMixture(Family):
     def init(self, key, dim, loc, scale):
         k = self.components
         offsets = self.spread * scale * jax.random.normal(key, (k, dim), loc.dtype)
-        tril = jnp.broadcast_to(jnp.diag(_unpositive(scale)), (k, dim, dim))
+        tril = jnp.broadcast_to(jnp.diag(jnp.log(scale)), (k, dim, dim))
         return {"loc": loc + offsets, "scale_tril": tril}
 
     def sample(self, params, key, n):
@@ -48,11 +48,11 @@ class GaussianMixture(Family):
         k, d = loc.shape
         flat = v.reshape(-1, d)
 
-        def one(m, l):
+        def one(m, l, logdet):
             eps = jax.scipy.linalg.solve_triangular(l, (flat - m).T, lower=True).T
-            return _std_normal_logpdf(eps) - jnp.sum(jnp.log(jnp.diag(l)))
+            return _std_normal_logpdf(eps) - logdet
 
-        comps = jax.vmap(one)(loc, L)  # (K, N)
+        comps = jax.vmap(one)(loc, L, _tril_logdet(params["scale_tril"]))  # (K, N)
         return (jax.nn.logsumexp(comps, 0) - math.log(k)).reshape(v.shape[:-1])
 
     def moments(self, params):
