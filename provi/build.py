@@ -9,7 +9,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from provi.core.laplace import converged, curvature, find_mode, newton_decrement
+from provi.core.laplace import NEWTON_MAX_DIM, curvature, lbfgs_mode, newton_decrement, newton_mode, value_grad_curvature
 from provi.core.model import ModelInfo
 from provi.core.space import LatentSpace
 from provi.errors import ModelError
@@ -18,7 +18,7 @@ from provi.guides.flows import IAF, Flow, NeuralSplineFlow, Planar, Radial, Real
 from provi.guides.mixture import GaussianMixture
 from provi.guides.program import FamilyGuide, ModelProgram, NumPyroGuide
 
-__all__ = ["GUIDES", "family_for", "make_guide", "initialise_family", "log_density_u"]
+__all__ = ["GUIDES", "family_for", "make_guide", "family_shapes", "initialise_family", "log_density_u"]
 
 DENSE_WHITENING = (FullRank, Laplace, Flow, GaussianMixture)  # flows start at the Laplace approximation
 GUIDES = {
@@ -128,53 +128,115 @@ def run_once(fn):
     return call
 
 
-def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str, optimizer):
-    """A compiled `(key, model_params, data, u_given) -> (params, opt_state, u, h, report)`: the
-    family's starting point, the curvature there and the family's parameters, in one program (cached)."""
-    from provi.loop import cached, join_data
+def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str, optimizer) -> tuple[Callable, bool]:
+    """`(start, with_h)`: `start(key, model_params, data, u_given) -> (params, opt_state, u, h, report)`
+    gives the family's starting point, the curvature there (with `with_h`) and the family's
+    parameters, as host arrays. Its compiled parts are cached.
+
+    The mode of a density of up to `NEWTON_MAX_DIM` dimensions is found by Newton's method driven
+    from the host (`provi.core.laplace.newton_mode`), which compiles only the density's value,
+    gradient and Hessian; in higher dimension one compiled program runs L-BFGS (and the curvature).
+    """
+    from provi.loop import cached
 
     space, family = program.space, program.family
-    d = space.dim
-    tril = isinstance(family, DENSE_WHITENING)
+    d, dtype = space.dim, jnp.result_type(float)
     with_h = init == "map" and d <= CURVATURE_MAX_DIM and not family.is_point
+    key = (model.model, layout, family, init, optimizer)
+    make = cached(("family init",) + key, lambda: _family_init_program(program, optimizer))
+    if init == "map" and d <= NEWTON_MAX_DIM:
+        vgh = cached(("vgh", model.model, layout, family.is_point), lambda: _vgh_program(model, space, layout, family.is_point))
+        search = lambda mp, data: newton_mode(lambda u: vgh(np.asarray(u, dtype), mp, data), np.zeros((d,)))
+    elif init == "map":
+        lbfgs = cached(("lbfgs",) + key, lambda: _lbfgs_program(model, space, layout, family.is_point, with_h))
+        search = lambda mp, data: jax.device_get(lbfgs(mp, data))
+    else:
+        point = cached(("start point",) + key, lambda: _point_program(program, model, layout, init))
 
-    def build():
-        f = log_density_u(model, space, layout, jacobian=not family.is_point)
+    def start(key, model_params, data, u_given):
+        h, scale, report = np.zeros((0, 0)), np.full((d,), 1.0 if family.is_point else 0.1), {}
+        if init == "map":
+            mode = search(model_params, data)
+            log_density = float(mode.log_density)
+            finite = bool(np.isfinite(log_density) and np.all(np.isfinite(mode.u)))
+            ok = finite and float(mode.grad_norm) < 1e-2 * (1.0 + abs(log_density))
+            if with_h:
+                # a stationary point in posterior-sd units: the Newton decrement is small (a raw
+                # gradient can stay large where float32 cannot resolve a strongly correlated optimum)
+                h = np.asarray(mode.curvature)
+                decrement = newton_decrement(h, mode.gradient)
+                ok = finite and (ok or decrement < 1e-2)
+                h_ok = ok and bool(np.all(np.isfinite(h)))
+                report.update(h_ok=h_ok, decrement=decrement)
+                scale = np.full((d,), 1.0 if h_ok else 0.1)
+            u = np.asarray(mode.u) if ok else np.zeros((d,))
+            report.update(mode_ok=ok, log_density=log_density, grad_norm=mode.grad_norm, iterations=mode.iterations)
+        else:
+            u = point(key, model_params, data, np.asarray(u_given, dtype))
+        params, opt_state = make(key, np.asarray(scale, dtype), model_params)
+        return params, opt_state, np.asarray(u, dtype), h, report
 
-        def run(key, model_params, data, u_given):
-            args, kwargs = join_data(data, layout)
-            k_prior, k_fam = jax.random.split(key)
-            g = lambda u: f(u, model_params, data)
-            report = {}
-            if init == "given":
-                u0 = u_given
-            elif init in ("zero", "map"):
-                u0 = jnp.zeros((d,))
-            else:
-                u0 = space.prior_point(model.model, k_prior, args, kwargs)
-            u, h = u0, jnp.zeros((0, 0))
-            scale = jnp.full((d,), 1.0 if family.is_point else 0.1)
-            if init == "map":
-                mode = find_mode(g, u0)
-                finite = jnp.isfinite(mode.log_density) & jnp.all(jnp.isfinite(mode.u))
-                ok = finite & converged(mode)
-                if with_h:
-                    # a stationary point in posterior-sd units: the Newton decrement is small (a raw
-                    # gradient can stay large where float32 cannot resolve a strongly correlated optimum)
-                    h = mode.curvature if mode.curvature is not None else curvature(g, mode.u)
-                    decrement = newton_decrement(h, jax.grad(g)(mode.u))
-                    ok = finite & (ok | (decrement < 1e-2))
-                    h_ok = jnp.all(jnp.isfinite(h)) & ok
-                    report.update(h_ok=h_ok, decrement=decrement)
-                    scale = jnp.where(h_ok, 1.0, 0.1) * jnp.ones((d,))
-                u = jnp.where(ok, mode.u, u0)
-                report.update(mode_ok=ok, log_density=mode.log_density, grad_norm=mode.grad_norm, iterations=mode.iterations)
-            params = program.init_params(k_fam, scale)
-            return params, optimizer.init({"model": model_params, "guide": params}), u, h, report
+    return start, with_h
 
-        return run_once(run)
 
-    return cached(("start", model.model, layout, family, init, optimizer), build), with_h
+def _vgh_program(model, space, layout, is_point):
+    """Compiled `(u, model_params, data) -> (log density, gradient, negative Hessian)` at `u`."""
+    f = log_density_u(model, space, layout, jacobian=not is_point)
+    return run_once(lambda u, model_params, data: value_grad_curvature(lambda x: f(x, model_params, data), u))
+
+
+def _lbfgs_program(model, space, layout, is_point, with_h):
+    """Compiled `(model_params, data) -> Mode`: L-BFGS from zero, with the curvature at its end."""
+    f = log_density_u(model, space, layout, jacobian=not is_point)
+
+    def run(model_params, data):
+        g = lambda u: f(u, model_params, data)
+        mode = lbfgs_mode(g, jnp.zeros((space.dim,)))
+        return mode._replace(curvature=curvature(g, mode.u)) if with_h else mode
+
+    return run_once(run)
+
+
+def _point_program(program, model, layout, init):
+    """Compiled `(key, model_params, data, u_given) -> u`: the given point, zero, or a prior draw."""
+    from provi.loop import join_data
+
+    space = program.space
+
+    def run(key, model_params, data, u_given):
+        if init == "given":
+            return u_given
+        if init == "zero":
+            return jnp.zeros((space.dim,))
+        args, kwargs = join_data(data, layout)
+        return space.prior_point(model.model, jax.random.split(key)[0], args, kwargs)
+
+    return run_once(run)
+
+
+def _family_init_program(program: FamilyGuide, optimizer):
+    """Compiled `(key, scale, model_params) -> (family parameters, optimiser state)`."""
+
+    def make(key, scale, model_params):
+        params = program.init_params(jax.random.split(key)[1], scale)
+        return params, optimizer.init({"model": model_params, "guide": params})
+
+    return run_once(make)
+
+
+def family_shapes(program: FamilyGuide, model_params, optimizer, key):
+    """The loop's state and constants for `program` as `jax.ShapeDtypeStruct`s, before its start is
+    computed (what `Runner.prepare` compiles the loop for): `(state, consts)`."""
+    from provi.loop import FitState
+
+    d = program.space.dim
+    P = np.eye(d) if isinstance(program.family, DENSE_WHITENING) else np.ones((d,))
+    consts = jax.eval_shape(lambda: program.consts(np.zeros((d,)), P))
+    guide = jax.eval_shape(program.init_params, jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct((d,), jnp.result_type(float)))
+    params = {"model": model_params, "guide": guide}
+    shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
+    state = FitState(shapes(params), shapes(jax.eval_shape(optimizer.init, params)), shapes(key), jax.ShapeDtypeStruct((), jnp.int32))
+    return state, shapes(consts)
 
 
 def initialise_family(program: FamilyGuide, model: ModelProgram, model_params, data, layout, key, init, optimizer):
@@ -187,7 +249,7 @@ def initialise_family(program: FamilyGuide, model: ModelProgram, model_params, d
     `init="prior"` starts at a prior draw with scales 0.1, `"zero"` at zero; `{site: value}` there.
     """
     space = program.space
-    u_given = jnp.zeros((space.dim,))
+    u_given = np.zeros((space.dim,))
     kind = init
     if isinstance(init, dict):
         unknown = sorted(set(init) - set(space.names))

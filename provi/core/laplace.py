@@ -6,9 +6,11 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-__all__ = ["Mode", "converged", "newton_decrement", "find_mode", "newton_mode", "lbfgs_mode", "curvature", "NEWTON_MAX_DIM"]
+__all__ = ["Mode", "converged", "newton_decrement", "newton_mode", "lbfgs_mode", "curvature",
+           "value_grad_curvature", "NEWTON_MAX_DIM"]
 
 NEWTON_MAX_DIM = 200  # Newton's method (one Hessian per iteration) up to here; L-BFGS above
 
@@ -20,7 +22,8 @@ class Mode(NamedTuple):
     log_density: jax.Array
     grad_norm: jax.Array
     iterations: jax.Array
-    curvature: jax.Array | None = None  # the negative Hessian at the last Newton iterate, if any
+    curvature: jax.Array | None = None  # the negative Hessian at `u`, if the search computed it
+    gradient: jax.Array | None = None  # the gradient at `u`
 
 
 def curvature(log_density: Callable, u: jax.Array) -> jax.Array:
@@ -29,52 +32,77 @@ def curvature(log_density: Callable, u: jax.Array) -> jax.Array:
     return -0.5 * (h + h.T)
 
 
+def value_grad_curvature(log_density: Callable, u: jax.Array):
+    """`(log density, gradient, negative Hessian)` at `u`, from one forward-over-reverse pass."""
+
+    def grad_with_value(x):
+        v, g = jax.value_and_grad(log_density)(x)
+        return g, (v, g)
+
+    h, (v, g) = jax.jacfwd(grad_with_value, has_aux=True)(u)
+    return v, g, -0.5 * (h + h.T)
+
+
 def converged(mode: "Mode", tol: float = 1e-2) -> jax.Array:
     """Whether a mode search ended at a stationary point (gradient small relative to the density)."""
     return jnp.isfinite(mode.log_density) & (mode.grad_norm < tol * (1.0 + jnp.abs(mode.log_density)))
 
 
-def newton_decrement(h: jax.Array, g: jax.Array) -> jax.Array:
+def newton_decrement(h: np.ndarray, g: np.ndarray) -> float:
     """g^T H^-1 g: twice the log-density gain a Newton step expects (the squared gradient in
-    posterior-sd units), computed after Jacobi scaling; +inf where H is not positive definite."""
-    s = 1.0 / jnp.sqrt(jnp.maximum(jnp.abs(jnp.diag(h)), 1e-30))
-    chol = jnp.linalg.cholesky(h * s[:, None] * s[None, :])
-    y = jax.scipy.linalg.cho_solve((chol, True), s * g)
-    dec = jnp.dot(s * g, y)
-    return jnp.where(jnp.all(jnp.isfinite(chol)), dec, jnp.inf)
+    posterior-sd units), computed in float64 on the host after Jacobi scaling; +inf where H is not
+    positive definite."""
+    h, g = np.asarray(h, np.float64), np.asarray(g, np.float64)
+    s = 1.0 / np.sqrt(np.maximum(np.abs(np.diag(h)), 1e-30))
+    try:
+        chol = np.linalg.cholesky(h * s[:, None] * s[None, :])
+    except np.linalg.LinAlgError:
+        return float("inf")
+    y = np.linalg.solve(chol, s * g)
+    return float(y @ y) if np.all(np.isfinite(y)) else float("inf")
 
 
 def _converged(g, v, tol):
     return jnp.max(jnp.abs(g), initial=0.0) < tol * (1.0 + jnp.abs(v))
 
 
-def newton_mode(log_density: Callable, u0: jax.Array, max_iter: int = 200, tol: float = 1e-5) -> Mode:
-    """Maximise `log_density` by damped Newton steps (Levenberg-Marquardt); jit-compatible.
+def newton_mode(vgh: Callable, u0: np.ndarray, max_iter: int = 200, tol: float = 1e-5) -> Mode:
+    """Maximise a log density by damped Newton steps (Levenberg-Marquardt), driven from the host.
 
-    A step is kept only if it raises the density to a finite value; the damping shrinks after a
-    kept step and grows after a rejected one, so the search never leaves the finite region.
+    `vgh(u) -> (log density, gradient, negative Hessian)` is one compiled evaluation (see
+    `value_grad_curvature`); the steps are solved in float64 with NumPy. A trial point is kept only
+    if it raises the density to a finite value with finite derivatives; the damping shrinks after a
+    kept step and grows after a rejected one or while the damped curvature is not positive
+    definite, so the search never leaves the finite region. Only the density's derivatives are
+    compiled, which keeps the start of a fit quick to compile. Returns host arrays.
     """
-    d = u0.shape[0]
-    vg = jax.value_and_grad(log_density)
-
-    def body(c):
-        u, v, g, lam, it, _, _ = c
-        h = curvature(log_density, u)
-        scale = 1.0 + jnp.abs(jnp.diag(h))
-        step = jnp.linalg.solve(h + lam * jnp.diag(scale), g)
-        un = u + step
-        vn, gn = vg(un)
-        ok = jnp.isfinite(vn) & (vn >= v) & jnp.all(jnp.isfinite(gn)) & jnp.all(jnp.isfinite(un))
-        u, v, g = jnp.where(ok, un, u), jnp.where(ok, vn, v), jnp.where(ok, gn, g)
-        lam = jnp.where(ok, jnp.maximum(lam * 0.2, 1e-8), lam * 10.0)
-        done = _converged(g, v, tol) | (lam > 1e12)
-        return u, v, g, lam, it + 1, done, h
-
-    v0, g0 = vg(u0)
-    h0 = jnp.full((d, d), jnp.nan, u0.dtype)
-    init = (u0, v0, g0, jnp.asarray(1e-2, u0.dtype), jnp.asarray(0), ~jnp.isfinite(v0), h0)
-    u, v, g, _, it, _, h = jax.lax.while_loop(lambda c: (c[4] < max_iter) & ~c[5], body, init)
-    return Mode(u, v, jnp.max(jnp.abs(g), initial=0.0), it, h)
+    u = trial = np.asarray(u0, np.float64)
+    d = u.shape[0]
+    v, g, h = -np.inf, np.zeros(d), np.full((d, d), np.nan)
+    lam, it = 1e-2 / 0.2, 0
+    while it < max_iter:
+        it += 1
+        vn, gn, hn = (np.asarray(x, np.float64) for x in jax.device_get(vgh(trial)))
+        ok = bool(np.isfinite(vn) and vn >= v and np.all(np.isfinite(gn)) and np.all(np.isfinite(hn)))
+        if ok:
+            u, v, g, h, lam = trial, float(vn), gn, 0.5 * (hn + hn.T), max(lam * 0.2, 1e-8)
+        else:
+            lam *= 10.0
+        if (it == 1 and not ok) or np.max(np.abs(g), initial=0.0) < tol * (1.0 + abs(v)):
+            break
+        step = None
+        while step is None and lam <= 1e12:
+            try:
+                chol = np.linalg.cholesky(h + np.diag(lam * (1.0 + np.abs(np.diag(h)))))
+                step = np.linalg.solve(chol.T, np.linalg.solve(chol, g))
+            except np.linalg.LinAlgError:
+                step = None
+            if step is None or not np.all(np.isfinite(step)):  # not positive definite yet: damp more
+                step, lam = None, lam * 10.0
+        if step is None:
+            break
+        trial = u + step
+    return Mode(u, np.asarray(v), np.max(np.abs(g), initial=0.0), np.asarray(it), h, g)
 
 
 def lbfgs_mode(log_density: Callable, u0: jax.Array, max_iter: int = 1000, tol: float = 1e-5) -> Mode:
@@ -100,9 +128,6 @@ def lbfgs_mode(log_density: Callable, u0: jax.Array, max_iter: int = 1000, tol: 
     init = (u0, opt.init(u0), jnp.asarray(False), jnp.asarray(0))
     u, _, _, it = jax.lax.while_loop(keep_going, step, init)
     v, g = jax.value_and_grad(log_density)(u)
-    return Mode(u, v, jnp.max(jnp.abs(g), initial=0.0), it)
+    return Mode(u, v, jnp.max(jnp.abs(g), initial=0.0), it, gradient=g)
 
 
-def find_mode(log_density: Callable, u0: jax.Array) -> Mode:
-    """Newton's method in small dimension, L-BFGS above `NEWTON_MAX_DIM`."""
-    return (newton_mode if u0.shape[0] <= NEWTON_MAX_DIM else lbfgs_mode)(log_density, u0)

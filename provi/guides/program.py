@@ -105,7 +105,7 @@ class FamilyGuide:
         shift, P = np.asarray(shift, np.float64), np.asarray(P, np.float64)
         logdet = np.sum(np.log(np.abs(P if P.ndim == 1 else np.diag(P))))
         dtype = jnp.result_type(float)
-        return {"shift": jnp.asarray(shift, dtype), "P": jnp.asarray(P, dtype), "log_det_P": jnp.asarray(logdet, dtype)}
+        return {"shift": np.asarray(shift, dtype), "P": np.asarray(P, dtype), "log_det_P": np.asarray(logdet, dtype)}
 
     def init_params(self, key, scale=None) -> dict:
         d = self.space.dim
