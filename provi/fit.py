@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from provi.build import initialise_family, make_guide
+from provi.build import family_shapes, initialise_family, make_guide
 from provi.cache import enable_compilation_cache
 from provi.core.model import inspect_model
 from provi.core.vocab import Objective
@@ -157,21 +157,6 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
     lengths = _data_lengths(model, args, kwargs, guide_prog, info) if (mesh is not None or info.subsampled) else set()
     local_data, data = data, place(data, mesh, lengths)  # the start runs once, on one device
     optimizer = default_optimizer() if optimizer is None else optimizer
-    if start is not None:
-        _, guide_params, consts = start
-        params = {"model": model_params, "guide": guide_params}
-        opt_state = optimizer.init(params)
-    elif isinstance(guide_prog, FamilyGuide):
-        guide_params, consts, opt_state, notes = initialise_family(
-            guide_prog, model_prog, model_params, local_data, layout, k_init, init, optimizer
-        )
-        params = {"model": model_params, "guide": guide_params}
-    else:
-        guide_params, consts = guide_prog.init_params(k_init), {}
-        params = {"model": model_params, "guide": guide_params}
-        if est_state := init_states(guide_prog):  # explicit estimator state (baselines)
-            params["estimators"] = est_state
-        opt_state = optimizer.init(params)
     optimise = getattr(getattr(guide_prog, "family", None), "optimise", True)
     user_steps = steps is not None
     steps = (steps if user_steps else DEFAULT_STEPS) if optimise else 0
@@ -183,6 +168,23 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
         return Runner(model_prog, guide_prog, objective, layout, optimizer, BUFFER, averaging, n_batch)
 
     runner = cached(("runner", n_batch) + cache_key, build)
+    if start is not None:
+        _, guide_params, consts = start
+        params = {"model": model_params, "guide": guide_params}
+        opt_state = optimizer.init(params)
+    elif isinstance(guide_prog, FamilyGuide):
+        if steps and mesh is None and feeder is None and resume is None:  # compiles while the start runs
+            runner.prepare(*family_shapes(guide_prog, model_params, optimizer, k_loop), data)
+        guide_params, consts, opt_state, notes = initialise_family(
+            guide_prog, model_prog, model_params, local_data, layout, k_init, init, optimizer
+        )
+        params = {"model": model_params, "guide": guide_params}
+    else:
+        guide_params, consts = guide_prog.init_params(k_init), {}
+        params = {"model": model_params, "guide": guide_params}
+        if est_state := init_states(guide_prog):  # explicit estimator state (baselines)
+            params["estimators"] = est_state
+        opt_state = optimizer.init(params)
     state = FitState(params, opt_state, k_loop, np.int32(0))
     state, consts = replicate(state, mesh), replicate(consts, mesh)
     plan = _Plan.make(feeder, mesh, lengths, data, n_batch, checkpoint, checkpoint_every, resume, seed, steps)

@@ -2,13 +2,16 @@
 
 `Runner` holds the jitted chunk function for one (model, guide, objective, optimiser, data layout);
 runners are cached, so fitting the same model again, even on new data of the same shapes, does
-not compile again. A chunk runs up to `n` steps and stops early at the first non-finite loss; it
-returns the per-step losses, the sum of the iterates (for averaging) and the first bad step.
+not compile again. `Runner.prepare` compiles the chunk in a background thread from the shapes of
+its arguments, so that XLA compiles it while the fit's start is traced, compiled and run. A chunk
+runs up to `n` steps and stops early at the first non-finite loss; it returns the per-step losses,
+the sum of the iterates (for averaging) and the first bad step.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
@@ -108,14 +111,34 @@ class Runner:
 
     def __post_init__(self):
         self.loss = make_loss(self.model, self.guide, self.objective, self.layout)
-        self.run = jax.jit(self._chunk)
+        self.jit = jax.jit(self._chunk)
         self.grad = jax.jit(jax.value_and_grad(self.loss, has_aux=True))
+        self._compiled: dict = {}  # argument signature -> future of the compiled chunk
+
+    def prepare(self, state: FitState, consts, data) -> None:
+        """Start compiling the chunk for arguments of these shapes (arrays or `jax.ShapeDtypeStruct`s).
+
+        Tracing and lowering run here: NumPyro's handler stack is global, so models are never
+        traced on two threads at once. XLA's compilation runs on a worker thread, which it shares
+        with the caller's next steps since the compiler releases the GIL.
+        """
+        args = (state, consts, data, np.int32(0))
+        sig = _signature(args)
+        if sig not in self._compiled:
+            lowered = self.jit.lower(*args)
+            self._compiled[sig] = _compiler().submit(lowered.compile)
+
+    def run(self, state: FitState, consts, data, n: int):
+        """Run a chunk of up to `n` steps: `(state, losses, iterate_sum, steps_run, first_bad_step)`."""
+        args = (state, consts, data, np.int32(n))
+        ready = self._compiled.get(_signature(args))
+        return ready.result()(*args) if ready is not None else self.jit(*args)
 
     def _chunk(self, state: FitState, consts, data, n):
         opt, loss = self.optimizer, self.loss
 
         def body(carry):
-            i, st, losses, acc, bad = carry
+            i, st, losses, acc = carry
             key, sub = step_keys(st.key)
             batch = [x[i] for x in data[: self.stream]] + list(data[self.stream :]) if self.stream else data
             (_, value), grads = jax.value_and_grad(loss, has_aux=True)(st.params, consts, sub, batch)
@@ -124,18 +147,44 @@ class Runner:
             losses = losses.at[i].set(-value)
             if self.average:
                 acc = jax.tree.map(jnp.add, acc, params)
-            bad = jnp.where(jnp.isfinite(value), bad, st.step)
-            return i + 1, FitState(params, opt_state, key, st.step + 1), losses, acc, bad
+            return i + 1, FitState(params, opt_state, key, st.step + 1), losses, acc
 
-        def keep_going(carry):
-            i, _, _, _, bad = carry
-            return (i < n) & (bad < 0)
+        def last_finite(i, losses):  # the loss of the last step run is finite (no step run: true)
+            return (i == 0) | jnp.isfinite(losses[jnp.maximum(i - 1, 0)])
+
+        def keep_going(carry):  # the non-finite check reads the loss buffer: no extra state per step
+            i, _, losses, _ = carry
+            return (i < n) & last_finite(i, losses)
 
         acc = jax.tree.map(jnp.zeros_like, state.params) if self.average else ()
         losses = jnp.full((self.buffer,), jnp.nan, dtype=jnp.result_type(float))
-        init = (jnp.asarray(0), state, losses, acc, jnp.asarray(-1, dtype=state.step.dtype))
-        i, state, losses, acc, bad = jax.lax.while_loop(keep_going, body, init)
+        i, state, losses, acc = jax.lax.while_loop(keep_going, body, (jnp.asarray(0), state, losses, acc))
+        bad = jnp.where(last_finite(i, losses), -1, state.step - 1)
         return state, losses, acc, i, bad
+
+
+def _signature(args) -> tuple:
+    """What a compiled chunk is specialised to: the tree, and each leaf's shape, dtype and device count."""
+    leaves, treedef = jax.tree.flatten(args)
+
+    def devices(x):
+        sharding = getattr(x, "sharding", None)
+        return 1 if sharding is None else len(sharding.device_set)
+
+    def spec(x):
+        shape, dtype = (x.shape, x.dtype) if hasattr(x, "dtype") else (np.shape(x), np.result_type(x))
+        return tuple(shape), np.dtype(dtype), devices(x)
+
+    return (treedef,) + tuple(spec(x) for x in leaves)
+
+
+_POOL: list = []
+
+
+def _compiler() -> concurrent.futures.ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="provi-compile"))
+    return _POOL[0]
 
 
 _CACHE: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
