@@ -174,7 +174,10 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
         opt_state = optimizer.init(params)
     elif isinstance(guide_prog, FamilyGuide):
         if steps and mesh is None and feeder is None and resume is None:  # compiles while the start runs
-            runner.prepare(*family_shapes(guide_prog, model_params, optimizer, k_loop), data)
+            try:
+                runner.prepare(*family_shapes(guide_prog, model_params, optimizer, k_loop), data)
+            except Exception:  # only a head start: the fit's own path raises any error, in its order
+                pass
         guide_params, consts, opt_state, notes = initialise_family(
             guide_prog, model_prog, model_params, local_data, layout, k_init, init, optimizer
         )

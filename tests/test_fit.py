@@ -261,3 +261,25 @@ def test_model_params_with_computed_initial_values():
     res = provi.fit(model, x, y, guide="meanfield", steps=3000, progress=False)
     np.testing.assert_allclose(res.model_params()["w"], [1.0, 2.0, 3.0], atol=0.05)
     assert abs(float(res.model_params()["b"]) - 0.5) < 0.05
+
+
+def test_loop_compiled_ahead_from_shapes_is_the_one_that_runs():
+    """`Runner.prepare` compiles the chunk from abstract shapes while the start runs; the fit must
+    then run that executable, not compile the loop a second time for its concrete arguments."""
+    from provi import loop
+
+    def ahead_model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+        with numpyro.plate("n", y.shape[0]):
+            numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    y = np.random.default_rng(0).normal(1.0, 2.0, size=20).astype(np.float32)
+    for guide in ("meanfield", "fullrank"):
+        res = provi.fit(ahead_model, y, guide=guide, steps=300, progress=False)
+        assert len(res.losses) == 300 and np.all(np.isfinite(res.losses))
+    runners = [r for k, r in loop._CACHE.items() if k[0] == "runner" and k[2] is ahead_model]
+    assert len(runners) == 2
+    for runner in runners:
+        assert len(runner._compiled) == 1 and next(iter(runner._compiled.values())).done()
+        assert runner.jit._cache_size() == 0  # the jit path never compiled
