@@ -78,3 +78,22 @@ def steady_step(run, n_long, n_short, repeats=3):
     ``step_s`` of ``steady_state``)."""
     run(n_short), run(n_long)  # warm up
     return max(steady_state(run, n_long, n_short, repeats)["step_s"], 0.0)
+
+
+def paired_ratio(run_a, run_b, n_long, n_short, pairs=15):
+    """Step cost of ``run_b`` over that of ``run_a``, measured in alternating pairs.
+
+    Each pair times a then b back to back, each step cost from the fastest of two long and two
+    short runs, so that the machine's slow spells (minutes long on small shared machines) hit both
+    sides of a ratio alike. Returns the median, min and max ratio over ``pairs``.
+    """
+    def step(run):
+        fastest = {n: min(timed(lambda: run(n))[0] for _ in range(2)) for n in (n_long, n_short)}
+        return (fastest[n_long] - fastest[n_short]) / (n_long - n_short)
+
+    ratios = []
+    for _ in range(pairs):
+        a = step(run_a)
+        ratios.append(step(run_b) / a)
+    return dict(median=statistics.median(ratios), min=min(ratios), max=max(ratios), pairs=pairs,
+                n_long=n_long, n_short=n_short)

@@ -35,6 +35,12 @@ def test_overhead_quick_writes_json(tmp_path):
             assert math.isfinite(competitors[entry]["wall_s"]), (name, entry)
         for entry in ("pyro_AutoNormal", "provi"):  # optional: measured or skipped
             assert entry in competitors, (name, entry)
+    provi_es = results["cases"]["eight_schools"]["competitors"]["provi"]
+    if "step_s" in provi_es:  # provi measured: the fresh-process walls and the paired ratio exist
+        for key in ("wall_s", "wall_auto_s", "wall_warm_cache_s"):
+            assert math.isfinite(provi_es[key]) and provi_es[key] > 0, key
+        paired = results["cases"]["eight_schools"]["paired_provi_over_hand"]
+        assert paired["pairs"] == 2 and 0 < paired["min"] <= paired["median"] <= paired["max"]
 
 
 def _estimators():
