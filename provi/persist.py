@@ -10,7 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "FORMAT"]
+
+# provi-fit/2: Gaussian scales are stored as logarithms (provi-fit/1 stored softplus inverses, which
+# would load into the same names with another meaning, so version 1 files are refused).
+FORMAT = "provi-fit/2"
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
@@ -33,12 +37,14 @@ def save(res, path) -> None:
     np.savez(path / "consts.npz", **_flat(res.consts))
     np.save(path / "losses.npy", np.asarray(res.losses))
     meta = {
-        "format": "provi-fit/1",
+        "format": FORMAT,
         "guide": _guide_spec(res.guide),
         "objective": repr(res.objective),
         "seed": res.seed,
         "stop": {"reason": res.stop.reason, "steps": res.stop.steps, "message": res.stop.message, "notes": res.stop.notes},
         "latent_sites": list(res.model.info.latent_names),
+        "correct": res.correct,  # the correction summary() applies by default (guide="auto")
+        "auto": None if res.auto is None else {"tried": list(res.auto["tried"]), "khat": float(res.auto["khat"])},
     }
     tmp = path / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
@@ -59,6 +65,9 @@ def load(path, model, *args, guide=None, **kwargs):
     """Load a fit saved by `FitResult.save` for `model(*args, **kwargs)`.
 
     Family guides are rebuilt from the saved metadata; for a NumPyro guide pass it as `guide=`.
+    The default correction (`correct`, PSIS where guide="auto" advised it) and auto's record come
+    back with it; estimator states (baselines) and the optimiser state do not: a loaded fit is for
+    results, a checkpoint (`provi.fit(checkpoint=...)`) for resuming.
     """
     from provi import guides as G
     from provi.core.model import inspect_model
@@ -69,6 +78,11 @@ def load(path, model, *args, guide=None, **kwargs):
 
     path = pathlib.Path(path)
     meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} holds a fit in format {meta.get('format')!r}; this provi reads {FORMAT!r} "
+            "(older versions stored Gaussian scales differently): fit the model again and save it"
+        )
     spec = meta["guide"]
     if guide is None:
         if spec["kind"] != "family":
@@ -94,4 +108,5 @@ def load(path, model, *args, guide=None, **kwargs):
         layout=layout,
         model=model_prog, guide=guide_prog, params=params, consts=consts, losses=np.load(path / "losses.npy"),
         args=args, kwargs=kwargs, objective=meta["objective"], stop=stop, state=None, seed=meta["seed"],
+        correct=meta.get("correct"), auto=meta.get("auto"),
     )

@@ -83,6 +83,24 @@ def test_save_and_load_round_trip(es, tmp_path):
     assert not list(tmp_path.rglob("*.pkl"))
 
 
+def test_save_and_load_keep_auto_correction(es, tmp_path):
+    import json
+
+    model, data = es
+    res = provi.fit(model, *data, progress=False)  # guide="auto": PSIS-corrected summaries here
+    assert res.correct == "psis"
+    res.save(tmp_path / "fit")
+    back = provi.load(tmp_path / "fit", model, *data)
+    assert back.correct == "psis" and back.auto == res.auto
+    a, b = res.summary(seed=2), back.summary(seed=2)
+    np.testing.assert_allclose(np.asarray(b["mean"], float), np.asarray(a["mean"], float), rtol=1e-5, atol=1e-6)
+    meta = tmp_path / "fit" / "meta.json"
+    old = dict(json.loads(meta.read_text()), format="provi-fit/1")  # softplus-era scales
+    meta.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="provi-fit/1"):
+        provi.load(tmp_path / "fit", model, *data)
+
+
 def features(x, y=None, scale=1.0):
     """factor, deterministic, a flat prior, a simplex, an ordered vector, lax.scan and kwargs."""
     w = numpyro.sample("w", dist.ImproperUniform(constraints.real, (), ()))
