@@ -9,7 +9,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from provi.core.laplace import NEWTON_MAX_DIM, curvature, lbfgs_mode, newton_decrement, newton_mode, value_grad_curvature
+from provi.core.laplace import NEWTON_MAX_DIM, converged, curvature, lbfgs_mode, newton_decrement, newton_mode, value_grad_curvature
 from provi.core.model import ModelInfo
 from provi.core.space import LatentSpace
 from provi.errors import ModelError
@@ -159,7 +159,7 @@ def _start_program(program: FamilyGuide, model: ModelProgram, layout, init: str,
             mode = search(model_params, data)
             log_density = float(mode.log_density)
             finite = bool(np.isfinite(log_density) and np.all(np.isfinite(mode.u)))
-            ok = finite and float(mode.grad_norm) < 1e-2 * (1.0 + abs(log_density))
+            ok = finite and converged(mode)
             if with_h:
                 # a stationary point in posterior-sd units: the Newton decrement is small (a raw
                 # gradient can stay large where float32 cannot resolve a strongly correlated optimum)

@@ -57,3 +57,28 @@ def test_newton_stops_at_a_start_that_is_not_finite():
 def test_newton_decrement_is_infinite_off_positive_definite():
     assert newton_decrement(-np.eye(2), np.ones(2)) == float("inf")
     np.testing.assert_allclose(newton_decrement(np.diag([4.0, 1.0]), np.array([2.0, 1.0])), 2.0)
+
+
+def test_lbfgs_start_above_newton_dimension_gives_the_exact_laplace_answer():
+    """Above `NEWTON_MAX_DIM` the mode comes from the compiled L-BFGS program and the curvature
+    there; on a conjugate Gaussian the Laplace approximation is the exact posterior."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    import provi
+    from provi.core.laplace import NEWTON_MAX_DIM
+
+    d = NEWTON_MAX_DIM + 50
+
+    def model(y):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([d]).to_event(1))
+        numpyro.sample("y", dist.Normal(z, 0.5).to_event(1), obs=y)
+
+    y = np.random.default_rng(0).normal(size=d).astype(np.float32)
+    res = provi.fit(model, y, guide="laplace", progress=False)
+    assert not res.stop.notes
+    n = 4000
+    z = res.sample(n, seed=0)["z"]
+    post_mean, post_sd = 0.8 * y, np.sqrt(0.2)
+    assert np.max(np.abs(z.mean(0) - post_mean)) < 5 * post_sd / np.sqrt(n)
+    np.testing.assert_allclose(z.std(0).mean(), post_sd, rtol=0.01)

@@ -43,9 +43,11 @@ def value_grad_curvature(log_density: Callable, u: jax.Array):
     return v, g, -0.5 * (h + h.T)
 
 
-def converged(mode: "Mode", tol: float = 1e-2) -> jax.Array:
-    """Whether a mode search ended at a stationary point (gradient small relative to the density)."""
-    return jnp.isfinite(mode.log_density) & (mode.grad_norm < tol * (1.0 + jnp.abs(mode.log_density)))
+def converged(mode: "Mode", tol: float = 1e-2) -> bool:
+    """Whether a mode search (host values) ended at a stationary point: the gradient is small
+    relative to the density."""
+    v = float(mode.log_density)
+    return bool(np.isfinite(v) and float(mode.grad_norm) < tol * (1.0 + abs(v)))
 
 
 def newton_decrement(h: np.ndarray, g: np.ndarray) -> float:
