@@ -19,6 +19,8 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.distributions.util import promote_shapes
 from numpyro.util import not_jax_tracer
 
+from provi.core import rand
+
 __all__ = ["OneHotCategorical", "RelaxedOneHotCategorical", "one_hot"]
 
 
@@ -132,7 +134,7 @@ class RelaxedOneHotCategorical(dist.Distribution):
 
     def sample(self, key, sample_shape=()):
         shape = tuple(sample_shape) + self.batch_shape + self.event_shape
-        g = jax.random.gumbel(key, shape, dtype=self.logits.dtype)
+        g = rand.gumbel(key, shape, dtype=self.logits.dtype)
         return jax.nn.softmax((self.logits + g) / jnp.expand_dims(self.temperature, -1), axis=-1)
 
     def log_prob(self, value):

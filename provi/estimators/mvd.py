@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
+from provi.core import rand
 from provi.core.model import base_distribution
 from provi.estimators.base import Estimator
 
@@ -42,8 +43,8 @@ def _legs(b, value, key):
         loc, scale = bc(b.loc), bc(b.scale)
         eps = (value - sg(loc)) / sg(scale)
         k1, k2 = jax.random.split(key)
-        r = jnp.sqrt(-2.0 * jnp.log(jax.random.uniform(k1, shape, minval=1e-30)))  # Rayleigh(1)
-        g = jax.random.normal(k2, (2,) + shape)
+        r = jnp.sqrt(-2.0 * jnp.log(rand.uniform(k1, shape, minval=1e-30)))  # Rayleigh(1)
+        g = rand.normal(k2, (2,) + shape)
         m = jnp.sign(eps) * jnp.sqrt(eps**2 + jnp.sum(g**2, 0))  # double-sided Maxwell, coupled to eps
         s_loc, s_scale = sg(loc), sg(scale)
         return [

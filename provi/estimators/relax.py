@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
+from provi.core import rand
 from provi.core.model import base_distribution
 from provi.distributions import OneHotCategorical
 from provi.estimators.base import Estimator
@@ -62,14 +63,14 @@ class GumbelSoftmax(Estimator):
         shape = jnp.shape(value)
         if isinstance(b, OneHotCategorical):
             logits = jnp.broadcast_to(b.logits, shape)
-            x = logits + jax.random.gumbel(jax.random.fold_in(key, 0x6B), shape, logits.dtype)
+            x = logits + rand.gumbel(jax.random.fold_in(key, 0x6B), shape, logits.dtype)
             soft = jax.nn.softmax(x / self.temperature, axis=-1)
             if self.straight_through:
                 hard = jax.nn.one_hot(jnp.argmax(x, axis=-1), shape[-1], dtype=soft.dtype)
                 return hard + (soft - sg(soft)), None
             return soft, None
         logits = jnp.broadcast_to(b.logits, shape)
-        u = jax.random.uniform(jax.random.fold_in(key, 0x6B), shape, minval=1e-7, maxval=1 - 1e-7)
+        u = rand.uniform(jax.random.fold_in(key, 0x6B), shape, minval=1e-7, maxval=1 - 1e-7)
         x = logits + jnp.log(u) - jnp.log1p(-u)
         soft = jax.nn.sigmoid(x / self.temperature)
         if self.straight_through:

@@ -10,6 +10,7 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
+from provi.core import rand
 from provi.core.model import base_distribution
 from provi.estimators.base import Estimator
 
@@ -89,7 +90,7 @@ def _gamma_rejection(key, alpha, boost: int):
     log_dh = jnp.log(3.0 * d / c) + 2.0 * jnp.log(v)
     score = dist.Gamma(a, 1.0).log_prob(h) + log_dh
     if boost:
-        u = jax.random.uniform(k2, (boost,) + jnp.shape(alpha), minval=jnp.finfo(jnp.result_type(float)).tiny)
+        u = rand.uniform(k2, (boost,) + jnp.shape(alpha), minval=jnp.finfo(jnp.result_type(float)).tiny)
         i = jnp.arange(boost, dtype=h.dtype).reshape((boost,) + (1,) * jnp.ndim(alpha))
         h = h * jnp.exp(jnp.sum(jnp.log(u) / (alpha + i), axis=0))
     return h, score

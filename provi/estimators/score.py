@@ -8,6 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from provi.core import rand
 from provi.core.model import base_distribution
 from provi.estimators.base import Estimator
 
@@ -108,7 +109,7 @@ class Learned(Baseline):
         layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = i == len(sizes) - 2  # the output layer starts at zero: b = m at first
-            w = jnp.zeros((a, b)) if last else jax.random.normal(jax.random.fold_in(key, i), (a, b)) / math.sqrt(a)
+            w = jnp.zeros((a, b)) if last else rand.normal(jax.random.fold_in(key, i), (a, b)) / math.sqrt(a)
             layers.append({"w": w, "b": jnp.zeros((b,))})
         zero = jnp.zeros(())
         return {"average": zero, "square": zero, "weight": zero, "layers": layers}

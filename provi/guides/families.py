@@ -19,6 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from provi.core import rand
 __all__ = ["Family", "Delta", "MeanField", "FullRank", "LowRank", "Laplace"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -90,7 +91,7 @@ class MeanField(Family):
 
     def sample(self, params, key, n):
         loc, log_scale = params["loc"], params["log_scale"]
-        eps = jax.random.normal(key, (n,) + loc.shape, loc.dtype)
+        eps = rand.normal(key, (n,) + loc.shape, loc.dtype)
         return loc + jnp.exp(log_scale) * eps, _std_normal_logpdf(eps) - jnp.sum(log_scale)
 
     def log_prob(self, params, v):
@@ -122,7 +123,7 @@ class _TrilNormal(Family):
 
     def sample(self, params, key, n):
         loc, raw = params["loc"], params["scale_tril"]
-        eps = jax.random.normal(key, (n,) + loc.shape, loc.dtype)
+        eps = rand.normal(key, (n,) + loc.shape, loc.dtype)
         return loc + eps @ _tril(raw).T, _std_normal_logpdf(eps) - _tril_logdet(raw)
 
     def log_prob(self, params, v):
@@ -154,14 +155,14 @@ class LowRank(Family):
 
     def init(self, key, dim, loc, scale):
         r = min(self.rank, dim)
-        w = 0.01 * jax.random.normal(key, (dim, r), loc.dtype)
+        w = 0.01 * rand.normal(key, (dim, r), loc.dtype)
         return {"loc": loc, "cov_factor": w, "log_scale": jnp.log(scale)}
 
     def sample(self, params, key, n):
         loc, w, d = params["loc"], params["cov_factor"], jnp.exp(params["log_scale"])
         k1, k2 = jax.random.split(key)
-        e1 = jax.random.normal(k1, (n, w.shape[1]), loc.dtype)
-        e2 = jax.random.normal(k2, (n,) + loc.shape, loc.dtype)
+        e1 = rand.normal(k1, (n, w.shape[1]), loc.dtype)
+        e2 = rand.normal(k2, (n,) + loc.shape, loc.dtype)
         v = loc + e1 @ w.T + d * e2
         return v, self.log_prob(params, v)
 

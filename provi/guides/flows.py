@@ -27,6 +27,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from provi.core import rand
 from provi.core.batching import vmap_or_call
 from provi.guides.families import Family, _positive, _std_normal_logpdf, _unpositive
 
@@ -44,7 +45,7 @@ def _mlp_init(key, sizes: list[int], dtype) -> dict:
     keys = jax.random.split(key, len(sizes) - 1)
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         last = i == len(sizes) - 2
-        w = jnp.zeros((a, b), dtype) if last else jax.random.normal(keys[i], (a, b), dtype) / math.sqrt(max(a, 1))
+        w = jnp.zeros((a, b), dtype) if last else rand.normal(keys[i], (a, b), dtype) / math.sqrt(max(a, 1))
         ws.append(w)
         bs.append(jnp.zeros((b,), dtype))
     return {"w": ws, "b": bs}
@@ -111,7 +112,7 @@ class Flow(Family):
 
     def sample(self, params, key, n):
         loc = params["loc"]
-        eps = jax.random.normal(key, (n,) + loc.shape, loc.dtype)
+        eps = rand.normal(key, (n,) + loc.shape, loc.dtype)
         v, ld = vmap_or_call(lambda e: self.forward(params, e))(eps)
         return v, _std_normal_logpdf(eps) - ld
 
@@ -298,7 +299,7 @@ class Planar(Flow):
     layers: int = 8
 
     def _layer_init(self, key, dim, i, dtype):
-        w = 0.1 * jax.random.normal(key, (dim,), dtype)
+        w = 0.1 * rand.normal(key, (dim,), dtype)
         return {"u": jnp.zeros((dim,), dtype), "w": w, "b": jnp.zeros((), dtype)}
 
     @staticmethod
@@ -340,7 +341,7 @@ class Radial(Flow):
 
     def _layer_init(self, key, dim, i, dtype):
         alpha = jnp.ones((), dtype)
-        return {"x0": 0.1 * jax.random.normal(key, (dim,), dtype), "alpha": _unpositive(alpha), "beta": _unpositive(alpha)}
+        return {"x0": 0.1 * rand.normal(key, (dim,), dtype), "alpha": _unpositive(alpha), "beta": _unpositive(alpha)}
 
     @staticmethod
     def _ab(p):

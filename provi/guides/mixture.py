@@ -16,6 +16,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from provi.core import rand
 from provi.guides.families import Family, _std_normal_logpdf, _tril, _tril_logdet
 
 __all__ = ["GaussianMixture"]
@@ -30,7 +31,7 @@ class GaussianMixture(Family):
 
     def init(self, key, dim, loc, scale):
         k = self.components
-        offsets = self.spread * scale * jax.random.normal(key, (k, dim), loc.dtype)
+        offsets = self.spread * scale * rand.normal(key, (k, dim), loc.dtype)
         tril = jnp.broadcast_to(jnp.diag(jnp.log(scale)), (k, dim, dim))
         return {"loc": loc + offsets, "scale_tril": tril}
 
@@ -39,7 +40,7 @@ class GaussianMixture(Family):
         k = loc.shape[0]
         k1, k2 = jax.random.split(key)
         comp = (jnp.arange(n) + jax.random.randint(k1, (), 0, k)) % k
-        eps = jax.random.normal(k2, (n, loc.shape[1]), loc.dtype)
+        eps = rand.normal(k2, (n, loc.shape[1]), loc.dtype)
         v = loc[comp] + jnp.einsum("nij,nj->ni", L[comp], eps)
         return v, self.log_prob(params, v)
 
