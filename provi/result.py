@@ -194,9 +194,14 @@ class FitResult:
 
     def diagnostics(self, n: int = 20_000, seed: int | None = None):
         """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence
-        and the estimators used, with verdicts in words."""
+        and the estimators used, with verdicts in words. For a `guide="auto"` fit, the default `n`
+        and `seed` judge the very draws its pipeline judged, so the k-hat here is the one in its notes
+        (k-hat varies from one set of draws to the next, most near 0.7)."""
+        from provi.auto import KHAT_DRAWS
         from provi.diagnostics import diagnose
 
+        if seed is None and n == KHAT_DRAWS and self.auto is not None:
+            seed = self.seed  # fit_auto's k-hat draws: res.draws(KHAT_DRAWS, seed)
         return diagnose(self, n, seed)
 
     # --- persistence -------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import pytest
 
 import provi
 from provi.auto import path_elbo
@@ -50,6 +51,9 @@ def test_eight_schools_default_is_quick_and_accurate():
     res = provi.fit(noncentered, Y, SIGMA, progress=False)
     assert res.stop.reason in ("converged", "steps")
     assert np.isfinite(res.auto["khat"]) and res.auto["khat"] < 0.7
+    d = res.diagnostics()  # the draws auto judged: the report and the notes give the same k-hat
+    assert d.khat == pytest.approx(res.auto["khat"], rel=1e-6)
+    assert f"k-hat {res.auto['khat']:.2f}" in res.stop.notes[-1]
     s = res.summary(2000)
     assert abs(s.loc["mu", "mean"] - 4.4) < 0.6  # reference mean 4.39, sd 3.3
     assert 2.0 < s.loc["tau", "mean"] < 5.0  # reference 3.6
@@ -103,9 +107,6 @@ with warnings.catch_warnings():
 print("REASON", res.stop.reason)
 print(str(res.diagnostics()))
 """
-
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.slow
