@@ -116,8 +116,9 @@ def run_once(fn):
     compiled = {}
 
     def call(*args):
-        sig = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), args)
-        key = str(sig)
+        from provi.loop import signature
+
+        key = signature(args)
         if key not in compiled:
             lowered = jax.jit(fn).lower(*args)
             compiled[key] = lowered.compile(
@@ -230,8 +231,7 @@ def family_shapes(program: FamilyGuide, model_params, optimizer, key):
     from provi.loop import FitState
 
     d = program.space.dim
-    P = np.eye(d) if isinstance(program.family, DENSE_WHITENING) else np.ones((d,))
-    consts = jax.eval_shape(lambda: program.consts(np.zeros((d,)), P))
+    consts = jax.eval_shape(lambda: program.consts(np.zeros((d,)), _identity_whitening(program)))
     guide = jax.eval_shape(program.init_params, jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct((d,), jnp.result_type(float)))
     params = {"model": model_params, "guide": guide}
     shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
@@ -263,12 +263,16 @@ def initialise_family(program: FamilyGuide, model: ModelProgram, model_params, d
         raise ValueError(f"unknown init {init!r}: use 'map', 'prior', 'zero' or a dict of site values")
     run, with_h = _start_program(program, model, layout, kind, optimizer)
     params, opt_state, u, h, report = jax.device_get(run(key, model_params, data, u_given))
-    tril = isinstance(program.family, DENSE_WHITENING)
-    d = space.dim
-    P = np.eye(d) if tril else np.ones((d,))
+    P = _identity_whitening(program)
     if with_h and report["h_ok"]:
-        P, report["min_eig"] = whitening(h, tril)
-    return params, program.consts(u, P), opt_state, _notes(report, with_h, d)
+        P, report["min_eig"] = whitening(h, tril=P.ndim == 2)
+    return params, program.consts(u, P), opt_state, _notes(report, with_h, space.dim)
+
+
+def _identity_whitening(program: FamilyGuide) -> np.ndarray:
+    """The preconditioner P = I in the family's form: a matrix for dense whitening, else a vector."""
+    d = program.space.dim
+    return np.eye(d) if isinstance(program.family, DENSE_WHITENING) else np.ones((d,))
 
 
 def _notes(r: dict, with_h: bool, d: int) -> list[str]:

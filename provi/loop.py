@@ -25,7 +25,7 @@ from provi.core.vocab import BoundGuide, BoundModel, KeyStream, Objective
 from provi.estimators import combine, update_state
 from provi.estimators.branch import Branching, BranchState
 
-__all__ = ["FitState", "Runner", "cached", "split_data", "join_data"]
+__all__ = ["FitState", "Runner", "cached", "signature", "split_data", "join_data"]
 
 
 class FitState(NamedTuple):
@@ -123,7 +123,7 @@ class Runner:
         with the caller's next steps since the compiler releases the GIL.
         """
         args = (state, consts, data, np.int32(0))
-        sig = _signature(args)
+        sig = signature(args)
         if sig not in self._compiled:
             lowered = self.jit.lower(*args)
             self._compiled[sig] = _compiler().submit(lowered.compile)
@@ -131,7 +131,7 @@ class Runner:
     def run(self, state: FitState, consts, data, n: int):
         """Run a chunk of up to `n` steps: `(state, losses, iterate_sum, steps_run, first_bad_step)`."""
         args = (state, consts, data, np.int32(n))
-        ready = self._compiled.get(_signature(args))
+        ready = self._compiled.get(signature(args))
         return ready.result()(*args) if ready is not None else self.jit(*args)
 
     def _chunk(self, state: FitState, consts, data, n):
@@ -168,8 +168,9 @@ class Runner:
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
-def _signature(args) -> tuple:
-    """What a compiled chunk is specialised to: the tree, and each leaf's shape, dtype and device count."""
+def signature(args) -> tuple:
+    """What a program compiled ahead for `args` is specialised to: the tree, and each leaf's shape,
+    dtype and device count (a hashable key)."""
     leaves, treedef = jax.tree.flatten(args)
 
     def devices(x):

@@ -46,8 +46,11 @@ def value_grad_curvature(log_density: Callable, u: jax.Array):
 def converged(mode: "Mode", tol: float = 1e-2) -> bool:
     """Whether a mode search (host values) ended at a stationary point: the gradient is small
     relative to the density."""
-    v = float(mode.log_density)
-    return bool(np.isfinite(v) and float(mode.grad_norm) < tol * (1.0 + abs(v)))
+    return _stationary(float(mode.grad_norm), float(mode.log_density), tol)
+
+
+def _stationary(grad_norm: float, v: float, tol: float) -> bool:
+    return bool(np.isfinite(v) and grad_norm < tol * (1.0 + abs(v)))
 
 
 def newton_decrement(h: np.ndarray, g: np.ndarray) -> float:
@@ -71,7 +74,7 @@ def _converged(g, v, tol):
 def newton_mode(vgh: Callable, u0: np.ndarray, max_iter: int = 200, tol: float = 1e-5) -> Mode:
     """Maximise a log density by damped Newton steps (Levenberg-Marquardt), driven from the host.
 
-    `vgh(u) -> (log density, gradient, negative Hessian)` is one compiled evaluation (see
+    `vgh(u) -> (log density, gradient, symmetric negative Hessian)` is one compiled evaluation (see
     `value_grad_curvature`); the steps are solved in float64 with NumPy. A trial point is kept only
     if it raises the density to a finite value with finite derivatives; the damping shrinks after a
     kept step and grows after a rejected one or while the damped curvature is not positive
@@ -87,10 +90,10 @@ def newton_mode(vgh: Callable, u0: np.ndarray, max_iter: int = 200, tol: float =
         vn, gn, hn = (np.asarray(x, np.float64) for x in jax.device_get(vgh(trial)))
         ok = bool(np.isfinite(vn) and vn >= v and np.all(np.isfinite(gn)) and np.all(np.isfinite(hn)))
         if ok:
-            u, v, g, h, lam = trial, float(vn), gn, 0.5 * (hn + hn.T), max(lam * 0.2, 1e-8)
+            u, v, g, h, lam = trial, float(vn), gn, hn, max(lam * 0.2, 1e-8)
         else:
             lam *= 10.0
-        if (it == 1 and not ok) or np.max(np.abs(g), initial=0.0) < tol * (1.0 + abs(v)):
+        if (it == 1 and not ok) or _stationary(np.max(np.abs(g), initial=0.0), v, tol):
             break
         step = None
         while step is None and lam <= 1e12:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from provi.core import rand
+
 __all__ = ["Family", "Delta", "MeanField", "FullRank", "LowRank", "Laplace"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -31,7 +32,6 @@ def _positive(raw):
 
 def _unpositive(x):
     return x + jnp.log(-jnp.expm1(-x))  # inverse of softplus
-
 
 
 def _std_normal_logpdf(eps):
