@@ -1,7 +1,9 @@
 """Fast checks of the posteriordb NumPyro models, loaders and reference mappings (no MCMC)."""
 
 import functools
+import pathlib
 import re
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,8 @@ from numpyro import handlers
 from numpyro.infer import Predictive, init_to_uniform
 from numpyro.infer.util import log_density
 
-from provi.examples.posteriordb import POSTERIORS, posteriordb_root
+from provi.examples import posteriordb as pdb_module
+from provi.examples.posteriordb import PACKAGED_ROOT, POSTERIORS, posteriordb_root
 from provi.examples.posteriordb import load as _load
 
 
@@ -70,13 +73,54 @@ def test_posteriors_follow_readme_table():
     assert all((posteriordb_root() / name / "model.stan").is_file() for name in POSTERIORS)
 
 
+SHIPPED = ("data.json", "reference_summary.json", "info.json", "model.stan", "draws.json.gz")
+
+
+def test_root_defaults_to_packaged_copy(monkeypatch, tmp_path):
+    """Without $PROVI_POSTERIORDB the copy shipped inside the package is read, whatever the
+    working directory (no search for a folder beside the checkout)."""
+    monkeypatch.delenv("PROVI_POSTERIORDB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    packaged = pathlib.Path(pdb_module.__file__).resolve().parent / "posteriordb_data"
+    assert PACKAGED_ROOT == packaged
+    assert posteriordb_root() == packaged
+    assert load(POSTERIORS[0]).path == packaged / POSTERIORS[0]
+    for name in POSTERIORS:
+        assert all((packaged / name / f).is_file() for f in SHIPPED), name
+
+
+def test_packaged_copy_keeps_its_notice():
+    readme = (PACKAGED_ROOT / "README.md").read_text()
+    license_ = (PACKAGED_ROOT / "LICENSE").read_text()
+    assert "28f8d3d6e975315f42aa274a8399f21e07a43b30" in readme
+    assert "github.com/stan-dev/posteriordb" in readme
+    assert "BSD 3-Clause" in license_
+    assert "Copyright (c) 2011-2024, Stan Developers and their Assignees" in license_
+
+
 def test_root_from_env_var(monkeypatch, tmp_path):
-    root = posteriordb_root()
-    monkeypatch.setenv("PROVI_POSTERIORDB", str(root))
-    assert posteriordb_root() == root
+    """$PROVI_POSTERIORDB overrides the packaged copy; a folder without draws loads, and asking
+    it for draws names the missing file and the fix."""
+    name = POSTERIORS[2]
+    (tmp_path / name).mkdir()
+    for f in SHIPPED[:-1]:  # no draws.json.gz
+        shutil.copy(PACKAGED_ROOT / name / f, tmp_path / name / f)
+    monkeypatch.setenv("PROVI_POSTERIORDB", str(tmp_path))
+    assert posteriordb_root() == tmp_path
+    p = _load(name)
+    assert p.path == tmp_path / name
+    assert p.reference_summary() == load(name).reference_summary()
+    with pytest.raises(FileNotFoundError, match="PROVI_POSTERIORDB") as err:
+        p.reference_draws()
+    assert str(tmp_path / name / "draws.json.gz") in str(err.value)
+
+
+def test_bad_env_var_raises(monkeypatch, tmp_path):
     monkeypatch.setenv("PROVI_POSTERIORDB", str(tmp_path / "missing"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="PROVI_POSTERIORDB"):
         posteriordb_root()
+    with pytest.raises(FileNotFoundError):
+        _load(POSTERIORS[0])
 
 
 def test_unknown_name_raises():

@@ -1,8 +1,10 @@
 """posteriordb reference posteriors as ordinary NumPyro models.
 
 Each model below is a NumPyro transcription, written for provi, of the Stan program in
-``shared/posteriordb/<name>/model.stan``; the data, reference summaries and reference draws are
-read from that folder (posteriordb, BSD 3-Clause, see its README.md).
+``<root>/<name>/model.stan``; the data, reference summaries and reference draws are read from
+``<root>/<name>/``. ``<root>`` (:func:`posteriordb_root`) is ``$PROVI_POSTERIORDB`` when set,
+else the copy shipped with provi as package data, ``provi/examples/posteriordb_data/``
+(posteriordb, BSD 3-Clause: see the README.md and LICENSE there, which also say what was copied).
 
 Conventions: data are float32 ``jnp`` arrays passed positionally, observed data last (``None``
 samples it); Stan's transformed data are computed in :func:`load`; sample sites carry Stan's
@@ -165,25 +167,19 @@ _SPECS = {
 _STAT_NAMES = {"q05": "q5", "5%": "q5", "50%": "q50", "median": "q50", "95%": "q95"}
 
 
+PACKAGED_ROOT = pathlib.Path(__file__).resolve().parent / "posteriordb_data"
+
+
 def posteriordb_root() -> pathlib.Path:
-    """The posteriordb folder: ``$PROVI_POSTERIORDB``, else the first ``shared/posteriordb``
-    found walking up from this file or from the working directory."""
+    """The posteriordb folder: ``$PROVI_POSTERIORDB`` when set (it must be a directory), else
+    :data:`PACKAGED_ROOT`, the copy shipped with provi."""
     env = os.environ.get("PROVI_POSTERIORDB")
     if env:
         root = pathlib.Path(env).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"PROVI_POSTERIORDB={env!r} is not a directory")
         return root
-    starts = (pathlib.Path(__file__).resolve().parent, pathlib.Path.cwd().resolve())
-    for start in starts:
-        for base in (start, *start.parents):
-            root = base / "shared" / "posteriordb"
-            if root.is_dir():
-                return root
-    raise FileNotFoundError(
-        "posteriordb folder not found: set PROVI_POSTERIORDB, or put it at shared/posteriordb "
-        f"in or above {starts[0]} or {starts[1]}"
-    )
+    return PACKAGED_ROOT
 
 
 def _flatten(site: str, a) -> dict[str, np.ndarray]:
@@ -229,8 +225,17 @@ class Posterior:
         }
 
     def reference_draws(self) -> dict[str, np.ndarray]:
-        """``{flat: (10000,)}`` from draws.json.gz, chains concatenated in file order."""
-        with gzip.open(self.path / "draws.json.gz", "rt") as f:
+        """``{flat: (10000,)}`` from draws.json.gz, chains concatenated in file order.
+
+        Raises FileNotFoundError, saying so, where the folder has no draws (a copy that left them
+        out; the packaged copy has every posterior's draws)."""
+        path = self.path / "draws.json.gz"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"reference draws not found: {path} does not exist in this posteriordb copy; "
+                f"set PROVI_POSTERIORDB to a full posteriordb copy with {self.name}/draws.json.gz"
+            )
+        with gzip.open(path, "rt") as f:
             chains = json.load(f)
         return {q: np.concatenate([np.asarray(c[q], dtype=np.float64) for c in chains])
                 for q in chains[0]}
