@@ -42,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import provi  # noqa: E402
-from provi.build import make_guide  # noqa: E402
+from provi.programs import make_guide  # noqa: E402
 from provi.core.model import inspect_model  # noqa: E402
 from provi.estimators import init_states  # noqa: E402
-from provi.guides.program import ModelProgram  # noqa: E402
-from provi.loop import make_loss, split_data  # noqa: E402
+from provi.programs import ModelProgram  # noqa: E402
+from provi.engine.layout import split_data
+from provi.engine.loss import make_loss  # noqa: E402
 from _timing import block, steady_step  # noqa: E402
 
 

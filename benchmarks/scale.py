@@ -11,7 +11,7 @@ data generation, a first epoch (compilation included), then a second, timed epoc
   inspection, the start on one minibatch, the compiled loop; its compiled programs are cached).
 - NumPyro: `SVI.init` and one jitted `lax.fori_loop` over `svi.update` for an epoch (what
   `SVI.run(progress_bar=False)` compiles), run twice; the second run is timed.
-Also: provi with data streamed from a host loader (`batches=provi.data.Batches(...)`), and provi
+Also: provi with data streamed from a host loader (`batches=provi.Batches(...)`), and provi
 on 1, 2 and 4 devices (`devices=`; on CPU the devices are forced with XLA_FLAGS).
 
     python benchmarks/scale.py                # everything, writes benchmarks/results/scale.json
@@ -99,7 +99,7 @@ def run_one(cfg: dict) -> dict:
 
         if cfg.get("stream"):
             def go():
-                return provi.fit(model, n=n, batches=provi.data.Batches(x, g, y, batch_size=B), guide="meanfield",
+                return provi.fit(model, n=n, batches=provi.Batches(x, g, y, batch_size=B), guide="meanfield",
                                  steps=steps, seed=0, progress=False, devices=cfg.get("devices"))
         else:
             xj, gj, yj = jnp.asarray(x), jnp.asarray(g), jnp.asarray(y)

@@ -180,7 +180,6 @@ def main():
     from vae import run as vae_run
     from vae_common import load_digits
 
-    import provi.collapse  # noqa: F401
 
     x, _, _, _ = load_digits(0)
     steps = args.steps or (500 if args.quick else 2000)

@@ -77,7 +77,7 @@ def run(quick: bool = False, seed: int = 0) -> dict:
     z = jnp.asarray(Z_OBS)
     for name, (guide, objective) in runs.items():
         res = provi.fit(cone, z, guide=guide, objective=objective, optimizer=optax.adam(lr), steps=steps, seed=seed, progress=False)
-        table[name] = provi.objectives.evaluate(res, objective, n=n_eval, seed=seed + 1)
+        table[name] = res.evaluate(objective, n=n_eval, seed=seed + 1)
     return table
 
 

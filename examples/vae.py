@@ -31,7 +31,7 @@ def run(steps: int, k_train: int, k_eval: int, batch: int = 128, seed: int = 0, 
         out[f"{name}_train_seconds"] = secs
         out[f"{name}_final_loss_per_example"] = float(res.final_loss / x_train.shape[0])
         if name == "elbo":
-            out["elbo_active_units"] = provi.collapse.posterior_collapse(res).active_units
+            out["elbo_active_units"] = res.posterior_collapse().active_units
     out["iwae_minus_elbo_nats"] = out["iwae_trained_test_ll"] - out["elbo_trained_test_ll"]
     return out
 
@@ -46,6 +46,5 @@ def main():
 
 
 if __name__ == "__main__":
-    import provi.collapse  # noqa: F401
 
     main()

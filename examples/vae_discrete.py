@@ -34,7 +34,7 @@ import numpyro.distributions as dist  # noqa: E402
 
 import provi  # noqa: E402
 from provi.distributions import OneHotCategorical  # noqa: E402
-from provi.core.vocab import BoundModel, KeyStream  # noqa: E402
+from provi.core.bound import BoundModel, KeyStream  # noqa: E402
 from vae_common import emit, heldout_ll, load_digits, mlp, parser, train  # noqa: E402
 
 K = 10

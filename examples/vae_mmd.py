@@ -21,7 +21,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import provi  # noqa: E402
-import provi.collapse  # noqa: E402,F401
 from provi.nn import pointwise_density  # noqa: E402
 from vae_common import emit, gaussian_vae, heldout_ll, load_digits, parser, train  # noqa: E402
 

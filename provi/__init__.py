@@ -1,7 +1,24 @@
-"""provi: programmable variational inference for NumPyro models."""
+"""provi: programmable variational inference for NumPyro models.
+
+The package is built in floors; a module imports only from a lower floor or its own folder (an
+import-linter contract in `pyproject.toml` keeps it so):
+
+1. `errors`, `defaults`, `persist`, `examples`
+2. `core` (NumPyro plumbing, the program interface, the objective vocabulary)
+3. `distributions`; then `guides` | `estimators` | `objectives` (siblings)
+4. `programs` (the concrete model and guide programs)
+5. `engine` (loss, the public step API, start, compiled loop, driver, checkpoints, sharding)
+6. `diagnostics` (PSIS, verdicts, collapse, evaluation)
+7. `result` | `nn`
+8. `auto`
+9. `fit`
+10. `report`, then `cli`
+"""
 
 from provi import distributions, estimators, guides, nn, objectives
-from provi.core.vocab import Objective, claim_scores, particle_mean, density, detach, kl, objective, replace_grad, sim, split_auxiliary, with_observed
+from provi.core.objective import Objective, objective
+from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, replace_grad, sim, split_auxiliary, with_observed
+from provi.engine import Batches, Setup, StepInfo, VIState, setup
 from provi.fit import fit
 from provi.objectives import (
     CIWAE,
@@ -21,13 +38,17 @@ from provi.objectives import (
     Renyi,
     log_mean_exp,
 )
-from provi.persist import load
-from provi.result import FitResult
+from provi.result import FitResult, load
 
 __version__ = "0.1.0"
 
 __all__ = [
     "fit",
+    "setup",
+    "Setup",
+    "VIState",
+    "StepInfo",
+    "Batches",
     "FitResult",
     "load",
     "sim",

@@ -4,11 +4,12 @@ The pipeline, for a model with D unconstrained dimensions:
 
 1. **Start at the Laplace approximation.** The mode of the unconstrained log density (Newton, or
    L-BFGS in high dimension) and the curvature there whiten the space, which fixes scale and
-   correlation before any stochastic step (`provi.build.initialise_family`). A density with no
+   correlation before any stochastic step (`provi.engine.start`). A density with no
    mode (a funnel) falls back to an unwhitened start, with a note.
 2. **Fit the Gaussian the dimension affords**: full-rank up to 200 dimensions, low-rank (10) up to
-   5,000, mean-field above, by the objective with early stopping on loss convergence.
-3. **Check it with PSIS** (Pareto k-hat on 4,000 draws). k-hat < 0.7: done; PSIS-corrected
+   5,000, mean-field above (`provi.defaults`), by the objective with early stopping on loss
+   convergence.
+3. **Check it with PSIS** (Pareto k-hat on `provi.defaults.KHAT_DRAWS` = 20,000 draws). k-hat < 0.7: done; PSIS-corrected
    moments are reliable there (Vehtari et al. 2024), and they remove what the Gaussian misses.
 4. **Otherwise (the Gaussian is poor), up to 200 dimensions, fit a flow** (RealNVP, path-gradient
    ELBO, early stopping) in the space whitened by the fitted Gaussian, so the flow starts *as*
@@ -27,19 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_GOOD, KHAT_OK
+from provi.diagnostics import psis
+from provi.engine.step import check_objective, default_optimizer
+from provi.guides import FullRank, RealNVP
+from provi.guides.families import tril_factor
 from provi.objectives import STL
-from provi.guides.families import FullRank, _tril
-from provi.guides.flows import RealNVP
-from provi.guides.program import FamilyGuide
+from provi.programs import FamilyGuide
 
-__all__ = ["fit_auto", "path_elbo", "FLOW_MAX_DIM", "GOOD_KHAT", "OK_KHAT"]
-
-FLOW_MAX_DIM = 200
-GOOD_KHAT = 0.5
-OK_KHAT = 0.7
-FLOW_LEARNING_RATE = 3e-3
-FLOW_MAX_STEPS = 8000
-KHAT_DRAWS = 20_000  # k-hat from fewer draws is unstable near 0.5-0.7 (see provi.diagnostics)
+__all__ = ["fit_auto", "path_elbo"]
 
 
 path_elbo = STL  # the path-derivative ("sticking the landing") ELBO, used for the flow stage
@@ -49,39 +46,35 @@ def _flow_family(dim: int):
     return RealNVP(layers=4, hidden=max(16, min(64, 2 * dim)))
 
 
-def fit_auto(fit_family, model, args, kwargs, *, steps, seed, progress, early_stop, init, objective, optimizer, average):
-    """Run the auto pipeline; `fit_family(guide, objective, optimizer, steps, start, early=None)` runs one family fit
-    (`start=None`: the Laplace start; else `(params, consts)` to start from)."""
-    from provi.diagnostics import psis
-    from provi.fit import default_optimizer
-
-    from provi.objectives import ELBO
-
-    first = fit_family("auto", ELBO() if objective is None else objective, optimizer, steps, None)
+def fit_auto(fit_family, *, steps, seed, objective, optimizer):
+    """Run the auto pipeline; `fit_family(guide, objective, optimizer, steps, start, early=None)` runs
+    one family fit and returns its `FitResult` (`start=None`: the Laplace start; else
+    `(program, params, consts)` to start from)."""
+    first = fit_family("auto", check_objective(objective), optimizer, steps, None)
     notes = first.stop.notes
     family = first.guide.family
-    k1 = _khat(first, seed, psis)
+    k1 = _khat(first, seed)
     best, k_best, tried = first, k1, [f"{type(family).__name__} (k-hat {k1:.2f})"]
     dim = first.guide.space.dim
-    if (not np.isfinite(k1) or k1 >= OK_KHAT) and isinstance(family, FullRank) and dim <= FLOW_MAX_DIM:
+    if (not np.isfinite(k1) or k1 >= KHAT_OK) and isinstance(family, FullRank) and dim <= FLOW_MAX_DIM:
         flow = _flow_family(dim)
         start = _flow_start(first, flow, seed)
         if start is not None:
             opt = default_optimizer(FLOW_LEARNING_RATE) if optimizer is None else optimizer
             second = fit_family(flow, path_elbo if objective is None else objective, opt, steps or FLOW_MAX_STEPS, start,
                                 early=steps is None)
-            k2 = _khat(second, seed, psis)
+            k2 = _khat(second, seed)
             tried.append(f"RealNVP flow from the fitted Gaussian (k-hat {k2:.2f})")
             if np.isfinite(k2) and (not np.isfinite(k1) or k2 < k1):
                 best, k_best = second, k2
             best.stop.seconds = first.stop.seconds + second.stop.seconds
     best.stop.notes = list(notes) + _verdict_notes(k_best, tried, dim)
-    best.correct = "psis" if (np.isfinite(k_best) and k_best < OK_KHAT) else None
+    best.correct = "psis" if (np.isfinite(k_best) and k_best < KHAT_OK) else None
     best.auto = {"tried": tried, "khat": k_best}
     return best
 
 
-def _khat(res, seed, psis) -> float:
+def _khat(res, seed) -> float:
     z, log_q = res.draws(KHAT_DRAWS, seed)
     log_w = np.asarray(res.log_weights(z, log_q))
     if not np.all(np.isfinite(log_w)):
@@ -93,7 +86,7 @@ def _flow_start(res, flow, seed):
     """The flow's parameters at the identity and the space whitened by the fitted full-rank normal."""
     program = res.guide
     params = res.params["guide"]
-    L = _tril(params["scale_tril"])
+    L = tril_factor(params["scale_tril"])
     if not bool(jnp.all(jnp.isfinite(L))) or not bool(jnp.all(jnp.isfinite(params["loc"]))):
         return None
     c = res.consts
@@ -107,16 +100,16 @@ def _flow_start(res, flow, seed):
 
 def _verdict_notes(k: float, tried: list[str], dim: int) -> list[str]:
     head = "auto: tried " + "; ".join(tried) + "."
-    if np.isfinite(k) and k < GOOD_KHAT:
-        return [head + f" k-hat {k:.2f} < 0.5: the fit is close to the posterior; summary() reports PSIS-corrected moments."]
-    if np.isfinite(k) and k < OK_KHAT:
+    if np.isfinite(k) and k < KHAT_GOOD:
+        return [head + f" k-hat {k:.2f} < {KHAT_GOOD}: the fit is close to the posterior; summary() reports PSIS-corrected moments."]
+    if np.isfinite(k) and k < KHAT_OK:
         return [
-            head + f" k-hat {k:.2f} is in [0.5, 0.7): plain moments may be somewhat off; summary() gives "
+            head + f" k-hat {k:.2f} is in [{KHAT_GOOD}, {KHAT_OK}): plain moments may be somewhat off; summary() gives "
             "PSIS-corrected moments and res.sample(n, correct='psis') importance-resampled draws."
         ]
     more = "" if dim <= FLOW_MAX_DIM else f" (no flow was tried above {FLOW_MAX_DIM} dimensions)"
     return [
-        head + f" k-hat {k:.2f} >= 0.7: no family tried{more} fits this posterior well; do not trust the "
+        head + f" k-hat {k:.2f} >= {KHAT_OK}: no family tried{more} fits this posterior well; do not trust the "
         "answers. This is typical of a funnel (reparameterise the model: non-centered hierarchies), "
         "multimodality, or heavy tails; try guide=provi.guides.NeuralSplineFlow() or IAF() with more "
         "steps, or float64 (jax.config.update('jax_enable_x64', True)) if values overflow."

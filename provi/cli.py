@@ -1,4 +1,4 @@
-"""The command line: `provi fit [MODEL.py[:function]] --data DATA.json [options]`."""
+"""The command line (floor 10): `provi fit [MODEL.py[:function]] --data DATA.json [options]`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import importlib.util
 import json
 import pathlib
 import sys
+
+import numpy as np
+
+from provi.examples import eight_schools
+from provi.fit import fit
+from provi.programs import GUIDES
+from provi.report import write_outputs
 
 __all__ = ["main", "load_model", "load_data"]
 
@@ -23,15 +30,14 @@ def load_model(spec: str):
     module = importlib.util.module_from_spec(spec_)
     sys.modules[module_name] = module
     spec_.loader.exec_module(module)
-    if not hasattr(module, name) or not callable(getattr(module, name)):
+    fn = vars(module).get(name)
+    if not callable(fn):
         raise SystemExit(f"provi: {path} has no function {name!r}; name it as {path}:FUNCTION")
-    return getattr(module, name)
+    return fn
 
 
 def load_data(path: str | None) -> dict:
     """Keyword arguments for the model from a JSON object: lists become arrays, integers stay ints."""
-    import numpy as np
-
     if path is None:
         return {}
     raw = json.loads(pathlib.Path(path).read_text())
@@ -53,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit a model and write a summary, InferenceData, plots and a report")
     f.add_argument("model", nargs="?", help="MODEL.py[:function]; omitted: the built-in eight schools example")
     f.add_argument("--data", help="JSON object of the model's keyword arguments")
-    f.add_argument("--guide", default="auto", help="auto, delta, meanfield, fullrank, lowrank, laplace")
+    f.add_argument("--guide", default="auto", help="the guide: " + ", ".join(("auto", *GUIDES)))
     f.add_argument("--steps", type=int, default=None, help="most optimisation steps (default: until converged)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default="provi-out", help="output directory (default: provi-out)")
@@ -63,20 +69,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    import provi
-    from provi.report import write_outputs
-
     if args.model is None:
-        from provi.examples import eight_schools
-
         model, data, title = eight_schools.model, dict(eight_schools.DATA), "Eight schools (built-in example)"
         if args.data:
             data = load_data(args.data)
     else:
         model, data, title = load_model(args.model), load_data(args.data), f"provi fit of {args.model}"
-    res = provi.fit(model, guide=args.guide, steps=args.steps, seed=args.seed, progress=not args.no_progress, **data)
+    res = fit(model, guide=args.guide, steps=args.steps, seed=args.seed, progress=not args.no_progress, **data)
     outputs = write_outputs(res, args.out, title=title)
-    import pandas as pd
+    import pandas as pd  # heavy: imported when first needed
 
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         print(outputs["summary"].round(3).to_string())

@@ -15,7 +15,3 @@ class EstimatorError(ProviError, ValueError):
 
 class ObjectiveError(ProviError, ValueError):
     """An objective returned something other than a finite scalar."""
-
-
-class NonFiniteError(ProviError, FloatingPointError):
-    """The loss or a gradient became NaN or infinite during a fit."""

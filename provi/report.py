@@ -1,4 +1,4 @@
-"""Writing a fit's outputs: summary CSV, InferenceData (netCDF), loss plot, diagnostics, report."""
+"""Writing a fit's outputs (floor 10): summary CSV, InferenceData (netCDF), loss plot, diagnostics, report."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import pathlib
 
 import numpy as np
 
+from provi.result import FitResult
+
 __all__ = ["write_outputs", "plot_losses"]
 
 
 def plot_losses(losses: np.ndarray, path) -> None:
     """A PNG of the loss per step, with a running mean."""
-    import matplotlib
+    import matplotlib  # heavy: imported when first needed
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -43,7 +45,7 @@ def _markdown_table(df) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(res, out, title: str = "provi fit", draws: int = 4000) -> dict:
+def write_outputs(res: FitResult, out, title: str = "provi fit", draws: int = 4000) -> dict:
     """Write `summary.csv`, `posterior.nc`, `loss.png`, `diagnostics.json`, `report.md` into `out`."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,7 @@ def write_outputs(res, out, title: str = "provi fit", draws: int = 4000) -> dict
     report = [
         f"# {title}",
         "",
-        f"- guide: `{_guide(res)}`; objective: `{res.objective!r}`",
+        f"- guide: `{res.guide.name}`; objective: `{res.objective!r}`",
         f"- steps: {res.stop.steps} (stopped: {res.stop.reason}); wall time {res.stop.seconds:.2f} s",
         f"- final loss: {res.final_loss:.4f}",
         "",
@@ -82,11 +84,6 @@ def write_outputs(res, out, title: str = "provi fit", draws: int = 4000) -> dict
     ]
     (out / "report.md").write_text("\n".join(report))
     return {"summary": summary, "diagnostics": diag}
-
-
-def _guide(res) -> str:
-    fam = getattr(res.guide, "family", None)
-    return repr(fam) if fam is not None else getattr(res.guide.guide, "__name__", "guide")
 
 
 def _jsonable(x):

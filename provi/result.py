@@ -1,34 +1,44 @@
-"""`FitResult`: draws, predictions, summaries and InferenceData from a fitted guide."""
+"""`FitResult`: draws, predictions, summaries, InferenceData and diagnostics of a fitted guide;
+saving and loading it in open formats.
+
+Floor 7: takes what the engine made (programs, parameters, losses, `StopInfo`) and asks floor 6
+(`provi.diagnostics`) for PSIS and verdicts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.infer import Predictive
 
-__all__ = ["FitResult", "StopInfo"]
+from provi.core.bound import KeyStream
+from provi.core.model import inspect_model
+from provi.core.objective import Objective
+from provi.core.trace import constrain_params
+from provi.defaults import KHAT_DRAWS, KHAT_OK, PSIS_MIN_DRAWS
+from provi.diagnostics import Diagnostics, diagnose, evaluate, khat_verdict, posterior_collapse, psis, weighted_moments
+from provi.engine.layout import join_data, split_data
+from provi.engine.schedule import StopInfo
+from provi.engine.step import Setup, VIState
+from provi.persist import atomic_write, flatten_tree, unflatten_tree
+from provi.programs import ModelProgram, guide_from_spec, make_guide
 
+__all__ = ["FitResult", "load", "FORMAT"]
 
-@dataclasses.dataclass
-class StopInfo:
-    """Why and where a fit stopped: "steps", "converged", "interrupted" or "nonfinite"."""
-
-    reason: str
-    steps: int
-    bad_step: int | None = None
-    message: str = ""
-    notes: list = dataclasses.field(default_factory=list)
-    seconds: float = float("nan")
+# provi-fit/2: Gaussian scales are stored as logarithms (provi-fit/1 stored softplus inverses, which
+# would load into the same names with another meaning, so version 1 files are refused).
+FORMAT = "provi-fit/2"
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 6))
 def _draw(guide, params, consts, n, key, data, layout):
-    from provi.loop import join_data
-
     args, kwargs = join_data(data, layout)
     return guide.sim(params, consts, key, n, args, kwargs, [])
 
@@ -58,7 +68,7 @@ class FitResult:
     """
 
     data: Any  # the array leaves of the model's arguments
-    layout: Any  # and their static layout (see provi.loop.split_data)
+    layout: Any  # and their static layout (see provi.engine.layout.split_data)
     model: Any
     guide: Any
     params: Any
@@ -68,7 +78,6 @@ class FitResult:
     kwargs: dict
     objective: Any
     stop: StopInfo
-    state: Any
     seed: int = 0
     correct: str | None = None  # the correction summary() applies by default ("psis" when guide="auto" advises it)
     auto: dict | None = None  # what guide="auto" tried, and the k-hat of the fit it kept
@@ -77,17 +86,25 @@ class FitResult:
     def _key(self, seed):
         return jax.random.PRNGKey(self.seed + 1 if seed is None else seed)
 
+    @classmethod
+    def from_state(cls, alg: Setup, state: VIState, losses=None, seed: int = 0, stop: StopInfo | None = None) -> "FitResult":
+        """The result of a fit run with the step API (`provi.setup`): draws, summaries and
+        diagnostics at `state`'s parameters; `losses` the losses of the steps run (`info.loss`)."""
+        losses = np.zeros((0,)) if losses is None else np.asarray(losses)
+        stop = StopInfo(reason="steps", steps=int(state.step)) if stop is None else stop
+        return cls(data=alg.data, layout=alg.layout, model=alg.model, guide=alg.guide, params=state.params,
+                   consts=state.consts, losses=losses, args=alg.args, kwargs=alg.kwargs, objective=alg.objective,
+                   stop=stop, seed=seed)
+
     def model_params(self) -> dict:
         """The model's own `numpyro.param` values, constrained."""
-        from provi.guides.program import constrain_params
-
         return constrain_params(self.params["model"], self.model.info.params)
 
     @functools.cached_property
     def whole(self) -> tuple:
         """`(model, guide)` programs with every subsampled plate at its full range: results,
         predictions and diagnostics cover all the data, row i of a local latent for data point i."""
-        plates = {**self.model.plates, **getattr(self.guide, "plates", {})}
+        plates = {**self.model.plates, **self.guide.plates}
         full = {name: jnp.arange(size) for name, (size, _) in plates.items()}
         return self.model.replaying(full), self.guide.replaying(full)
 
@@ -102,9 +119,7 @@ class FitResult:
         if correct is not None:
             if correct != "psis":
                 raise ValueError(f"unknown correction {correct!r}: use 'psis' or None")
-            from provi.diagnostics import psis_resample
-
-            return psis_resample(self, n, seed)
+            return self._psis_resample(n, seed)
         z, _ = self.draws(n, seed)
         return self._with_deterministic(z)
 
@@ -112,8 +127,6 @@ class FitResult:
         names = list(self.model.info.deterministic)
         out = {k: np.asarray(v) for k, v in z.items()}
         if names:
-            from numpyro.infer import Predictive
-
             pred = Predictive(self.whole[0].model, posterior_samples=z, params=self.model_params(), return_sites=names)
             det = pred(jax.random.PRNGKey(0), *self.args, **self.kwargs)
             out.update({k: np.asarray(v) for k, v in det.items()})
@@ -122,8 +135,6 @@ class FitResult:
     def predictive(self, n: int = 1000, *args, seed: int | None = None, **kwargs) -> dict[str, np.ndarray]:
         """Posterior predictive draws of every observed site (and deterministic sites) at `args`
         (the fitted data's arguments when none are given); observed values are set to None."""
-        from numpyro.infer import Predictive
-
         args = args if args else self.args
         kwargs = {**self.kwargs, **kwargs}
         z, _ = self.draws(n, seed)
@@ -142,13 +153,11 @@ class FitResult:
         `correct="psis"`: Pareto-smoothed importance-weighted moments and quantiles of max(n, 16000)
         guide draws (raises where k-hat >= 0.7); None: plain guide moments; "default": what the fit
         advises (`self.correct`: "psis" when guide="auto" found k-hat < 0.7)."""
-        import pandas as pd
+        import pandas as pd  # heavy: imported when first needed
 
         correct = self.correct if correct == "default" else correct
         if correct == "psis":
-            from provi.diagnostics import psis_summary
-
-            return psis_summary(self, n, seed)
+            return self._psis_summary(n, seed)
         if correct is not None:
             raise ValueError(f"unknown correction {correct!r}: use 'psis' or None")
         flat = flatten_draws(self.sample(n, seed))
@@ -167,7 +176,7 @@ class FitResult:
     def to_arviz(self, n: int = 1000, seed: int | None = None):
         """ArviZ InferenceData: posterior (one chain of `n` guide draws), sample_stats (the loss trace
         and each draw's log importance weight), observed_data."""
-        import arviz as az
+        import arviz as az  # heavy: imported when first needed
         import xarray as xr
 
         z, log_q = self.draws(n, seed)
@@ -192,28 +201,83 @@ class FitResult:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
         return _log_weights(self.whole[0], self.params["model"], z, log_q, self.data, self.layout)
 
-    def diagnostics(self, n: int = 20_000, seed: int | None = None):
+    def diagnostics(self, n: int = KHAT_DRAWS, seed: int | None = None) -> Diagnostics:
         """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence
         and the estimators used, with verdicts in words. For a `guide="auto"` fit, the default `n`
         and `seed` judge the very draws its pipeline judged, so the k-hat here is the one in its notes
         (k-hat varies from one set of draws to the next, most near 0.7)."""
-        from provi.auto import KHAT_DRAWS
-        from provi.diagnostics import diagnose
-
         if seed is None and n == KHAT_DRAWS and self.auto is not None:
             seed = self.seed  # fit_auto's k-hat draws: res.draws(KHAT_DRAWS, seed)
-        return diagnose(self, n, seed)
+        z, log_q = self.draws(n, seed)
+        log_w = np.asarray(self.log_weights(z, log_q))
+        try:
+            collapse = self.posterior_collapse()
+        except Exception:  # a diagnostic must never break diagnostics
+            collapse = None
+        return diagnose(log_w, self.losses, self.stop, self.guide, collapse)
+
+    def posterior_collapse(self, *args, plate: str = "data", threshold: float | None = None, seed: int = 0, **kwargs):
+        """KL per latent dimension and active units of an amortized Normal guide over the data at
+        `args`/`kwargs` (the fitted data by default): see `provi.diagnostics.collapse`."""
+        args = args if args else self.args
+        kw = {} if threshold is None else {"threshold": threshold}
+        return posterior_collapse(self.model, self.guide, self.params, args, {**self.kwargs, **kwargs}, plate=plate, seed=seed, **kw)
+
+    def evaluate(self, objective: Objective, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+        """`(mean, standard error)` of `n` independent estimates of `objective` at the fitted
+        parameters (e.g. a bound of a trained guide, or to compare objectives)."""
+        return evaluate(self.model, self.guide, self.params, self.consts, self.data, self.layout, objective, n, seed)
+
+    def _psis_draws(self, m: int, seed):
+        z, log_q = self.draws(m, seed)
+        lw, k = psis(np.asarray(self.log_weights(z, log_q)))
+        if not np.isfinite(k) or k >= KHAT_OK:
+            raise ValueError(f"PSIS correction is unreliable here: {khat_verdict(k)}")
+        return z, lw, k
+
+    def _psis_resample(self, n: int, seed=None) -> dict:
+        """`n` draws resampled by their Pareto-smoothed importance weights (raises if k-hat >= 0.7)."""
+        m = max(4 * n, KHAT_DRAWS)
+        z, lw, _ = self._psis_draws(m, seed)
+        rng = np.random.default_rng(0 if seed is None else seed)
+        idx = rng.choice(m, size=n, replace=True, p=np.exp(lw - np.logaddexp.reduce(lw)))
+        return self._with_deterministic(jax.tree.map(lambda x: x[idx], z))
+
+    def _psis_summary(self, n: int = 4000, seed=None):
+        """Per scalar quantity: PSIS-weighted mean, sd, 5%, 50%, 95% of max(n, 16000) guide draws (a
+        DataFrame with the k-hat in `.attrs`); raises where k-hat >= 0.7."""
+        import pandas as pd  # heavy: imported when first needed
+
+        z, lw, k = self._psis_draws(max(n, PSIS_MIN_DRAWS), seed)
+        flat = flatten_draws(self._with_deterministic(z))
+        df = pd.DataFrame.from_dict({name: weighted_moments(x, lw) for name, x in flat.items()}, orient="index")
+        df.attrs["khat"] = k
+        return df
 
     # --- persistence -------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Save parameters and losses (npz) and metadata (JSON) in directory `path`."""
-        from provi.persist import save
-
-        save(self, path)
+        """Write `params.npz`, `consts.npz`, `losses.npy` and `meta.json` into directory `path`."""
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez(path / "params.npz", **flatten_tree(self.params))
+        np.savez(path / "consts.npz", **flatten_tree(self.consts))
+        np.save(path / "losses.npy", np.asarray(self.losses))
+        s = self.stop
+        meta = {
+            "format": FORMAT,
+            "guide": self.guide.spec(),
+            "objective": repr(self.objective),
+            "seed": self.seed,
+            "stop": {"reason": s.reason, "steps": s.steps, "message": s.message, "notes": s.notes},
+            "latent_sites": list(self.model.info.latent_names),
+            "correct": self.correct,  # the correction summary() applies by default (guide="auto")
+            "auto": None if self.auto is None else {"tried": list(self.auto["tried"]), "khat": float(self.auto["khat"])},
+        }
+        atomic_write(path / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
     def __repr__(self):
         return (
-            f"FitResult(guide={_guide_name(self.guide)}, objective={self.objective!r}, steps={self.stop.steps}, "
+            f"FitResult(guide={self.guide.name}, objective={self.objective!r}, steps={self.stop.steps}, "
             f"stop={self.stop.reason!r}, final loss={self.final_loss:.4g})"
         )
 
@@ -226,11 +290,6 @@ class FitResult:
         return float(np.mean(self.losses[-k:]))
 
 
-def _guide_name(g) -> str:
-    fam = getattr(g, "family", None)
-    return repr(fam) if fam is not None else getattr(g.guide, "__name__", "guide")
-
-
 def _is_obs_arg(a, res, obs) -> bool:
     """Whether argument `a` is the very array observed at some site (to be predicted, not conditioned on)."""
     for name in obs:
@@ -239,7 +298,8 @@ def _is_obs_arg(a, res, obs) -> bool:
             continue
         if a is v:
             return True
-        if hasattr(a, "shape") and hasattr(v, "shape") and a.shape == v.shape and a.dtype == v.dtype:
+        arrays = (np.ndarray, jax.Array)
+        if isinstance(a, arrays) and isinstance(v, arrays) and a.shape == v.shape and a.dtype == v.dtype:
             try:
                 if bool(np.array_equal(np.asarray(a), np.asarray(v))):
                     return True
@@ -250,8 +310,42 @@ def _is_obs_arg(a, res, obs) -> bool:
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _log_weights(model, model_params, z, log_q, data, layout):
-    from provi.core.vocab import KeyStream
-    from provi.loop import join_data
-
     args, kwargs = join_data(data, layout)
     return model.log_density(model_params, z, args, kwargs, KeyStream(jax.random.PRNGKey(0))) - log_q
+
+
+def load(path, model, *args, guide=None, **kwargs) -> FitResult:
+    """Load a fit saved by `FitResult.save` for `model(*args, **kwargs)`.
+
+    Family guides are rebuilt from the saved metadata; for a NumPyro guide pass it as `guide=`.
+    The default correction (`correct`, PSIS where guide="auto" advised it) and auto's record come
+    back with it; estimator states (baselines) and the optimiser state do not: a loaded fit is for
+    results, a checkpoint (`provi.fit(checkpoint=...)`) for resuming.
+    """
+    path = pathlib.Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} holds a fit in format {meta.get('format')!r}; this provi reads {FORMAT!r} "
+            "(older versions stored Gaussian scales differently): fit the model again and save it"
+        )
+    if guide is None:
+        guide = guide_from_spec(meta["guide"])
+    key = jax.random.PRNGKey(meta["seed"])
+    info = inspect_model(model, args, kwargs)
+    model_prog = ModelProgram(model, info)
+    guide_prog = make_guide(guide, info, args, kwargs, key, None)
+    with np.load(path / "params.npz") as f:
+        arrays = dict(f)
+    template = {"model": model_prog.init_params(), "guide": guide_prog.init_params(key)}
+    params = jax.tree.map(jnp.asarray, unflatten_tree(template, arrays, what=f"saved fit {str(path)!r}"))
+    with np.load(path / "consts.npz") as f:
+        consts = {k.strip("[]'"): jnp.asarray(v) for k, v in f.items()}
+    s = meta["stop"]
+    stop = StopInfo(reason=s["reason"], steps=s["steps"], message=s["message"], notes=s["notes"])
+    data, layout = split_data(args, kwargs)
+    return FitResult(
+        data=data, layout=layout, model=model_prog, guide=guide_prog, params=params, consts=consts,
+        losses=np.load(path / "losses.npy"), args=args, kwargs=kwargs, objective=meta["objective"], stop=stop,
+        seed=meta["seed"], correct=meta.get("correct"), auto=meta.get("auto"),
+    )

@@ -12,13 +12,10 @@ from jax.scipy.special import gammaln, i0e, i1e
 
 import provi
 from provi.distributions import OneHotCategorical
-from provi.core.model import inspect_model
 from provi.estimators import (
     MVD, Enumerate, GumbelSoftmax, ImplicitReparam, LeaveOneOut, Learned, RejectionReparam, Reinforce, Reparam,
     RunningAverage,
 )
-from provi.guides.program import ModelProgram, NumPyroGuide
-from provi.loop import make_loss, split_data
 
 
 def one_site_loss(make_dist, theta0, est, f, particles=1, objective=None):
@@ -32,9 +29,6 @@ def one_site_loss(make_dist, theta0, est, f, particles=1, objective=None):
         th = numpyro.param("theta", theta0)
         numpyro.sample("z", make_dist(th), infer={"estimator": est})
 
-    info = inspect_model(model, (), {})
-    mp = ModelProgram(model, info)
-    gp = NumPyroGuide.build(guide, info, (), {}, jax.random.PRNGKey(0), None)
     if objective is None:
 
         @provi.objective
@@ -42,13 +36,9 @@ def one_site_loss(make_dist, theta0, est, f, particles=1, objective=None):
             z, _ = provi.sim(guide, n=particles)
             return jnp.mean(f(z["z"]))
 
-    data, layout = split_data((), {})
-    loss = make_loss(mp, gp, objective, layout)
-    params = {"model": mp.init_params(), "guide": gp.init_params()}
-    states = provi.estimators.init_states(gp)
-    if states:
-        params["estimators"] = states
-    return loss, params, data
+    alg = provi.setup(model, guide=guide, objective=objective)
+    params = alg.init(jax.random.PRNGKey(0)).params  # a NumPyro guide's initial values, with estimator states
+    return (lambda p, consts, key, data: alg.loss(p, consts, key)), params, alg.data
 
 
 def gradient_draws(make_dist, theta0, est, f, n=4000, seed=0, particles=1, objective=None, state=None):

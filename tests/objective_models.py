@@ -9,9 +9,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from provi.core.model import inspect_model
-from provi.guides.program import ModelProgram, NumPyroGuide
-from provi.loop import make_loss, split_data
+import provi
 
 X = jnp.array([0.3, -1.2, 2.0, 0.7])
 THETA = 0.5
@@ -76,17 +74,13 @@ class Harness:
     """An objective's loss, value and gradient at a guide's initial parameters, keyed by seed."""
 
     def __init__(self, guide, objective, mdl=model, args=(X,), kwargs=None):
-        kwargs = kwargs or {}
-        info = inspect_model(mdl, args, kwargs)
-        self.model = ModelProgram(mdl, info)
-        self.guide = NumPyroGuide.build(guide, info, args, kwargs, jax.random.PRNGKey(0), None)
-        self.data, layout = split_data(args, kwargs)
+        self.alg = provi.setup(mdl, *args, guide=guide, objective=objective, **(kwargs or {}))
+        self.model, self.guide, self.data = self.alg.model, self.alg.guide, self.alg.data
         self.params = {"model": self.model.init_params(), "guide": self.guide.init_params()}
-        self.loss = make_loss(self.model, self.guide, objective, layout)
+        self.loss = lambda params, consts, key, data: self.alg.loss(params, consts, key)
 
         def value_and_grad(params, key):
-            (_, value), grads = jax.value_and_grad(self.loss, has_aux=True)(params, {}, key, self.data)
-            return value, jax.tree.map(jnp.negative, grads)  # gradient of the objective (maximised)
+            return self.alg.objective_and_grad(params, key)  # gradient of the objective (maximised)
 
         self.value_and_grad = jax.jit(value_and_grad)
         self.many = jax.jit(jax.vmap(value_and_grad, in_axes=(None, 0)))

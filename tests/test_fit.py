@@ -35,14 +35,14 @@ def test_steps_and_losses(es):
 
 
 def test_compiled_loop_is_reused_across_fits_and_data(es):
-    from provi.loop import _CACHE
+    from provi.engine.compile import cache_size
 
     model, data = es
     provi.fit(model, *data, guide="meanfield", steps=200, progress=False)
-    n = len(_CACHE)
+    n = cache_size()
     y2 = data[2] + 1.0  # new data of the same shape: no new program
     provi.fit(model, data[0], data[1], y2, guide="meanfield", steps=300, progress=False, seed=3)
-    assert len(_CACHE) == n
+    assert cache_size() == n
 
 
 def test_early_stopping_stops_before_the_budget(es):
@@ -235,14 +235,15 @@ def test_nonfinite_loss_stops_and_returns_last_finite_state():
 
 
 def test_interrupt_returns_the_result_so_far(es, monkeypatch):
-    from provi import loop
+    from provi.engine import compile as loop
+    from provi.engine.runner import Runner
 
     model, data = es
     provi.fit(model, *data, guide="meanfield", steps=300, progress=False)  # compile
     calls = {"n": 0}
-    real = loop.Runner._chunk
+    real = Runner._chunk
 
-    orig_post = loop.Runner.__post_init__
+    orig_post = Runner.__post_init__
 
     def post(self):
         orig_post(self)
@@ -256,15 +257,15 @@ def test_interrupt_returns_the_result_so_far(es, monkeypatch):
 
         self.run = interrupting
 
-    monkeypatch.setattr(loop.Runner, "__post_init__", post)
-    loop._CACHE.clear()
+    monkeypatch.setattr(Runner, "__post_init__", post)
+    loop.clear_cache()
     with pytest.warns(RuntimeWarning, match="interrupted"):
         res = provi.fit(model, *data, guide="meanfield", steps=20_000, early_stop=False, progress=False)
     assert res.stop.reason == "interrupted"
     assert 0 < res.stop.steps < 20_000 and len(res.losses) == res.stop.steps
     assert np.isfinite(res.sample(10)["mu"]).all()
     del real
-    loop._CACHE.clear()
+    loop.clear_cache()
 
 
 def test_model_params_with_computed_initial_values():
@@ -284,7 +285,7 @@ def test_model_params_with_computed_initial_values():
 def test_loop_compiled_ahead_from_shapes_is_the_one_that_runs():
     """`Runner.prepare` compiles the chunk from abstract shapes while the start runs; the fit must
     then run that executable, not compile the loop a second time for its concrete arguments."""
-    from provi import loop
+    from provi.engine import compile as loop
 
     def ahead_model(y):
         mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
@@ -296,8 +297,8 @@ def test_loop_compiled_ahead_from_shapes_is_the_one_that_runs():
     for guide in ("meanfield", "fullrank"):
         res = provi.fit(ahead_model, y, guide=guide, steps=300, progress=False)
         assert len(res.losses) == 300 and np.all(np.isfinite(res.losses))
-    runners = [r for k, r in loop._CACHE.items() if k[0] == "runner" and k[2] is ahead_model]
+    runners = [r for k, r in loop.cache_entries() if k[0] == "runner" and k[2] is ahead_model]
     assert len(runners) == 2
     for runner in runners:
-        assert len(runner._compiled) == 1 and next(iter(runner._compiled.values())).done()
+        assert len(runner.ahead) == 1 and next(iter(runner.ahead.values())).done()
         assert runner.jit._cache_size() == 0  # the jit path never compiled

@@ -1,4 +1,4 @@
-"""Mapping a function over leading particle axes."""
+"""Mapping a function over leading particle axes, and counting them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["vectorise", "vmap_or_call"]
+__all__ = ["vectorise", "vmap_or_call", "batch_ndim"]
 
 
 def vectorise(fn: Callable, nb: int) -> Callable:
@@ -31,3 +31,9 @@ def vmap_or_call(fn: Callable) -> Callable:
         return jax.tree.map(lambda x: jnp.expand_dims(x, 0), out)
 
     return call
+
+
+def batch_ndim(values: dict, shapes: dict) -> int:
+    """How many leading particle axes `values` carries beyond each site's own shape (`shapes`)."""
+    name = next(iter(values))
+    return jnp.ndim(values[name]) - len(shapes[name])

@@ -1,28 +1,24 @@
 """Inspecting a NumPyro model once: its latent, observed and deterministic sites, with checks.
 
-The model is run a single time under NumPyro's own handlers (`seed`, `trace`); nothing here is on
-the hot path.
+The model is traced a single time, abstractly (`provi.core.trace.abstract_trace`); nothing here
+is on the hot path.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
-import types
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro import handlers
 from numpyro.distributions import ImproperUniform, biject_to, constraints
 
+from provi.core.plates import subsampled_plates
+from provi.core.trace import abstract_trace, as_jax, base_distribution, trace_model
 from provi.errors import ModelError
 
-__all__ = ["LatentSite", "ModelInfo", "inspect_model", "trace_model", "base_distribution"]
-
-_HIDDEN = tuple(os.path.dirname(m.__file__) for m in (sys.modules["numpyro"], sys.modules["provi"]))
+__all__ = ["LatentSite", "ModelInfo", "inspect_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,44 +63,6 @@ class ModelInfo:
         raise KeyError(f"no latent site named {name!r}; the model's latent sites are {list(self.latent_names)}")
 
 
-def _model_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """Drop the leading frames that belong to provi and NumPyro, so the user sees their own code."""
-    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_HIDDEN):
-        tb = tb.tb_next
-    return tb
-
-
-def _improper_value(site):
-    """A value for a latent site with a flat (improper) prior, which cannot be sampled: zero in
-    the unconstrained space (NumPyro's samplers refuse `ImproperUniform`)."""
-    if site["type"] != "sample" or site.get("is_observed") or not isinstance(base_distribution(site["fn"]), ImproperUniform):
-        return None
-    fn = site["fn"]
-    shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
-    t = biject_to(fn.support)
-    return t(jnp.zeros(t.inverse_shape(shape)))
-
-
-def trace_model(model: Callable, args: tuple, kwargs: dict, key, substitute: dict | None = None) -> dict:
-    """Run `model` once under `seed` and `trace` (flat priors get the value zero in the
-    unconstrained space); the model's own exceptions surface unchanged."""
-    fn = handlers.substitute(handlers.seed(model, key), substitute_fn=_improper_value)
-    if substitute:
-        fn = handlers.substitute(fn, data=substitute)
-    try:
-        return handlers.trace(fn).get_trace(*args, **kwargs)
-    except Exception as exc:  # re-raised as is, with provi's and NumPyro's frames cut off
-        exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
-        raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
-
-
-def base_distribution(fn):
-    """Strip NumPyro's wrappers (Independent, Masked, Expanded) off a site's distribution."""
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    return fn
-
-
 def _check_observed(name: str, site: dict) -> None:
     value = site["value"]
     fn = site["fn"]
@@ -134,7 +92,7 @@ def _latent_site(name: str, site: dict) -> LatentSite:
     fn = site["fn"]
     value = site["value"]
     support = fn.support
-    discrete = bool(getattr(support, "is_discrete", False))
+    discrete = bool(support.is_discrete)
     shape = tuple(jnp.shape(value))
     if discrete:
         transform, ushape = None, shape
@@ -163,15 +121,8 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
     """
     if not callable(model):
         raise TypeError(f"the model must be a callable NumPyro program, got {type(model).__name__}")
-    box = []
     args, kwargs = as_jax(args), as_jax(kwargs)
-
-    def run(key):
-        box.append(trace_model(model, args, kwargs, key))
-        return 0
-
-    jax.make_jaxpr(run)(np.zeros(2, np.uint32))
-    tr = box[0]
+    tr = abstract_trace(model, args, kwargs)
     latents, observed, determ, params = [], {}, {}, {}
     subsampled = False
     for name, site in tr.items():
@@ -196,14 +147,7 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
             subsampled |= sub is not None and sub < size
     if any(isinstance(v, jax.core.Tracer) for v, _ in params.values()):
         params = _concrete_params(model, args, kwargs, params)
-    from provi.core.subsample import subsampled_plates
-
     return ModelInfo(tuple(latents), observed, determ, params, subsampled, subsampled_plates(tr))
-
-
-def as_jax(tree):
-    """NumPy arrays in `tree` as JAX arrays (so that a model may index them with traced indices)."""
-    return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, tree)
 
 
 def _concrete_params(model, args, kwargs, params: dict) -> dict:

@@ -11,8 +11,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from numpyro import handlers
 
+from provi.core.batching import batch_ndim, vectorise
+from provi.core.bound import BoundGuide, BoundModel, call_args, numpyro_fn
+from provi.core.trace import run
 from provi.errors import ModelError
 
 __all__ = ["Pointwise", "pointwise_density"]
@@ -31,20 +33,6 @@ class Pointwise(NamedTuple):
     rest: jax.Array
     scale: float
     outside: tuple = ()
-
-
-def _function_and_params(bound):
-    from provi.core.vocab import _numpyro_fn, program_of
-    from provi.guides.program import ModelProgram, NumPyroGuide
-
-    prog = program_of(bound)
-    if not isinstance(prog, (ModelProgram, NumPyroGuide)):
-        raise ModelError(
-            f"per-data-point densities need the model, or a NumPyro guide function; got a {type(prog).__name__} "
-            "guide, a family over the whole latent vector: write the guide as a NumPyro function with the data plate"
-        )
-    fn, params = _numpyro_fn(bound)
-    return fn, params, prog.shapes
 
 
 def _split(trace: dict, plate: str, sites=None):
@@ -84,20 +72,22 @@ def pointwise_density(program, values: dict, *args, plate: str = "data", sites=N
     Leading axes of `values` beyond each site's own shape are particle axes, as in `provi.density`.
     `sites` (names) restricts the terms to those sites' own.
     """
-    from provi.core.vocab import _call_args
-    from provi.core.batching import vectorise
-    from provi.guides.program import batch_ndim
-
-    args, kwargs = _call_args(program, args, kwargs)
-    fn, params, shapes = _function_and_params(program)
-    shapes = {k: v for k, v in shapes.items() if k in values}
+    if not isinstance(program, (BoundModel, BoundGuide)):
+        raise TypeError("pointwise_density takes the model or guide an objective receives")
+    args, kwargs = call_args(program, args, kwargs)
+    if program.program.numpyro_fn(program.params) is None:
+        raise ModelError(
+            f"per-data-point densities need the model, or a NumPyro guide function; got a {type(program.program).__name__} "
+            "guide, a family over the whole latent vector: write the guide as a NumPyro function with the data plate"
+        )
+    fn, params = numpyro_fn(program)
+    shapes = {k: v for k, v in program.program.shapes.items() if k in values}
     nb = batch_ndim(values, shapes) if values else 0
-    key = program.keys() if hasattr(program, "keys") and callable(program.keys) else jax.random.PRNGKey(0)
+    key = program.keys()
     box = {}
 
     def one(v):
-        seeded = handlers.substitute(handlers.seed(fn, key), data={**params, **v})
-        tr = handlers.trace(seeded).get_trace(*args, **kwargs)
+        tr = run(fn, key, args, kwargs, {**params, **v})
         local, rest, scale, outside = _split(tr, plate, sites)
         box["scale"], box["outside"] = scale, outside
         return local, rest

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from provi.core.model import LatentSite
+from provi.core.trace import trace_model
 
 __all__ = ["LatentSpace"]
 
@@ -85,8 +86,6 @@ class LatentSpace:
     def prior_point(self, model, key, args, kwargs) -> jax.Array:
         """The unconstrained flat vector of one prior draw, with zero for flat (improper) priors
         and for any coordinate that is not finite. Traceable."""
-        from provi.core.model import trace_model
-
         tr = trace_model(model, args, kwargs, key)
         parts = []
         for s in self.sites:

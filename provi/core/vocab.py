@@ -1,113 +1,51 @@
-"""The vocabulary of objectives: `sim`, `density`, `detach` and the `@objective` decorator.
+"""The vocabulary of objectives: `sim`, `density`, `detach` and friends.
 
-Inside an objective, `model` and `guide` are bound programs: they carry the current parameters, a
-stream of PRNG keys and the model's data. `sim` draws from a guide; `density` scores values under
-the model or a guide. Both vectorise over leading particle axes. `sim(model)` draws from the
-model's joint (latent and observed sites: data simulated from the prior predictive), and
-`with_observed` puts simulated data where the model reads its data (as wake-sleep's sleep phase
-needs). Draws from sites whose estimator
-is not pathwise leave a score term in the bound guide's ledger; `provi.estimators` turns the ledger
-and the objective's value into a surrogate whose gradient is an unbiased gradient estimate.
+Inside an objective, `model` and `guide` are bound programs (`provi.core.bound`): they carry the
+current parameters, a stream of PRNG keys and the model's data. `sim` draws from a guide; `density`
+scores values under the model or a guide. Both vectorise over leading particle axes. `sim(model)`
+draws from the model's joint (latent and observed sites: data simulated from the prior
+predictive), and `with_observed` puts simulated data where the model reads its data (as
+wake-sleep's sleep phase needs). Draws from sites whose estimator is not pathwise leave a
+`ScoreTerm` in the bound guide's ledger; `provi.estimators.surrogate` turns the ledger and the
+objective's value into a surrogate whose gradient is an unbiased gradient estimate.
 
 Objectives that shape their own gradient use a few more primitives: `detach` (cut a program's
 parameters, or values, from the gradient), `replace_grad` (a value with another expression's
-gradient), `claim_scores` (take the score terms out of the ledger, per particle), `kl` (analytic
-KL divergences per site), and `split_auxiliary` (a guide's auxiliary draws apart from the latents).
+gradient), `claim_scores` (take the score terms out of the ledger, per particle), `particle_mean`
+(declare per-particle terms), `kl` (analytic KL divergences per site), and `split_auxiliary` (a
+guide's auxiliary draws apart from the latents).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.distributions.kl import kl_divergence
 from numpyro.primitives import Messenger
 
+from provi.core.batching import batch_ndim, vectorise
+from provi.core.bound import BoundGuide, BoundModel, call_args, numpyro_fn, trace
+from provi.core.pointwise import pointwise_density
+from provi.core.trace import is_latent, run, sum_log_prob
 from provi.errors import ModelError, ObjectiveError
 
 __all__ = [
-    "KeyStream",
-    "BoundModel",
-    "BoundGuide",
     "sim",
     "with_observed",
     "density",
     "detach",
     "replace_grad",
     "claim_scores",
+    "pending_scores",
     "particle_mean",
     "kl",
     "split_auxiliary",
     "sim_given",
     "density_given",
-    "objective",
-    "Objective",
 ]
-
-
-class KeyStream:
-    """A Python-side supply of fresh PRNG keys, split from one key (trace-time only: jit-safe).
-
-    Given a pair of keys (shape (2, 2), from one split), the first is handed out as it is and the
-    rest are split from the second: the common case of one draw per step then costs no split.
-    """
-
-    def __init__(self, key):
-        key = jnp.asarray(key)
-        self._first, self._key = (key[0], key[1]) if key.ndim == 2 else (None, key)
-
-    @property
-    def root(self):
-        """A key for side streams (e.g. subsample indices), independent of the keys handed out."""
-        return jax.random.fold_in(self._key, 0x5EED)
-
-    def __call__(self):
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        self._key, sub = jax.random.split(self._key)
-        return sub
-
-
-@dataclasses.dataclass
-class BoundModel:
-    """A model with its data and current parameters, as objectives see it."""
-
-    program: Any  # provi.guides.program.ModelProgram
-    params: Any
-    keys: KeyStream
-    args: tuple
-    kwargs: dict
-    detached: bool = False
-
-    def log_density(self, values, args, kwargs):
-        params = jax.lax.stop_gradient(self.params) if self.detached else self.params
-        return self.program.log_density(params, values, args, kwargs, self.keys)
-
-
-@dataclasses.dataclass
-class BoundGuide:
-    """A guide with its current parameters; `ledger` collects score terms of non-pathwise sites."""
-
-    program: Any  # a provi.guides.program.GuideProgram
-    params: Any
-    consts: Any
-    keys: KeyStream
-    args: tuple
-    kwargs: dict
-    ledger: list = dataclasses.field(default_factory=list)
-    detached: bool = False
-    signals: dict = dataclasses.field(default_factory=dict)  # id(score) -> per-particle terms (particle_mean)
-
-    def log_density(self, values, args, kwargs):
-        params = jax.lax.stop_gradient(self.params) if self.detached else self.params
-        return self.program.log_density(params, self.consts, values, args, kwargs)
-
-
-def _call_args(bound, args, kwargs):
-    return (args if args else bound.args), {**bound.kwargs, **kwargs}
 
 
 def sim(program, *args, n: int | None = None, **kwargs):
@@ -120,13 +58,14 @@ def sim(program, *args, n: int | None = None, **kwargs):
     draw and a scalar.
     """
     if isinstance(program, BoundModel):
-        return _sim_model(program, *_call_args(program, args, kwargs), n)
+        return _sim_model(program, *call_args(program, args, kwargs), n)
     if not isinstance(program, BoundGuide):
         raise TypeError("provi.sim takes the model or guide an objective receives")
     guide = program
-    args, kwargs = _call_args(guide, args, kwargs)
-    params = jax.lax.stop_gradient(guide.params) if guide.detached else guide.params
-    z, log_q = guide.program.sim(params, guide.consts, guide.keys(), 1 if n is None else n, args, kwargs, guide.ledger)
+    args, kwargs = call_args(guide, args, kwargs)
+    z, log_q = guide.program.sim(
+        guide.current_params(), guide.consts, guide.keys(), 1 if n is None else n, args, kwargs, guide.ledger, guide.branching
+    )
     if n is None:
         z = jax.tree.map(lambda x: x[0], z)
         log_q = log_q[0]
@@ -134,20 +73,17 @@ def sim(program, *args, n: int | None = None, **kwargs):
 
 
 def _sim_model(model: BoundModel, args, kwargs, n):
-    from numpyro import handlers
-
-    prog = program_of(model)
-    if getattr(prog, "plates", None):
+    if model.program.plates:
         raise ObjectiveError(
-            f"provi.sim(model): the model subsamples plate(s) {sorted(prog.plates)}; simulating data from it "
+            f"provi.sim(model): the model subsamples plate(s) {sorted(model.program.plates)}; simulating data from it "
             "is not supported (fit the model on the whole data plate to simulate from it)"
         )
-    fn, fixed = _numpyro_fn(model)
+    fn, fixed = numpyro_fn(model)
 
     def one(key):
-        tr = handlers.trace(handlers.substitute(handlers.seed(_Unobserve(fn), key), data=fixed)).get_trace(*args, **kwargs)
+        tr = run(_Unobserve(fn), key, args, kwargs, fixed)
         values = {name: site["value"] for name, site in tr.items() if site["type"] == "sample"}
-        return values, _sum_log_prob(tr)
+        return values, sum_log_prob(tr)
 
     keys = jax.random.split(model.keys(), 1 if n is None else n)
     values, log_p = jax.vmap(one)(keys)
@@ -172,10 +108,10 @@ def with_observed(model: BoundModel, values: dict, *args, data: dict | None = No
     """
     if not isinstance(model, BoundModel):
         raise TypeError("provi.with_observed takes the model an objective receives")
-    args, kwargs = _call_args(model, args, kwargs)
+    args, kwargs = call_args(model, args, kwargs)
     if data is None:
         data = {}
-        for name, site in _trace(model, model.keys(), {}, args, kwargs).items():
+        for name, site in trace(model, model.keys(), {}, args, kwargs).items():
             if site["type"] != "sample" or not site["is_observed"]:
                 continue
             where = [i for i, a in enumerate(args) if site["value"] is a] + [k for k, v in kwargs.items() if site["value"] is v]
@@ -210,10 +146,31 @@ def density(program, values: dict, *args, sites=None, **kwargs) -> jax.Array:
         raise TypeError("provi.density takes the model or guide an objective receives")
     if not isinstance(values, dict):
         raise TypeError(f"provi.density takes a dict of site values, got {type(values).__name__}")
-    args, kwargs = _call_args(program, args, kwargs)
+    args, kwargs = call_args(program, args, kwargs)
     if sites is None:
         return program.log_density(values, args, kwargs)
     return _site_density(program, values, tuple(sites), args, kwargs)
+
+
+def _site_density(bound, values, sites, args, kwargs):
+    numpyro_fn(bound)  # a clear error for family guides
+    shapes = bound.program.shapes
+    unknown = [s for s in values if s not in shapes]
+    if unknown:
+        raise ModelError(f"provi.density: unknown site name(s) {unknown}; the sites are {list(shapes)}")
+    key = bound.keys()
+
+    def one(v):
+        tr = trace(bound, key, v, args, kwargs)
+        for name in sites:
+            site = tr.get(name)
+            if site is None or site["type"] != "sample":
+                raise ModelError(f"provi.density: no sample site {name!r}; the sites are {list(shapes)}")
+            if not site["is_observed"] and name not in v:
+                raise ModelError(f"provi.density: sites={list(sites)} needs a value for site {name!r}")
+        return sum_log_prob(tr, sites)
+
+    return vectorise(one, batch_ndim(values, shapes))(values)
 
 
 def detach(x):
@@ -224,9 +181,7 @@ def detach(x):
     score draws with `provi.density(provi.detach(guide), z)`). Anything else (a dict of draws, an
     array): `jax.lax.stop_gradient` of it.
     """
-    if isinstance(x, BoundGuide):
-        return dataclasses.replace(x, detached=True, ledger=x.ledger)
-    if isinstance(x, BoundModel):
+    if isinstance(x, (BoundGuide, BoundModel)):
         return dataclasses.replace(x, detached=True)
     return jax.tree.map(jax.lax.stop_gradient, x)
 
@@ -262,10 +217,11 @@ def particle_mean(guide: BoundGuide, terms: jax.Array, *, values: dict | None = 
     if plate is None:
         if terms.ndim != 1:
             raise ObjectiveError(f"provi.particle_mean takes one term per particle, shape (n,), got shape {terms.shape}")
-        for _, _, score in guide.ledger:
-            if jnp.shape(score) == terms.shape:
-                guide.signals[id(score)] = (terms, jnp.mean(terms))
-        return jnp.mean(terms)
+        declared = jnp.mean(terms)
+        guide.ledger[:] = [
+            dataclasses.replace(t, signal=(terms, declared)) if jnp.shape(t.score) == terms.shape else t for t in guide.ledger
+        ]
+        return declared
     if terms.ndim != 2 or values is None:
         raise ObjectiveError(
             f"provi.particle_mean(plate={plate!r}) takes terms of shape (n, plate size) and the values they "
@@ -274,31 +230,20 @@ def particle_mean(guide: BoundGuide, terms: jax.Array, *, values: dict | None = 
     rest = jnp.zeros(terms.shape[:1], terms.dtype) if rest is None else jnp.asarray(rest)
     whole = jnp.sum(terms, -1) + rest
     declared = jnp.mean(whole)
-    for i, (name, est, score) in enumerate(list(guide.ledger)):
-        if jnp.shape(score) != whole.shape:
+    for i, term in enumerate(list(guide.ledger)):
+        if jnp.shape(term.score) != whole.shape:
             continue
-        element_score = _element_score(guide, values, name, plate) if _element_baseline(est) else None
+        element_score = _element_score(guide, values, term.site, plate) if term.per_element else None
         if element_score is not None:
-            guide.ledger[i] = (name, est, element_score)
-            guide.signals[id(element_score)] = (terms + rest[:, None], declared)
+            guide.ledger[i] = dataclasses.replace(term, score=element_score, signal=(terms + rest[:, None], declared))
         else:
-            guide.signals[id(score)] = (whole, declared)
+            guide.ledger[i] = dataclasses.replace(term, signal=(whole, declared))
     return declared
-
-
-def _element_baseline(est) -> bool:
-    """Whether a ledger entry's estimator is a score function whose baseline needs no state."""
-    from provi.estimators.score import LeaveOneOut, NoBaseline
-
-    base = getattr(est, "baseline", None)
-    return bool(getattr(est, "score_function", False)) and (base is None or isinstance(base, (LeaveOneOut, NoBaseline)))
 
 
 def _element_score(guide: BoundGuide, values: dict, name: str, plate: str):
     """log q of each plate element's draw of site `name`, (n, B), unscaled (the minibatch scale is
     in the terms); None when the site does not lie in `plate`."""
-    from provi.core.pointwise import pointwise_density
-
     try:
         pw = pointwise_density(guide, detach(values), plate=plate, sites=(name,))
     except (ModelError, TypeError):
@@ -320,20 +265,26 @@ def claim_scores(guide: BoundGuide) -> jax.Array:
     guide.ledger.clear()
     if not entries:
         return jnp.zeros(())
-    shapes = {jnp.shape(score) for _, _, score in entries}
+    shapes = {jnp.shape(t.score) for t in entries}
     if len(shapes) > 1:
-        names = [name for name, _, _ in entries]
         raise ObjectiveError(
-            f"score terms of sites {names} have different particle shapes {sorted(shapes)}; claim the "
-            "scores after each provi.sim call"
+            f"score terms of sites {[t.site for t in entries]} have different particle shapes {sorted(shapes)}; claim "
+            "the scores after each provi.sim call"
         )
-    return sum(score for _, _, score in entries)
+    return sum(t.score for t in entries)
+
+
+def pending_scores(guide: BoundGuide) -> tuple[str, ...]:
+    """The sites with score terms in `guide`'s ledger (unclaimed), in the order they were drawn."""
+    if not isinstance(guide, BoundGuide):
+        raise TypeError("provi.pending_scores takes the guide an objective receives")
+    return tuple(dict.fromkeys(t.site for t in guide.ledger))
 
 
 def split_auxiliary(guide: BoundGuide, values: dict) -> tuple[dict, dict]:
     """`(latents, auxiliary)`: `values` split into the model's latent sites and the guide's
     auxiliary sites (those marked `infer={'is_auxiliary': True}`)."""
-    latent_names = set(guide.program.info.latent_names) if hasattr(guide.program, "info") else set(values)
+    latent_names = set(guide.program.latents)
     latents = {k: v for k, v in values.items() if k in latent_names}
     aux = {k: v for k, v in values.items() if k not in latent_names}
     return latents, aux
@@ -350,23 +301,19 @@ def kl(guide: BoundGuide, model: BoundModel, values: dict, *args, **kwargs) -> t
     """
     if not isinstance(guide, BoundGuide) or not isinstance(model, BoundModel):
         raise TypeError("provi.kl takes the guide and the model an objective receives")
-    from provi.core.batching import vectorise
-    from provi.guides.program import NumPyroGuide, batch_ndim
-
-    if not isinstance(program_of(guide), NumPyroGuide):
-        return jnp.zeros(_particle_shape(guide, values)), ()
-    from numpyro.distributions.kl import kl_divergence
-
-    gargs, gkwargs = _call_args(guide, args, kwargs)
-    margs, mkwargs = _call_args(model, args, kwargs)
-    latent_names = model.program.info.latent_names
     nb = batch_ndim(values, guide.program.shapes)
+    if guide.program.numpyro_fn(guide.params) is None:
+        name = next(iter(values))
+        return jnp.zeros(jnp.shape(values[name])[:nb]), ()
+    gargs, gkwargs = call_args(guide, args, kwargs)
+    margs, mkwargs = call_args(model, args, kwargs)
+    latent_names = model.program.info.latent_names
     gkey, mkey = guide.keys(), model.keys()
     covered: list[str] = []
 
     def one(v):
-        gtr = _trace(guide, gkey, v, gargs, gkwargs)
-        mtr = _trace(model, mkey, {k: v[k] for k in latent_names}, margs, mkwargs)
+        gtr = trace(guide, gkey, v, gargs, gkwargs)
+        mtr = trace(model, mkey, {k: v[k] for k in latent_names}, margs, mkwargs)
         total, names = jnp.zeros(()), []
         for name in latent_names:
             q, p = gtr[name], mtr[name]
@@ -385,67 +332,6 @@ def kl(guide: BoundGuide, model: BoundModel, values: dict, *args, **kwargs) -> t
     return vectorise(one, nb)(values), tuple(covered)
 
 
-def sim_given(guide: BoundGuide, fn, given: dict, *args, n: int, **kwargs) -> tuple[dict, jax.Array]:
-    """Draw `n` times from a conditional NumPyro program `fn(given, *args, **kwargs)` at each
-    particle of `given` (a dict of the guide's sites with leading particle axes): `(values, log_r)`,
-    with particle axes then an `n` axis. `fn`'s `numpyro.param` sites take the guide's parameters
-    of the same name (others keep their initial values); its sites are drawn pathwise.
-    Used for reverse models r(u | z) of hierarchical guides."""
-    from provi.core.batching import vectorise
-    from provi.guides.program import batch_ndim
-
-    args, kwargs = _call_args(guide, args, kwargs)
-    _, fixed = _numpyro_fn(guide)
-    nb = batch_ndim(given, guide.program.shapes)
-    lead = jnp.shape(given[next(iter(given))])[:nb]
-    keys = jax.random.split(guide.keys(), int(np.prod(lead, dtype=int)) * n).reshape(lead + (n, -1))
-
-    def one(g, key):
-        tr = _trace_fn(fn, key, fixed, {}, (g,) + tuple(args), kwargs)
-        return {k: v["value"] for k, v in tr.items() if _is_latent(v)}, _sum_log_prob(tr)
-
-    return vectorise(jax.vmap(one, in_axes=(None, 0)), nb)(given, keys)
-
-
-def density_given(guide: BoundGuide, fn, values: dict, given: dict, *args, **kwargs) -> jax.Array:
-    """Log density of `values` under the conditional NumPyro program `fn(given, *args, **kwargs)`
-    (parameters as in `sim_given`); `given` is broadcast to the particle axes of `values`."""
-    from provi.core.batching import vectorise
-    from provi.guides.program import batch_ndim
-
-    args, kwargs = _call_args(guide, args, kwargs)
-    _, fixed = _numpyro_fn(guide)
-    shapes = guide.program.shapes
-    lead = jnp.shape(values[next(iter(values))])[: batch_ndim(values, shapes)]
-    given = {k: jnp.broadcast_to(v, lead + tuple(shapes[k])) for k, v in given.items()}
-    key = guide.keys()
-
-    def one(v, g):
-        return _sum_log_prob(_trace_fn(fn, key, fixed, v, (g,) + tuple(args), kwargs))
-
-    return vectorise(one, len(lead))(values, given)
-
-
-def _is_latent(site) -> bool:
-    return site["type"] == "sample" and not site["is_observed"]
-
-
-def _sum_log_prob(tr) -> jax.Array:
-    total = jnp.zeros(())
-    for site in tr.values():
-        if site["type"] == "sample":
-            lp = site["fn"].log_prob(site["value"])
-            total = total + jnp.sum(lp if site.get("scale") is None else lp * site["scale"])
-    return total
-
-
-def _trace_fn(fn, key, fixed, values, args, kwargs):
-    from numpyro import handlers
-
-    seeded = handlers.substitute(handlers.seed(fn, key), data={**fixed, **values})
-    return handlers.trace(seeded).get_trace(*args, **kwargs)
-
-
 def _same_scale(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -455,121 +341,37 @@ def _same_scale(a, b) -> bool:
         return a is b
 
 
-def _particle_shape(program, values: dict) -> tuple:
-    from provi.guides.program import batch_ndim
+def sim_given(guide: BoundGuide, fn, given: dict, *args, n: int, **kwargs) -> tuple[dict, jax.Array]:
+    """Draw `n` times from a conditional NumPyro program `fn(given, *args, **kwargs)` at each
+    particle of `given` (a dict of the guide's sites with leading particle axes): `(values, log_r)`,
+    with particle axes then an `n` axis. `fn`'s `numpyro.param` sites take the guide's parameters
+    of the same name (others keep their initial values); its sites are drawn pathwise.
+    Used for reverse models r(u | z) of hierarchical guides."""
+    args, kwargs = call_args(guide, args, kwargs)
+    _, fixed = numpyro_fn(guide)
+    nb = batch_ndim(given, guide.program.shapes)
+    lead = jnp.shape(given[next(iter(given))])[:nb]
+    keys = jax.random.split(guide.keys(), int(np.prod(lead, dtype=int)) * n).reshape(lead + (n, -1))
 
-    shapes = program.program.shapes if hasattr(program.program, "shapes") else {s.name: s.shape for s in program.program.space.sites}
-    name = next(iter(values))
-    return jnp.shape(values[name])[: batch_ndim(values, shapes)]
+    def one(g, key):
+        tr = run(fn, key, (g,) + tuple(args), kwargs, fixed)
+        return {k: v["value"] for k, v in tr.items() if is_latent(v)}, sum_log_prob(tr)
 
-
-def program_of(bound):
-    """The program behind a bound model or guide (unwrapping the estimators' branching view)."""
-    from provi.estimators.branch import Branching
-
-    prog = bound.program
-    return prog.program if isinstance(prog, Branching) else prog
-
-
-def _numpyro_fn(bound):
-    """The bound program's NumPyro function and its constrained `numpyro.param` values."""
-    from provi.guides.program import ModelProgram, NumPyroGuide, constrain_params
-
-    params = jax.lax.stop_gradient(bound.params) if bound.detached else bound.params
-    prog = program_of(bound)
-    if isinstance(prog, ModelProgram):
-        return prog.model, constrain_params(params, prog.info.params)
-    if isinstance(prog, NumPyroGuide):
-        return prog.guide, constrain_params(params, prog.params_spec)
-    raise ObjectiveError(
-        f"per-site densities need a NumPyro program; {type(prog).__name__} is a family over the whole "
-        "latent vector. Use a NumPyro guide function, or leave out sites="
-    )
+    return vectorise(jax.vmap(one, in_axes=(None, 0)), nb)(given, keys)
 
 
-def _trace(bound, key, values, args, kwargs):
-    fn, fixed = _numpyro_fn(bound)
-    return _trace_fn(fn, key, fixed, values, args, kwargs)
+def density_given(guide: BoundGuide, fn, values: dict, given: dict, *args, **kwargs) -> jax.Array:
+    """Log density of `values` under the conditional NumPyro program `fn(given, *args, **kwargs)`
+    (parameters as in `sim_given`); `given` is broadcast to the particle axes of `values`."""
+    args, kwargs = call_args(guide, args, kwargs)
+    _, fixed = numpyro_fn(guide)
+    shapes = guide.program.shapes
+    lead = jnp.shape(values[next(iter(values))])[: batch_ndim(values, shapes)]
+    given = {k: jnp.broadcast_to(v, lead + tuple(shapes[k])) for k, v in given.items()}
+    key = guide.keys()
 
+    def one(v, g):
+        return sum_log_prob(run(fn, key, (g,) + tuple(args), kwargs, {**fixed, **v}))
 
-def _site_density(bound, values, sites, args, kwargs):
-    from provi.core.batching import vectorise
-    from provi.guides.program import batch_ndim
+    return vectorise(one, len(lead))(values, given)
 
-    _numpyro_fn(bound)  # a clear error for family guides
-    shapes = bound.program.shapes
-    unknown = [s for s in values if s not in shapes]
-    if unknown:
-        raise ModelError(f"provi.density: unknown site name(s) {unknown}; the sites are {list(shapes)}")
-    nb = batch_ndim(values, shapes)
-    key = bound.keys()
-
-    def one(v):
-        tr = _trace(bound, key, v, args, kwargs)
-        total = jnp.zeros(())
-        for name in sites:
-            site = tr.get(name)
-            if site is None or site["type"] != "sample":
-                raise ModelError(f"provi.density: no sample site {name!r}; the sites are {list(shapes)}")
-            if not site["is_observed"] and name not in v:
-                raise ModelError(f"provi.density: sites={list(sites)} needs a value for site {name!r}")
-            lp = site["fn"].log_prob(site["value"])
-            if site.get("scale") is not None:
-                lp = lp * site["scale"]
-            total = total + jnp.sum(lp)
-        return total
-
-    return vectorise(one, nb)(values)
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """A variational objective (maximised): `fn(model, guide, *args, **options) -> scalar`.
-
-    Calling an objective with keyword options returns a copy with those options set:
-    `provi.ELBO(num_particles=4)`.
-    """
-
-    fn: Callable
-    options: tuple = ()
-
-    @property
-    def name(self) -> str:
-        return getattr(self.fn, "__name__", "objective")
-
-    def __call__(self, **options) -> "Objective":
-        return dataclasses.replace(self, options=tuple(sorted({**dict(self.options), **options}.items())))
-
-    def value(self, model: BoundModel, guide: BoundGuide) -> jax.Array:
-        """One unbiased estimate of the objective (before any estimator surrogate)."""
-        out = self.fn(model, guide, *model.args, **dict(self.options))
-        if not hasattr(out, "shape") or jnp.shape(out) != ():
-            raise ObjectiveError(
-                f"objective {self.name!r} must return a scalar, got shape {jnp.shape(out)}; "
-                "reduce over particles (e.g. jnp.mean) before returning"
-            )
-        if not isinstance(out, jax.core.Tracer) and not bool(jnp.isfinite(out)):
-            raise ObjectiveError(
-                f"objective {self.name!r} returned a non-finite value ({float(out)}); check its log "
-                "weights (a log density of -inf, or exp() of a large log weight: use logsumexp)"
-            )
-        return out
-
-    def __repr__(self):
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options)
-        return f"{self.name}({opts})"
-
-
-def objective(fn: Callable) -> Objective:
-    """Turn `fn(model, guide, *args, **options) -> scalar` into an objective `provi.fit` accepts."""
-    return Objective(fn)
-
-
-def require_sites(values: dict, expected: tuple[str, ...], what: str) -> None:
-    """Raise a clear error when `values` lacks a site of `expected` or names an unknown one."""
-    unknown = sorted(set(values) - set(expected))
-    missing = [s for s in expected if s not in values]
-    if unknown:
-        raise ModelError(f"{what}: unknown site name(s) {unknown}; its sites are {list(expected)}")
-    if missing:
-        raise ModelError(f"{what}: no value given for site(s) {missing}")

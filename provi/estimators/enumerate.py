@@ -8,7 +8,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from provi.core.model import base_distribution
+from provi.core.trace import base_distribution
+from provi.defaults import ENUMERATE_MAX_SUPPORT
 from provi.estimators.base import Estimator
 
 __all__ = ["Enumerate", "support_size", "event_size"]
@@ -48,7 +49,7 @@ class Enumerate(Estimator):
     `max_support` refuses larger supports (use MVD or Reinforce there).
     """
 
-    max_support: int = 64
+    max_support: int = ENUMERATE_MAX_SUPPORT
     pathwise = False
     branching = True
 

@@ -5,8 +5,8 @@ latent sample site's value as the site's estimator says (so later guide sites an
 the rewritten value), records `(value, log_q, score)` and, for branching estimators, the
 estimator's branches; in a branch evaluation it also patches one coordinate of one particle's
 draw with the branch's value. `draw_sites` runs a guide for `n` particles under the hook
-(vectorised with vmap) and files score terms in the ledger and branch requests in the
-`BranchState` (see `provi.estimators.branch`).
+(vectorised with vmap), files a `ScoreTerm` in the ledger for each site with a score, and branch
+requests in the `BranchState` (see `provi.estimators.branch`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 from numpyro.primitives import Messenger
 
-from provi.estimators.base import site_log_prob
+from provi.core.batching import vmap_or_call
+from provi.core.bound import ScoreTerm
+from provi.core.trace import site_log_prob
 from provi.estimators.branch import BranchState, Request
 from provi.estimators.enumerate import event_size
 from provi.estimators.score import LeaveOneOut, site_features
-from provi.core.batching import vmap_or_call
 
 __all__ = ["SiteHook", "draw_sites"]
 
@@ -61,13 +62,14 @@ class SiteHook(Messenger):
         if est.score_function:
             score = site_log_prob(msg, value, scaled=False)
         branches = est.branches(msg["fn"], value, key) if est.branching and self.want_branches else None
-        needs = self.want_branches and getattr(getattr(est, "baseline", None), "needs_features", False)
+        needs = self.want_branches and est.baseline is not None and est.baseline.needs_features
         self.records[name] = (value, lq, score, branches, site_features(msg["fn"]) if needs else None)
         msg["value"] = value
 
 
 def draw_sites(trace_fn, sites, estimators, key, n, ledger, state: BranchState | None):
-    """Run `trace_fn(key)` (a guide trace) for `n` particles under `SiteHook`: `(z, log_q)`."""
+    """Run `trace_fn(key)` (a guide trace) for `n` particles under `SiteHook`: `(z, log_q)`;
+    score terms go to `ledger`, branch requests to `state` (None: no branching, e.g. results)."""
     call = state.next_call() if state is not None else 0
     override = state.override if state is not None and state.override is not None and state.override.call == call else None
     collect = state is not None and state.collect
@@ -91,14 +93,12 @@ def draw_sites(trace_fn, sites, estimators, key, n, ledger, state: BranchState |
 
     z, log_q, scores, branches, features = vmap_or_call(one)(jax.random.split(key, n), jnp.arange(n))
     for name, score in scores.items():
-        ledger.append((name, estimators[name], score))
-        if name in features:
-            state.features[id(score)] = features[name]
-        if collect and isinstance(getattr(estimators[name], "baseline", None), LeaveOneOut) and n > 1:
+        est = estimators[name]
+        term = ScoreTerm(name, est, score, per_element=est.element_signals, features=features.get(name))
+        ledger.append(term)
+        if collect and isinstance(est.baseline, LeaveOneOut) and n > 1:
             i, j = jnp.nonzero(~jnp.eye(n, dtype=bool), size=n * (n - 1))
-            state.requests.append(
-                Request(call, name, estimators[name], "loo", i, jnp.full(i.shape, -1), z[name][j], None, score)
-            )
+            state.requests.append(Request(call, name, est, "loo", i, jnp.full(i.shape, -1), z[name][j], None, term))
     for name, (values, coords, weights) in branches.items():
         r = values.shape[1]
         particle = jnp.repeat(jnp.arange(n), r)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from provi.core import rand
-from provi.core.model import base_distribution
+from provi.core.trace import base_distribution
 from provi.distributions import OneHotCategorical
 from provi.estimators.base import Estimator
 

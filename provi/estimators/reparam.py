@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import Distribution
 
 from provi.core import rand
-from provi.core.model import base_distribution
+from provi.core.trace import base_distribution
+from provi.defaults import QUADRATURE_NODES
 from provi.estimators.base import Estimator
 
 __all__ = ["Reparam", "ImplicitReparam", "RejectionReparam"]
@@ -21,7 +23,12 @@ sg = jax.lax.stop_gradient
 # NumPyro samplers built on jax.random.gamma / beta / dirichlet, whose parameter gradients JAX
 # computes by implicit differentiation of the CDF (Figurnov et al. 2018).
 _IMPLICIT_NATIVE = (dist.Gamma, dist.Chi2, dist.Beta, dist.Dirichlet, dist.StudentT, dist.InverseGamma)
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(256)
+
+
+@functools.lru_cache(maxsize=None)
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [-1, 1], computed on first use (not at import)."""
+    return np.polynomial.legendre.leggauss(n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +43,12 @@ class Reparam(Estimator):
 
 
 def _quadrature_cdf(d, z, lower):
-    """CDF of univariate `d` at `z` by 256-point Gauss-Legendre quadrature of its density on [lower, z]."""
+    """CDF of univariate `d` at `z` by Gauss-Legendre quadrature of its density on [lower, z]."""
+    nodes, weights = _gauss_legendre(QUADRATURE_NODES)
     half = (z - lower) / 2
-    t = lower + half * (1 + _GL_NODES)
+    t = lower + half * (1 + nodes)
     t = t.reshape((-1,) + (1,) * jnp.ndim(z))
-    return half * jnp.sum(_GL_WEIGHTS.reshape(t.shape[:1] + (1,) * jnp.ndim(z)) * jnp.exp(d.log_prob(t)), axis=0)
+    return half * jnp.sum(weights.reshape(t.shape[:1] + (1,) * jnp.ndim(z)) * jnp.exp(d.log_prob(t)), axis=0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,17 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from provi.core import rand
-from provi.core.model import base_distribution
-from provi.estimators.base import Estimator
+from provi.core.trace import base_distribution
+from provi.estimators.base import Baseline, Estimator
 
 __all__ = ["Reinforce", "Baseline", "NoBaseline", "RunningAverage", "Learned", "LeaveOneOut", "site_features"]
-
-
-class Baseline:
-    """A control variate subtracted from the objective in a score term (never depends on that draw)."""
-
-    def init_state(self, fn=None) -> dict:
-        return {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +29,7 @@ class RunningAverage(Baseline):
     """
 
     decay: float = 0.9
+    stateless = False
 
     def __post_init__(self):
         if not 0.0 <= self.decay < 1.0:
@@ -91,6 +85,7 @@ class Learned(Baseline):
     init: float = 0.0
     hidden: tuple = ()
     decay: float = 0.99
+    stateless = False
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))

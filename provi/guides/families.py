@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from provi.core import rand
 
-__all__ = ["Family", "Delta", "MeanField", "FullRank", "LowRank", "Laplace"]
+__all__ = ["Family", "Delta", "MeanField", "FullRank", "LowRank", "Laplace", "tril_factor"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -102,13 +102,14 @@ class MeanField(Family):
         return params["loc"], jnp.diag(jnp.exp(2 * params["log_scale"]))
 
 
-def _tril(raw):
-    """The Cholesky factor whose strict lower triangle is `raw`'s and whose diagonal is exp of `raw`'s."""
+def tril_factor(raw):
+    """The Cholesky factor stored as `scale_tril`: its strict lower triangle is `raw`'s and its
+    diagonal is exp of `raw`'s."""
     return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diag(raw)))
 
 
 def _tril_logdet(raw):
-    """log |det L| of `_tril(raw)`."""
+    """log |det L| of `tril_factor(raw)`."""
     return jnp.sum(jnp.diagonal(raw, axis1=-2, axis2=-1), -1)
 
 
@@ -124,15 +125,15 @@ class _TrilNormal(Family):
     def sample(self, params, key, n):
         loc, raw = params["loc"], params["scale_tril"]
         eps = rand.normal(key, (n,) + loc.shape, loc.dtype)
-        return loc + eps @ _tril(raw).T, _std_normal_logpdf(eps) - _tril_logdet(raw)
+        return loc + eps @ tril_factor(raw).T, _std_normal_logpdf(eps) - _tril_logdet(raw)
 
     def log_prob(self, params, v):
         loc, raw = params["loc"], params["scale_tril"]
-        eps = jax.scipy.linalg.solve_triangular(_tril(raw), (v - loc).reshape(-1, loc.shape[0]).T, lower=True).T
+        eps = jax.scipy.linalg.solve_triangular(tril_factor(raw), (v - loc).reshape(-1, loc.shape[0]).T, lower=True).T
         return (_std_normal_logpdf(eps) - _tril_logdet(raw)).reshape(v.shape[:-1])
 
     def moments(self, params):
-        L = _tril(params["scale_tril"])
+        L = tril_factor(params["scale_tril"])
         return params["loc"], L @ L.T
 
 

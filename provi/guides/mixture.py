@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from provi.core import rand
-from provi.guides.families import Family, _std_normal_logpdf, _tril, _tril_logdet
+from provi.guides.families import Family, _std_normal_logpdf, _tril_logdet, tril_factor
 
 __all__ = ["GaussianMixture"]
 
@@ -36,7 +36,7 @@ class GaussianMixture(Family):
         return {"loc": loc + offsets, "scale_tril": tril}
 
     def sample(self, params, key, n):
-        loc, L = params["loc"], jax.vmap(_tril)(params["scale_tril"])
+        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
         k = loc.shape[0]
         k1, k2 = jax.random.split(key)
         comp = (jnp.arange(n) + jax.random.randint(k1, (), 0, k)) % k
@@ -45,7 +45,7 @@ class GaussianMixture(Family):
         return v, self.log_prob(params, v)
 
     def log_prob(self, params, v):
-        loc, L = params["loc"], jax.vmap(_tril)(params["scale_tril"])
+        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
         k, d = loc.shape
         flat = v.reshape(-1, d)
 
@@ -57,7 +57,7 @@ class GaussianMixture(Family):
         return (jax.nn.logsumexp(comps, 0) - math.log(k)).reshape(v.shape[:-1])
 
     def moments(self, params):
-        loc, L = params["loc"], jax.vmap(_tril)(params["scale_tril"])
+        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
         mean = jnp.mean(loc, 0)
         dev = loc - mean
         cov = jnp.mean(L @ jnp.swapaxes(L, -1, -2), 0) + dev.T @ dev / loc.shape[0]

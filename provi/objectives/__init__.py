@@ -1,9 +1,12 @@
 """Built-in variational objectives, each one short function written with provi's public
-vocabulary (`provi.sim`, `provi.density`, `provi.detach`, ...). All are maximised."""
+vocabulary (`provi.sim`, `provi.density`, `provi.detach`, ...). All are maximised.
+
+Floor 3 (a sibling of `provi.guides` and `provi.estimators`): objectives import only the core's
+vocabulary and floor 1, exactly what a user's own objective can use.
+"""
 
 from provi.objectives.divergences import CUBO, ChiSquareVIS, Renyi
 from provi.objectives.elbo import ELBO, STL
-from provi.objectives.evaluate import evaluate
 from provi.objectives.hierarchical import DIWHVI, HVI, IWHVI, marginal_log_q
 from provi.objectives.iwae import CIWAE, IWAE, MIWAE, PIWAE, VIMCO, DReG
 from provi.objectives.rws import RWS
@@ -26,7 +29,6 @@ __all__ = [
     "IWHVI",
     "DIWHVI",
     "REGISTRY",
-    "evaluate",
     "log_mean_exp",
     "normalised_weights",
     "leave_one_out",

@@ -2,7 +2,8 @@
 
 import jax.numpy as jnp
 
-from provi.core.vocab import claim_scores, density, detach, objective, replace_grad, sim
+from provi.core.objective import objective
+from provi.core.vocab import claim_scores, density, detach, replace_grad, sim
 from provi.objectives.util import log_mean_exp, normalised_weights
 
 

@@ -3,7 +3,8 @@
 import jax.numpy as jnp
 
 from provi.core.pointwise import pointwise_density
-from provi.core.vocab import density, detach, kl, objective, particle_mean, sim
+from provi.core.objective import objective
+from provi.core.vocab import density, detach, kl, particle_mean, sim
 
 
 @objective

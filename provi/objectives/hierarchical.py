@@ -27,7 +27,8 @@ same name, so declare the ones to learn in the guide (others keep their initial 
 import jax
 import jax.numpy as jnp
 
-from provi.core.vocab import density, density_given, objective, sim, sim_given, split_auxiliary
+from provi.core.objective import objective
+from provi.core.vocab import density, density_given, sim, sim_given, split_auxiliary
 from provi.objectives.util import log_mean_exp
 
 

@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 
 from provi.core.pointwise import pointwise_density
-from provi.core.vocab import claim_scores, density, detach, objective, replace_grad, sim
+from provi.core.objective import objective
+from provi.core.vocab import claim_scores, density, pending_scores, detach, replace_grad, sim
 from provi.errors import ObjectiveError
 from provi.objectives.util import leave_one_out, log_mean_exp, normalised_weights
 
@@ -57,7 +58,7 @@ def DReG(model, guide, *args, k: int = 5, plate: str | None = None):
 
 
 def _vimco_per_point(model, guide, z, plate):
-    scored = tuple(dict.fromkeys(name for name, _, _ in guide.ledger))
+    scored = pending_scores(guide)
     claim_scores(guide)
     log_p, log_q = _per_point(model, guide, z, plate, "VIMCO")
     log_w = log_p.local - log_q.local  # (k, B)

@@ -3,7 +3,8 @@
 import jax
 import jax.numpy as jnp
 
-from provi.core.vocab import claim_scores, density, detach, objective, replace_grad, sim, with_observed
+from provi.core.objective import objective
+from provi.core.vocab import claim_scores, density, detach, replace_grad, sim, with_observed
 from provi.objectives.util import log_mean_exp, normalised_weights
 
 

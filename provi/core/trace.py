@@ -1,0 +1,144 @@
+"""Running NumPyro programs, in one place: seed, substitute and trace; site log densities; abstract
+tracing; `numpyro.param` storage.
+
+Everything in provi that runs a model or a NumPyro guide goes through `run` (or `trace_model`,
+which adds flat-prior values and error reporting for a model's first run), and every sum of
+scaled site log densities through `sum_log_prob`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.distributions import ImproperUniform, biject_to
+
+__all__ = [
+    "run",
+    "trace_model",
+    "abstract_trace",
+    "site_log_prob",
+    "sum_log_prob",
+    "base_distribution",
+    "is_latent",
+    "as_jax",
+    "constrain_params",
+    "unconstrain_params",
+]
+
+_HIDDEN = tuple(os.path.dirname(m.__file__) for m in (sys.modules["numpyro"], sys.modules["provi"]))
+
+
+def run(fn: Callable, key, args: tuple, kwargs: dict, values: dict | None = None, substitute_fn=None) -> dict:
+    """The trace of `fn(*args, **kwargs)` under `seed(key)`, with `values` ({site: value}, e.g.
+    constrained `numpyro.param` values and latent draws) substituted.
+
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> def m(): numpyro.sample("x", dist.Normal(0, 1))
+    >>> float(run(m, jax.random.PRNGKey(0), (), {}, {"x": 0.5})["x"]["value"])
+    0.5
+    """
+    fn = handlers.seed(fn, key)
+    if substitute_fn is not None:
+        fn = handlers.substitute(fn, substitute_fn=substitute_fn)
+    if values:
+        fn = handlers.substitute(fn, data=values)
+    return handlers.trace(fn).get_trace(*args, **kwargs)
+
+
+def _model_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drop the leading frames that belong to provi and NumPyro, so the user sees their own code."""
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_HIDDEN):
+        tb = tb.tb_next
+    return tb
+
+
+def _improper_value(site):
+    """A value for a latent site with a flat (improper) prior, which cannot be sampled: zero in
+    the unconstrained space (NumPyro's samplers refuse `ImproperUniform`)."""
+    if site["type"] != "sample" or site.get("is_observed") or not isinstance(base_distribution(site["fn"]), ImproperUniform):
+        return None
+    fn = site["fn"]
+    shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    t = biject_to(fn.support)
+    return t(jnp.zeros(t.inverse_shape(shape)))
+
+
+def trace_model(model: Callable, args: tuple, kwargs: dict, key, values: dict | None = None) -> dict:
+    """`run` for a model's inspection: flat priors get the value zero in the unconstrained space,
+    and the model's own exceptions surface unchanged, with provi's and NumPyro's frames cut off."""
+    try:
+        return run(model, key, args, kwargs, values, substitute_fn=_improper_value)
+    except Exception as exc:
+        exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
+        raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
+
+
+def abstract_trace(model: Callable, args: tuple, kwargs: dict) -> dict:
+    """The trace of one run of `model`, traced abstractly: no computation, no compilation (values
+    in the trace are tracers where they depend on randomness)."""
+    box = []
+    args, kwargs = as_jax(args), as_jax(kwargs)
+
+    def go(key):
+        box.append(trace_model(model, args, kwargs, key))
+        return 0
+
+    jax.make_jaxpr(go)(np.zeros(2, np.uint32))
+    return box[0]
+
+
+def base_distribution(fn):
+    """Strip NumPyro's wrappers (Independent, Masked, Expanded, Transformed: each holds `base_dist`)
+    off a site's distribution."""
+    while (inner := vars(fn).get("base_dist")) is not None:
+        fn = inner
+    return fn
+
+
+def is_latent(site: dict) -> bool:
+    """Whether a trace entry is a latent (unobserved) sample site."""
+    return site["type"] == "sample" and not site["is_observed"]
+
+
+def site_log_prob(site: dict, value=None, scaled: bool = True) -> jax.Array:
+    """A site's log density at `value` (default: its traced value), summed over its shape and
+    scaled as NumPyro scales it (`scaled=False`: the draw's own log density, as a score function
+    needs; a subsample or scale handler scales the objective's terms, not the score)."""
+    value = site["value"] if value is None else value
+    intermediates = site.get("intermediates")
+    lp = site["fn"].log_prob(value, intermediates) if intermediates else site["fn"].log_prob(value)
+    if scaled and site.get("scale") is not None:
+        lp = lp * site["scale"]
+    return jnp.sum(lp)
+
+
+def sum_log_prob(trace: dict, sites=None) -> jax.Array:
+    """The sum of the scaled log densities of a trace's sample sites (only `sites`, if given)."""
+    total = jnp.zeros(())
+    for name, site in trace.items():
+        if site["type"] == "sample" and (sites is None or name in sites):
+            total = total + site_log_prob(site)
+    return total
+
+
+def as_jax(tree):
+    """NumPy arrays in `tree` as JAX arrays (so that a model may index them with traced indices)."""
+    return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, tree)
+
+
+def constrain_params(unconstrained: dict, spec: dict) -> dict:
+    """Map `numpyro.param` values from their unconstrained storage to their constraints (`spec`:
+    name -> (initial value, constraint); a value may be a pytree, each leaf is mapped)."""
+    return {k: jax.tree.map(biject_to(spec[k][1]), v) for k, v in unconstrained.items()}
+
+
+def unconstrain_params(spec: dict) -> dict:
+    """The unconstrained storage of `numpyro.param` initial values (`spec` as in `constrain_params`)."""
+    return {k: jax.tree.map(lambda x, c=c: biject_to(c).inv(jnp.asarray(x)), v) for k, (v, c) in spec.items()}

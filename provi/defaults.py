@@ -1,0 +1,59 @@
+"""Every default and threshold of provi, in one place (floor 1: imports nothing of provi).
+
+Modules read these names; tests that need another value monkeypatch the module that uses it.
+"""
+
+# --- the fit loop (provi.engine) ---------------------------------------------------------------
+STEPS = 20_000  # most optimisation steps when `steps` is not given (early stopping ends most fits sooner)
+LEARNING_RATE = 1e-2  # Adam's, for families (whitened at the start) and NumPyro guides
+CHUNK_MAX = 10_000  # most steps in one compiled chunk (the size of its loss buffer)
+CHUNK_SECONDS = 0.25  # chunk sizes aim at this much work between progress updates
+CHUNK_MIN = 100  # fewest steps in an adaptive chunk
+FIXED_CHUNK = 500  # steps per chunk when checkpointing, resuming or streaming batches
+AVERAGE_MIN = 5_000  # after convergence, iterates are averaged over at least this many steps
+CHECKPOINT_EVERY = 10  # chunks between checkpoints
+
+# --- convergence (provi.engine.schedule.Convergence) -------------------------------------------
+CONVERGENCE_WINDOW_MIN = 200
+CONVERGENCE_WINDOW_MAX = 2000
+CONVERGENCE_WINDOW_FRACTION = 20  # window = steps / this, within the bounds above
+CONVERGENCE_Z = 2.0  # "still improving" means a drop of more than this many standard errors
+CONVERGENCE_PATIENCE = 2  # checks in a row without improvement
+
+# --- the start (provi.engine.start, provi.core.mode) -------------------------------------------
+NEWTON_MAX_DIM = 200  # Newton's method (one Hessian per iteration) up to here; L-BFGS above
+CURVATURE_MAX_DIM = 2000  # no dense Hessian (preconditioner) above this dimension
+START_SCALE = 0.1  # the family's scales where no curvature is known (init="prior", "zero", ...)
+
+# --- choosing a family (provi.programs, provi.auto) --------------------------------------------
+FULLRANK_MAX_DIM = 200  # guide="auto": full-rank Gaussian up to here,
+LOWRANK_MAX_DIM = 5_000  # low-rank up to here, mean-field above
+AUTO_RANK = 10  # the rank of auto's low-rank family
+FLOW_MAX_DIM = 200  # auto tries a flow when the Gaussian fails, up to this dimension
+FLOW_LEARNING_RATE = 3e-3
+FLOW_MAX_STEPS = 8_000
+
+# --- importance-sampling diagnostics (provi.diagnostics) ---------------------------------------
+KHAT_GOOD = 0.5  # below: the approximation is close to the posterior
+KHAT_OK = 0.7  # below: PSIS-corrected estimates are reliable; at or above: do not trust
+KHAT_DRAWS = 20_000  # draws for k-hat (fewer make it unstable near 0.5-0.7)
+PSIS_MIN_DRAWS = 16_000  # importance-weighted sds and tails need more draws than plain ones
+COLLAPSE_THRESHOLD = 0.01  # a latent unit with activity below this is inactive (Burda et al. 2016)
+
+# --- estimators (provi.estimators) -------------------------------------------------------------
+MAX_ENUMERATE = 16  # the default estimator enumerates supports of at most this many values
+MAX_BRANCHES = 256  # ... on sites of at most this many (coordinates x support values)
+ENUMERATE_MAX_SUPPORT = 64  # Enumerate() refuses larger supports
+QUADRATURE_NODES = 256  # Gauss-Legendre nodes of ImplicitReparam's quadrature CDF
+
+# --- data (provi.core.plates) ------------------------------------------------------------------
+EXACT_SUBSAMPLE_MAX = 1 << 16  # plates up to this size are subsampled exactly without replacement
+
+# --- compilation (provi.engine.compile) --------------------------------------------------------
+# LLVM at -O1 for the loop: its kernels run as fast as at the default level (measured on the eight
+# schools and VAE steps) and compile faster.
+LOOP_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+# programs that run once per fit (the start, the k-hat draws) skip LLVM's expensive passes
+ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+COMPILED_CACHE_SIZE = 64  # compiled programs kept in the process (least recently used dropped)
+PERSISTENT_CACHE_MIN_SECONDS = 0.2  # JAX's on-disk cache keeps programs that took this long to compile

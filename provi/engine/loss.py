@@ -1,0 +1,49 @@
+"""The loss a fit differentiates: one objective evaluation turned into a surrogate."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+
+from provi.core.bound import BoundGuide, BoundModel, KeyStream
+from provi.core.objective import Objective
+from provi.core.plates import SUBSAMPLE_TAG, SharedSubsample
+from provi.core.program import AbstractGuide, AbstractModel
+from provi.engine.layout import join_data
+from provi.estimators.branch import BranchState
+from provi.estimators.surrogate import combine
+
+__all__ = ["make_loss"]
+
+
+def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, layout) -> Callable:
+    """`loss(params, consts, key, data) -> (surrogate loss to differentiate, objective value)`.
+
+    The objective runs once; estimators that need it at other values of a site (Enumerate, MVD,
+    leave-one-out baselines) have it re-run under vmap with the same key and the site's value
+    overridden through the bound guide (`provi.estimators.branch`), and
+    `provi.estimators.surrogate.combine` builds the surrogate from the value, the ledger's score
+    terms and those branches. `key` is one PRNG key or a pair (see `provi.core.bound.KeyStream`).
+    """
+
+    def run(params, consts, key, data, state):
+        args, kwargs = join_data(data, layout)
+        keys = KeyStream(key)
+        bound_model = BoundModel(model, params["model"], keys, args, kwargs)
+        bound_guide = BoundGuide(guide, params["guide"], consts, keys, args, kwargs, branching=state)
+        with SharedSubsample(key=jax.random.fold_in(keys.root, SUBSAMPLE_TAG)):  # one set of plate indices per step
+            value = objective.value(bound_model, bound_guide)
+        return value, bound_guide.ledger
+
+    def loss(params, consts, key, data):
+        state = BranchState()
+        value, ledger = run(params, consts, key, data, state)
+
+        def rerun(override):
+            return run(params, consts, key, data, BranchState(override=override, collect=False))[0]
+
+        surr = combine(value, ledger, state, rerun, params.get("estimators", {}))
+        return -surr, value
+
+    return loss

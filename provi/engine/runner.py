@@ -1,0 +1,106 @@
+"""The compiled training loop: a chunk of optimiser steps in one `lax.while_loop`.
+
+`Runner` holds the jitted chunk function for one (model, guide, objective, optimiser, data layout);
+runners are cached (`provi.engine.compile.cached`), so fitting the same model again, even on new
+data of the same shapes, does not compile again. `Runner.prepare` compiles the chunk on a worker
+thread from the shapes of its arguments, so that XLA compiles it while the fit's start is traced,
+compiled and run. A chunk runs up to `n` steps of `provi.engine.step.make_update` and stops early
+at the first non-finite loss; it returns the per-step losses, the sum of the iterates (for
+averaging) and the first bad step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from provi.core.objective import Objective
+from provi.defaults import LOOP_COMPILER_OPTIONS
+from provi.engine.compile import compiler
+from provi.engine.layout import signature
+from provi.engine.loss import make_loss
+from provi.engine.step import make_update, step_keys
+
+__all__ = ["FitState", "Runner"]
+
+
+class FitState(NamedTuple):
+    """Everything the loop carries: parameters, optimiser state, PRNG key and the step count."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    step: jax.Array
+
+
+@dataclasses.dataclass(eq=False)
+class Runner:
+    """A compiled chunk function: `run(state, consts, data, n) -> (state, losses, iterate_sum, steps, bad)`.
+
+    With `stream=k > 0`, the first k leaves of `data` carry a leading step axis (a block of
+    minibatches from a loader, see `provi.engine.data`): step i of the chunk uses row i of each of
+    them, and the other leaves as they are.
+    """
+
+    model: Any  # ModelProgram
+    guide: Any  # guide program
+    objective: Objective
+    layout: Any
+    optimizer: optax.GradientTransformation
+    buffer: int
+    average: bool
+    stream: int = 0
+
+    def __post_init__(self):
+        self.update = make_update(self.model, self.guide, self.objective, self.optimizer, self.layout)
+        self.jit = jax.jit(self._chunk, compiler_options=LOOP_COMPILER_OPTIONS)
+        self.grad = jax.jit(jax.value_and_grad(make_loss(self.model, self.guide, self.objective, self.layout), has_aux=True))
+        self.ahead: dict = {}  # argument signature -> future of the chunk compiled ahead (`prepare`)
+
+    def prepare(self, state: FitState, consts, data) -> None:
+        """Start compiling the chunk for arguments of these shapes (arrays or `jax.ShapeDtypeStruct`s).
+
+        Tracing and lowering run here: NumPyro's handler stack is global, so models are never
+        traced on two threads at once. XLA's compilation runs on a worker thread, which it shares
+        with the caller's next steps since the compiler releases the GIL.
+        """
+        args = (state, consts, data, np.int32(0))
+        sig = signature(args)
+        if sig not in self.ahead:
+            lowered = self.jit.lower(*args)
+            self.ahead[sig] = compiler().submit(lowered.compile)
+
+    def run(self, state: FitState, consts, data, n: int):
+        """Run a chunk of up to `n` steps: `(state, losses, iterate_sum, steps_run, first_bad_step)`."""
+        args = (state, consts, data, np.int32(n))
+        ready = self.ahead.get(signature(args))
+        return ready.result()(*args) if ready is not None else self.jit(*args)
+
+    def _chunk(self, state: FitState, consts, data, n):
+        def body(carry):
+            i, st, losses, acc = carry
+            key, pair = step_keys(st.key)
+            batch = [x[i] for x in data[: self.stream]] + list(data[self.stream :]) if self.stream else data
+            params, opt_state, value = self.update(st.params, st.opt_state, consts, pair, batch)
+            losses = losses.at[i].set(-value)
+            if self.average:
+                acc = jax.tree.map(jnp.add, acc, params)
+            return i + 1, FitState(params, opt_state, key, st.step + 1), losses, acc
+
+        def last_finite(i, losses):  # the loss of the last step run is finite (no step run: true)
+            return (i == 0) | jnp.isfinite(losses[jnp.maximum(i - 1, 0)])
+
+        def keep_going(carry):  # the non-finite check reads the loss buffer: no extra state per step
+            i, _, losses, _ = carry
+            return (i < n) & last_finite(i, losses)
+
+        acc = jax.tree.map(jnp.zeros_like, state.params) if self.average else ()
+        losses = jnp.full((self.buffer,), jnp.nan, dtype=jnp.result_type(float))
+        i, state, losses, acc = jax.lax.while_loop(keep_going, body, (jnp.asarray(0), state, losses, acc))
+        bad = jnp.where(last_finite(i, losses), -1, state.step - 1)
+        return state, losses, acc, i, bad

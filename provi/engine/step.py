@@ -1,0 +1,193 @@
+"""The public step API, in the style of optax and BlackJAX: `provi.setup(...)` returns pure
+`init(key) -> state` and `step(state, key) -> (state, info)`; the user owns the loop.
+
+```python
+alg = provi.setup(model, J, sigma, y, guide="meanfield", init="prior")
+state = alg.init(jax.random.PRNGKey(0))
+step = jax.jit(alg.step)
+for key in jax.random.split(jax.random.PRNGKey(1), 2000):
+    state, info = step(state, key)            # info.loss: the negative objective estimate
+res = provi.FitResult.from_state(alg, state)  # draws, summaries, diagnostics
+```
+
+`provi.fit` runs the same update (`make_update`) in its compiled, chunked loop; with the keys
+`loop_keys(seed_keys(seed)[1], n)` and `init="prior"`, `early_stop=False`, `average=False`, a
+scanned `step` reproduces its losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from provi.core.model import inspect_model
+from provi.core.objective import Objective
+from provi.defaults import LEARNING_RATE
+from provi.engine.layout import split_data
+from provi.engine.loss import make_loss
+from provi.engine.start import init_kind, initialise_family, point_start
+from provi.estimators.surrogate import init_states, update_state
+from provi.objectives import ELBO
+from provi.programs import FamilyGuide, ModelProgram, make_guide
+
+__all__ = ["VIState", "StepInfo", "Setup", "setup", "make_update", "step_keys", "loop_keys", "seed_keys",
+           "default_optimizer", "check_objective", "check_optimizer"]
+
+
+class VIState(NamedTuple):
+    """A fit's state: parameters (`{"model", "guide"}` and, for baselines, `"estimators"`), the
+    optimiser's state, the guide's fixed constants (its preconditioner) and the step count."""
+
+    params: Any
+    opt_state: Any
+    consts: Any
+    step: jax.Array
+
+
+class StepInfo(NamedTuple):
+    """What one step reports: `loss`, the negative objective estimate at the parameters before the update."""
+
+    loss: jax.Array
+
+
+@functools.lru_cache(maxsize=None)
+def default_optimizer(learning_rate: float = LEARNING_RATE) -> optax.GradientTransformation:
+    """Adam with the given learning rate; cached so that repeated fits reuse their compiled loop."""
+    return optax.adam(learning_rate)
+
+
+def check_objective(objective) -> Objective:
+    """`objective`, or `provi.ELBO()` for None; a clear error for anything else."""
+    objective = ELBO() if objective is None else objective
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
+    return objective
+
+
+def check_optimizer(optimizer) -> optax.GradientTransformation:
+    """`optimizer`, or Adam for None; a clear error for anything else (e.g. the string "adam")."""
+    optimizer = default_optimizer() if optimizer is None else optimizer
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax GradientTransformation (e.g. optax.adam(1e-2)), got {optimizer!r}")
+    return optimizer
+
+
+def make_update(model: ModelProgram, guide, objective: Objective, optimizer, layout) -> Callable:
+    """`update(params, opt_state, consts, key, data) -> (params, opt_state, objective value)`: one
+    optimiser step on one estimate of the objective's gradient (estimator states advanced)."""
+    loss = make_loss(model, guide, objective, layout)
+
+    def update(params, opt_state, consts, key, data):
+        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(params, consts, key, data)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return update_state(guide, params, optax.apply_updates(params, updates), value), opt_state, value
+
+    return update
+
+
+def step_keys(key):
+    """`(next key, the step's key pair)` from a loop's key: one split (see `provi.core.bound.KeyStream`)."""
+    parts = jax.random.split(key, 3)
+    return parts[0], parts[1:]
+
+
+def loop_keys(key, n: int) -> jax.Array:
+    """The `n` step keys (pairs, shape (n, 2, 2)) that `provi.fit`'s loop derives from its key."""
+    return jax.lax.scan(lambda k, _: step_keys(k), jnp.asarray(key), None, length=n)[1]
+
+
+def seed_keys(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(init key, loop key)`: two independent raw threefry keys from an integer seed, made on the
+    host (no compilation), as `provi.fit` makes them."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    ss = np.random.SeedSequence(int(seed)).generate_state(4)
+    return np.asarray(ss[:2], np.uint32), np.asarray(ss[2:], np.uint32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Setup:
+    """A model, a guide, an objective and an optimiser, ready to step (see `setup`)."""
+
+    model: ModelProgram
+    guide: Any  # a provi.core.program.AbstractGuide
+    objective: Objective
+    optimizer: optax.GradientTransformation
+    data: list  # the array leaves of the model's arguments
+    layout: Any  # their static layout (provi.engine.layout)
+    args: tuple
+    kwargs: dict
+    init_with: Any = "map"
+
+    @functools.cached_property
+    def update(self) -> Callable:
+        return make_update(self.model, self.guide, self.objective, self.optimizer, self.layout)
+
+    @functools.cached_property
+    def loss(self) -> Callable:
+        """`loss(params, consts, key) -> (surrogate loss, objective estimate)`: the function every
+        step differentiates, at the setup's data."""
+        loss = make_loss(self.model, self.guide, self.objective, self.layout)
+        return lambda params, consts, key: loss(params, consts, key, self.data)
+
+    def objective_and_grad(self, params, key, consts=None) -> tuple[jax.Array, Any]:
+        """`(objective estimate, gradient estimate of the objective)` at `params` (no update)."""
+        (_, value), grads = jax.value_and_grad(self.loss, has_aux=True)(params, {} if consts is None else consts, key)
+        return value, jax.tree.map(jnp.negative, grads)
+
+    def start(self, key) -> tuple[VIState, list]:
+        """`(state, notes)`: the starting state and what the start found (notes in words)."""
+        model_params = self.model.init_params()
+        notes: list = []
+        if isinstance(self.guide, FamilyGuide):
+            kind, u_given = init_kind(self.init_with, self.guide.space)
+            if kind != "map" and isinstance(key, jax.core.Tracer):  # under the user's jit or vmap: the pure start
+                start = point_start(self.guide, self.model, self.layout, kind, self.optimizer)
+                guide_params, opt_state, consts = start(key, model_params, self.data, jnp.asarray(u_given, jnp.result_type(float)))
+            else:  # the same start, compiled once and cached (or the mode search, on the host)
+                guide_params, consts, opt_state, notes = initialise_family(
+                    self.guide, self.model, model_params, self.data, self.layout, key, self.init_with, self.optimizer
+                )
+            params = {"model": model_params, "guide": guide_params}
+        else:
+            params, consts = {"model": model_params, "guide": self.guide.init_params(key)}, {}
+            if est_state := init_states(self.guide):  # explicit estimator state (baselines)
+                params["estimators"] = est_state
+            opt_state = self.optimizer.init(params)
+        return VIState(params, opt_state, consts, jnp.zeros((), jnp.int32)), notes
+
+    def init(self, key) -> VIState:
+        """The starting state. Pure (jit- and vmap-safe) except with `init="map"` for a family,
+        whose mode search runs on the host."""
+        return self.start(key)[0]
+
+    def step(self, state: VIState, key) -> tuple[VIState, StepInfo]:
+        """One optimisation step with randomness from `key` (one PRNG key, or a pair from `loop_keys`)."""
+        params, opt_state, value = self.update(state.params, state.opt_state, state.consts, key, self.data)
+        return VIState(params, opt_state, state.consts, state.step + 1), StepInfo(-value)
+
+
+def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | None = None, optimizer=None,
+          estimators: dict | None = None, init: str | dict = "map", seed: int = 0, **model_kwargs) -> Setup:
+    """Prepare `guide` for `model(*args, **model_kwargs)`: pure `init` and `step` (see `Setup`).
+
+    `guide` as in `provi.fit` ("auto" is the Gaussian the dimension affords: the staged pipeline
+    of `provi.fit(guide="auto")` is a loop of its own); `objective` (default `provi.ELBO()`),
+    `optimizer` (default Adam(1e-2)), `estimators` and `init` as in `provi.fit`; `seed` seeds
+    the tracing of a NumPyro guide.
+    """
+    if not callable(model):
+        raise TypeError(f"provi.setup takes a NumPyro model function first, got {type(model).__name__}")
+    if guide is None:
+        raise ValueError("guide must be a name (e.g. 'auto', 'meanfield'), a family, or a NumPyro guide")
+    objective, optimizer = check_objective(objective), check_optimizer(optimizer)
+    info = inspect_model(model, args, model_kwargs)
+    guide_prog = make_guide(guide, info, args, model_kwargs, seed_keys(seed)[0], estimators)
+    data, layout = split_data(args, model_kwargs)
+    return Setup(ModelProgram(model, info), guide_prog, objective, optimizer, data, layout, args, dict(model_kwargs), init)
