@@ -136,7 +136,7 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
     alg = setup(model, *args, guide=guide if start is None else start[0], objective=objective, optimizer=optimizer,
                 estimators=estimators, init=init, seed=seed, **kwargs)
     subsampled = mesh is not None or alg.model.info.subsampled
-    lengths = data_lengths(model, args, kwargs, alg.guide, alg.model.info) if subsampled else set()
+    lengths = data_lengths(model, alg.args, alg.kwargs, alg.guide, alg.model.info) if subsampled else set()
     data = place(alg.data, mesh, lengths)  # the start runs once, on one device
     user_steps = steps is not None
     steps = (steps if user_steps else defaults.STEPS) if alg.guide.optimise else 0
@@ -160,7 +160,7 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
     stop.notes = notes
     stop.seconds = time.perf_counter() - t0
     return FitResult(data=data, layout=alg.layout, model=alg.model, guide=alg.guide, params=state.params, consts=consts,
-                     losses=losses, args=args, kwargs=kwargs, objective=alg.objective, stop=stop, seed=seed)
+                     losses=losses, args=alg.args, kwargs=alg.kwargs, objective=alg.objective, stop=stop, seed=seed)
 
 
 def _start(alg: Setup, runner: Runner, k_init, k_loop, start, ahead_data):

@@ -19,16 +19,15 @@ import numpy as np
 from numpyro.infer import Predictive
 
 from provi.core.bound import KeyStream
-from provi.core.model import inspect_model
 from provi.core.objective import Objective
 from provi.core.trace import constrain_params
 from provi.defaults import KHAT_DRAWS, KHAT_OK, PSIS_MIN_DRAWS
 from provi.diagnostics import Diagnostics, diagnose, evaluate, khat_verdict, posterior_collapse, psis, weighted_moments
-from provi.engine.layout import join_data, split_data
+from provi.engine.layout import join_data
 from provi.engine.schedule import StopInfo
-from provi.engine.step import Setup, VIState
+from provi.engine.step import Setup, VIState, setup
 from provi.persist import atomic_write, flatten_tree, unflatten_tree
-from provi.programs import ModelProgram, guide_from_spec, make_guide
+from provi.programs import guide_from_spec
 
 __all__ = ["FitResult", "load", "FORMAT"]
 
@@ -332,9 +331,8 @@ def load(path, model, *args, guide=None, **kwargs) -> FitResult:
     if guide is None:
         guide = guide_from_spec(meta["guide"])
     key = jax.random.PRNGKey(meta["seed"])
-    info = inspect_model(model, args, kwargs)
-    model_prog = ModelProgram(model, info)
-    guide_prog = make_guide(guide, info, args, kwargs, key, None)
+    alg = setup(model, *args, guide=guide, seed=meta["seed"], **kwargs)
+    model_prog, guide_prog = alg.model, alg.guide
     with np.load(path / "params.npz") as f:
         arrays = dict(f)
     template = {"model": model_prog.init_params(), "guide": guide_prog.init_params(key)}
@@ -343,9 +341,8 @@ def load(path, model, *args, guide=None, **kwargs) -> FitResult:
         consts = {k.strip("[]'"): jnp.asarray(v) for k, v in f.items()}
     s = meta["stop"]
     stop = StopInfo(reason=s["reason"], steps=s["steps"], message=s["message"], notes=s["notes"])
-    data, layout = split_data(args, kwargs)
     return FitResult(
-        data=data, layout=layout, model=model_prog, guide=guide_prog, params=params, consts=consts,
-        losses=np.load(path / "losses.npy"), args=args, kwargs=kwargs, objective=meta["objective"], stop=stop,
+        data=alg.data, layout=alg.layout, model=model_prog, guide=guide_prog, params=params, consts=consts,
+        losses=np.load(path / "losses.npy"), args=alg.args, kwargs=alg.kwargs, objective=meta["objective"], stop=stop,
         seed=meta["seed"], correct=meta.get("correct"), auto=meta.get("auto"),
     )

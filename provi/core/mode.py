@@ -25,20 +25,38 @@ class Mode(NamedTuple):
     gradient: jax.Array | None = None  # the gradient at `u`
 
 
+def _reverse_only(exc: Exception) -> bool:
+    """Whether `exc` is JAX refusing forward-mode differentiation (a `custom_vjp` function, such
+    as an ODE solver's adjoint, defines only the reverse mode)."""
+    return isinstance(exc, TypeError) and "forward-mode" in str(exc)
+
+
 def curvature(log_density: Callable, u: jax.Array) -> jax.Array:
-    """The negative Hessian of `log_density` at `u` (the precision of the Laplace approximation)."""
-    h = jax.hessian(log_density)(u)
+    """The negative Hessian of `log_density` at `u` (the precision of the Laplace approximation):
+    forward-over-reverse, or reverse-over-reverse where the density has no forward mode."""
+    try:
+        h = jax.hessian(log_density)(u)
+    except TypeError as exc:
+        if not _reverse_only(exc):
+            raise
+        h = jax.jacrev(jax.grad(log_density))(u)
     return -0.5 * (h + h.T)
 
 
 def value_grad_curvature(log_density: Callable, u: jax.Array):
-    """`(log density, gradient, negative Hessian)` at `u`, from one forward-over-reverse pass."""
+    """`(log density, gradient, negative Hessian)` at `u`, from one forward-over-reverse pass
+    (reverse-over-reverse where the density has no forward mode: `custom_vjp`, ODE solvers)."""
 
     def grad_with_value(x):
         v, g = jax.value_and_grad(log_density)(x)
         return g, (v, g)
 
-    h, (v, g) = jax.jacfwd(grad_with_value, has_aux=True)(u)
+    try:
+        h, (v, g) = jax.jacfwd(grad_with_value, has_aux=True)(u)
+    except TypeError as exc:
+        if not _reverse_only(exc):
+            raise
+        h, (v, g) = jax.jacrev(grad_with_value, has_aux=True)(u)
     return v, g, -0.5 * (h + h.T)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from numpyro.distributions import ImproperUniform, biject_to, constraints
 
 from provi.core.plates import subsampled_plates
-from provi.core.trace import abstract_trace, as_jax, base_distribution, trace_model
+from provi.core.trace import abstract_trace, base_distribution, trace_model
 from provi.errors import ModelError
 
 __all__ = ["LatentSite", "ModelInfo", "inspect_model"]
@@ -121,7 +121,6 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
     """
     if not callable(model):
         raise TypeError(f"the model must be a callable NumPyro program, got {type(model).__name__}")
-    args, kwargs = as_jax(args), as_jax(kwargs)
     tr = abstract_trace(model, args, kwargs)
     latents, observed, determ, params = [], {}, {}, {}
     subsampled = False

@@ -86,7 +86,7 @@ class LatentSpace:
     def prior_point(self, model, key, args, kwargs) -> jax.Array:
         """The unconstrained flat vector of one prior draw, with zero for flat (improper) priors
         and for any coordinate that is not finite. Traceable."""
-        tr = trace_model(model, args, kwargs, key)
+        tr = trace_model(model, args, kwargs, key, prior=True)
         parts = []
         for s in self.sites:
             u = jnp.reshape(s.transform.inv(tr[s.name]["value"]), (-1,))

@@ -59,32 +59,46 @@ def _model_traceback(tb: types.TracebackType | None) -> types.TracebackType | No
     return tb
 
 
-def _improper_value(site):
-    """A value for a latent site with a flat (improper) prior, which cannot be sampled: zero in
-    the unconstrained space (NumPyro's samplers refuse `ImproperUniform`)."""
-    if site["type"] != "sample" or site.get("is_observed") or not isinstance(base_distribution(site["fn"]), ImproperUniform):
-        return None
+def _unconstrained_zero(site):
     fn = site["fn"]
     shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
     t = biject_to(fn.support)
     return t(jnp.zeros(t.inverse_shape(shape)))
 
 
-def trace_model(model: Callable, args: tuple, kwargs: dict, key, values: dict | None = None) -> dict:
-    """`run` for a model's inspection: flat priors get the value zero in the unconstrained space,
-    and the model's own exceptions surface unchanged, with provi's and NumPyro's frames cut off."""
+def _improper_value(site):
+    """A value for a latent site with a flat (improper) prior, which cannot be sampled: zero in
+    the unconstrained space (NumPyro's samplers refuse `ImproperUniform`)."""
+    if site["type"] != "sample" or site.get("is_observed") or not isinstance(base_distribution(site["fn"]), ImproperUniform):
+        return None
+    return _unconstrained_zero(site)
+
+
+def _inspection_value(site):
+    """A value for every continuous latent site without calling its sampler: zero in the
+    unconstrained space (as NumPyro's `init_to_median`-style initialisers place a site in its
+    support), so inspecting a model never needs a sampler (a truncated StudentT's needs
+    tensorflow_probability). Discrete sites are drawn from their (simple) samplers."""
+    if site["type"] != "sample" or site.get("is_observed") or site["fn"].support.is_discrete:
+        return None
+    return _unconstrained_zero(site)
+
+
+def trace_model(model: Callable, args: tuple, kwargs: dict, key, values: dict | None = None, prior: bool = False) -> dict:
+    """`run` for a model's inspection: continuous latent sites get the value zero in the
+    unconstrained space (with `prior=True`, a draw from their prior, flat priors still zero), and
+    the model's own exceptions surface unchanged, with provi's and NumPyro's frames cut off."""
     try:
-        return run(model, key, args, kwargs, values, substitute_fn=_improper_value)
+        return run(model, key, args, kwargs, values, substitute_fn=_improper_value if prior else _inspection_value)
     except Exception as exc:
         exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
         raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
 
 
 def abstract_trace(model: Callable, args: tuple, kwargs: dict) -> dict:
-    """The trace of one run of `model`, traced abstractly: no computation, no compilation (values
-    in the trace are tracers where they depend on randomness)."""
+    """The trace of one run of `model` at `args`/`kwargs` (as given), traced abstractly: no
+    computation, no compilation."""
     box = []
-    args, kwargs = as_jax(args), as_jax(kwargs)
 
     def go(key):
         box.append(trace_model(model, args, kwargs, key))

@@ -6,11 +6,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["split_data", "join_data", "signature"]
+__all__ = ["Constant", "split_data", "join_data", "signature"]
 
 
-def split_data(args: tuple, kwargs: dict):
+class Constant:
+    """An array compiled into programs as a constant (for a model that reads its data's values
+    while it is traced, e.g. `int(np.max(x)) + 1`); hashed and compared by identity."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
+
+
+def split_data(args: tuple, kwargs: dict, constant: bool = False):
     """Split model arguments into array leaves (traced) and a hashable static layout (compiled in).
+    With `constant`, array leaves go into the layout as `Constant`s instead: the programs see
+    the concrete arrays as given (NumPy arrays stay NumPy arrays).
 
     >>> import numpy as np
     >>> data, layout = split_data((3, np.ones(2)), {"y": None})
@@ -18,9 +35,10 @@ def split_data(args: tuple, kwargs: dict):
     (1, 3)
     """
     leaves, treedef = jax.tree.flatten((args, kwargs))
-    is_array = tuple(isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves)
+    is_array = tuple(isinstance(x, (jax.Array, np.ndarray, np.generic)) and not constant for x in leaves)
     dynamic = [jnp.asarray(x) for x, a in zip(leaves, is_array) if a]
-    static = tuple(x for x, a in zip(leaves, is_array) if not a)
+    wrap = lambda x: Constant(x) if isinstance(x, (jax.Array, np.ndarray, np.generic)) else x  # noqa: E731
+    static = tuple(wrap(x) for x, a in zip(leaves, is_array) if not a)
     shapes = tuple((x.shape, str(x.dtype)) for x in dynamic)
     return dynamic, (treedef, is_array, static, shapes)
 
@@ -28,7 +46,8 @@ def split_data(args: tuple, kwargs: dict):
 def join_data(dynamic, layout) -> tuple[tuple, dict]:
     """`(args, kwargs)` from the array leaves and the layout `split_data` made."""
     treedef, is_array, static, _ = layout
-    it_d, it_s = iter(dynamic), iter(static)
+    it_d = iter(dynamic)
+    it_s = iter(x.value if isinstance(x, Constant) else x for x in static)
     leaves = [next(it_d) if a else next(it_s) for a in is_array]
     return jax.tree.unflatten(treedef, leaves)
 

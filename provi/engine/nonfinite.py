@@ -11,7 +11,7 @@ from provi.core.bound import KeyStream
 from provi.core.trace import constrain_params, run, site_log_prob
 from provi.engine.layout import join_data
 from provi.engine.schedule import StopInfo
-from provi.engine.step import step_keys
+from provi.engine.step import step_key
 
 __all__ = ["diagnose_nonfinite"]
 
@@ -49,7 +49,7 @@ def _nonfinite_sites(runner, state, consts, data, key) -> list[str]:
 
 def diagnose_nonfinite(runner, state, consts, data, bad_step: int, objective) -> StopInfo:
     """Explain the first non-finite loss: which parameters' gradients and which sites went bad."""
-    _, pair = step_keys(state.key)
+    pair = step_key(state.key, state.step)
     (_, value), grads = runner.grad(state.params, consts, pair, data)
     params = _nonfinite_leaves(grads)
     try:

@@ -24,13 +24,14 @@ from provi.defaults import LOOP_COMPILER_OPTIONS
 from provi.engine.compile import compiler
 from provi.engine.layout import signature
 from provi.engine.loss import make_loss
-from provi.engine.step import make_update, step_keys
+from provi.engine.step import loop_keys, make_update
 
 __all__ = ["FitState", "Runner"]
 
 
 class FitState(NamedTuple):
-    """Everything the loop carries: parameters, optimiser state, PRNG key and the step count."""
+    """Everything the loop carries: parameters, optimiser state, the loop's PRNG key (constant:
+    step t's keys are `provi.engine.step.step_key(key, t)`) and the step count."""
 
     params: Any
     opt_state: Any
@@ -82,15 +83,16 @@ class Runner:
         return ready.result()(*args) if ready is not None else self.jit(*args)
 
     def _chunk(self, state: FitState, consts, data, n):
+        keys = loop_keys(state.key, self.buffer, state.step)  # the chunk's keys, in one vectorised call
+
         def body(carry):
             i, st, losses, acc = carry
-            key, pair = step_keys(st.key)
             batch = [x[i] for x in data[: self.stream]] + list(data[self.stream :]) if self.stream else data
-            params, opt_state, value = self.update(st.params, st.opt_state, consts, pair, batch)
+            params, opt_state, value = self.update(st.params, st.opt_state, consts, keys[i], batch)
             losses = losses.at[i].set(-value)
             if self.average:
                 acc = jax.tree.map(jnp.add, acc, params)
-            return i + 1, FitState(params, opt_state, key, st.step + 1), losses, acc
+            return i + 1, FitState(params, opt_state, st.key, st.step + 1), losses, acc
 
         def last_finite(i, losses):  # the loss of the last step run is finite (no step run: true)
             return (i == 0) | jnp.isfinite(losses[jnp.maximum(i - 1, 0)])

@@ -12,7 +12,8 @@ res = provi.FitResult.from_state(alg, state)  # draws, summaries, diagnostics
 
 `provi.fit` runs the same update (`make_update`) in its compiled, chunked loop; with the keys
 `loop_keys(seed_keys(seed)[1], n)` and `init="prior"`, `early_stop=False`, `average=False`, a
-scanned `step` reproduces its losses.
+scanned `step` reproduces its losses. Step t's keys are a pure function of the loop's key and t
+(`step_key`), made for a whole chunk in one vectorised call: no key split inside the step.
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ import numpy as np
 import optax
 
 from provi.core.model import inspect_model
+from provi.core.trace import as_jax, trace_model
 from provi.core.objective import Objective
 from provi.defaults import LEARNING_RATE
-from provi.engine.layout import split_data
+from provi.engine.layout import join_data, split_data
 from provi.engine.loss import make_loss
 from provi.engine.start import init_kind, initialise_family, point_start
 from provi.estimators.surrogate import init_states, update_state
 from provi.objectives import ELBO
 from provi.programs import FamilyGuide, ModelProgram, make_guide
 
-__all__ = ["VIState", "StepInfo", "Setup", "setup", "make_update", "step_keys", "loop_keys", "seed_keys",
+__all__ = ["VIState", "StepInfo", "Setup", "setup", "make_update", "step_key", "loop_keys", "seed_keys",
            "default_optimizer", "check_objective", "check_optimizer"]
 
 
@@ -91,15 +93,17 @@ def make_update(model: ModelProgram, guide, objective: Objective, optimizer, lay
     return update
 
 
-def step_keys(key):
-    """`(next key, the step's key pair)` from a loop's key: one split (see `provi.core.bound.KeyStream`)."""
-    parts = jax.random.split(key, 3)
-    return parts[0], parts[1:]
+def step_key(key, t) -> jax.Array:
+    """The key pair (2, 2) of step `t` of a loop with key `key`: a pure function of the step
+    counter, so a chunk's keys are made in one vectorised call and a fit's randomness does not
+    depend on how its steps were cut into chunks (see `provi.core.bound.KeyStream` for the pair)."""
+    return jax.random.split(jax.random.fold_in(key, t))
 
 
-def loop_keys(key, n: int) -> jax.Array:
-    """The `n` step keys (pairs, shape (n, 2, 2)) that `provi.fit`'s loop derives from its key."""
-    return jax.lax.scan(lambda k, _: step_keys(k), jnp.asarray(key), None, length=n)[1]
+def loop_keys(key, n: int, start: int = 0) -> jax.Array:
+    """The key pairs (n, 2, 2) of steps `start, ..., start + n - 1` of a loop with key `key`: the
+    keys `provi.fit`'s loop gives its steps (`key` is `seed_keys(seed)[1]`)."""
+    return jax.vmap(lambda t: step_key(key, t))(start + jnp.arange(n))
 
 
 def seed_keys(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +191,36 @@ def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | No
     if guide is None:
         raise ValueError("guide must be a name (e.g. 'auto', 'meanfield'), a family, or a NumPyro guide")
     objective, optimizer = check_objective(objective), check_optimizer(optimizer)
+    constant = reads_data_values(model, args, model_kwargs)
+    if not constant:  # NumPy data as JAX arrays: works everywhere, NumPyro's scan included
+        args, model_kwargs = as_jax(args), as_jax(model_kwargs)
     info = inspect_model(model, args, model_kwargs)
     guide_prog = make_guide(guide, info, args, model_kwargs, seed_keys(seed)[0], estimators)
-    data, layout = split_data(args, model_kwargs)
+    data, layout = split_data(args, model_kwargs, constant=constant)
     return Setup(ModelProgram(model, info), guide_prog, objective, optimizer, data, layout, args, dict(model_kwargs), init)
+
+
+_CONCRETE_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerBoolConversionError,
+)
+
+
+def reads_data_values(model: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether `model` computes shapes or Python control flow from its data's values (e.g. a
+    plate of size `int(np.max(x)) + 1`), as NumPyro allows: then its data is compiled into the
+    fit's programs as constants (`provi.engine.layout.Constant`) instead of being traced. Found by
+    tracing the model once with abstract data."""
+    data, layout = split_data(args, kwargs)
+
+    def go(d):
+        trace_model(model, *join_data(d, layout), np.zeros(2, np.uint32))
+        return 0
+
+    try:
+        jax.make_jaxpr(go)(data)
+    except _CONCRETE_ERRORS:
+        return True
+    return False
