@@ -19,6 +19,7 @@ import numpy as np
 from numpyro.infer import Predictive
 
 from provi.core.bound import KeyStream
+from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
 from provi.core.trace import constrain_params
 from provi.defaults import KHAT_DRAWS, KHAT_OK, PSIS_MIN_DRAWS
@@ -120,9 +121,31 @@ class FitResult:
                 raise ValueError(f"unknown correction {correct!r}: use 'psis' or None")
             return self._psis_resample(n, seed)
         z, _ = self.draws(n, seed)
-        return self._with_deterministic(z)
+        return self._with_deterministic(z, seed)
 
-    def _with_deterministic(self, z: dict) -> dict:
+    def discrete(self, z: dict, seed: int | None = None, temperature: int = 1) -> dict:
+        """The model's enumerated sites at each draw of `z` ({site: (S, ...)}, the other latent
+        sites): drawn from their exact joint conditional (`temperature=1`; forward filtering,
+        backward sampling along chains) or its most probable assignment (`temperature=0`; Viterbi
+        along chains). Empty for a model with no enumerated sites."""
+        info = self.model.info
+        if not info.enumerated:
+            return {}
+        names = tuple(s.name for s in info.enumerated)
+        fixed, model = self.model_params(), self.whole[0].model
+        n = len(next(iter(z.values())))
+        keys = jax.random.split(jax.random.fold_in(self._key(seed), 0xD15C), n)
+        one = lambda zi, key: draw_enumerated(model, key, self.args, self.kwargs, {**fixed, **zi}, names, info.max_plate_nesting, temperature)  # noqa: E731
+        return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(one))(z, keys).items()}
+
+    def discrete_map(self, n: int = 1000, seed: int | None = None) -> dict:
+        """The most probable assignment of the enumerated sites (Viterbi along chains) given each of
+        `n` guide draws of the other latent sites: {site: (n, ...)}."""
+        z, _ = self.draws(n, seed)
+        return self.discrete(z, seed, temperature=0)
+
+    def _with_deterministic(self, z: dict, seed: int | None = None) -> dict:
+        z = {**z, **self.discrete(z, seed)}
         names = list(self.model.info.deterministic)
         out = {k: np.asarray(v) for k, v in z.items()}
         if names:
@@ -137,6 +160,7 @@ class FitResult:
         args = args if args else self.args
         kwargs = {**self.kwargs, **kwargs}
         z, _ = self.draws(n, seed)
+        z = {**z, **self.discrete(z, seed)}
         sites = list(self.model.info.observed) + list(self.model.info.deterministic)
         pred = Predictive(self.whole[0].model, posterior_samples=z, params=self.model_params(), return_sites=sites)
         obs = set(self.model.info.observed)

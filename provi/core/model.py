@@ -16,6 +16,7 @@ from numpyro.distributions import ImproperUniform, biject_to, constraints
 
 from provi.core.plates import subsampled_plates
 from provi.core.trace import abstract_trace, base_distribution, trace_model
+from provi.defaults import MODEL_ENUMERATE_MAX_SUPPORT
 from provi.errors import ModelError
 
 __all__ = ["LatentSite", "ModelInfo", "inspect_model"]
@@ -51,6 +52,8 @@ class ModelInfo:
     params: dict[str, tuple[Any, Any]]  # numpyro.param: name -> (initial value, constraint)
     subsampled: bool
     plates: dict = dataclasses.field(default_factory=dict)  # subsampled plates: name -> (size, subsample size)
+    enumerated: tuple = ()  # discrete sites summed out of the density (infer={"enumerate": "parallel"})
+    max_plate_nesting: int = 0  # how many batch dimensions the model's plates use
 
     @property
     def latent_names(self) -> tuple[str, ...]:
@@ -122,7 +125,7 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
     if not callable(model):
         raise TypeError(f"the model must be a callable NumPyro program, got {type(model).__name__}")
     tr = abstract_trace(model, args, kwargs)
-    latents, observed, determ, params = [], {}, {}, {}
+    latents, observed, determ, params, enumerated = [], {}, {}, {}, []
     subsampled = False
     for name, site in tr.items():
         kind = site["type"]
@@ -134,6 +137,8 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
                     _check_observed(name, site)
                 value = site["value"]
                 observed[name] = None if isinstance(value, jax.core.Tracer) else value
+            elif site["infer"].get("enumerate"):
+                enumerated.append(_enumerated_site(name, site))
             else:
                 latents.append(_latent_site(name, site))
         elif kind == "deterministic":
@@ -146,7 +151,32 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
             subsampled |= sub is not None and sub < size
     if any(isinstance(v, jax.core.Tracer) for v, _ in params.values()):
         params = _concrete_params(model, args, kwargs, params)
-    return ModelInfo(tuple(latents), observed, determ, params, subsampled, subsampled_plates(tr))
+    nesting = max([-f.dim for site in tr.values() for f in site.get("cond_indep_stack", ()) if f.dim is not None], default=0)
+    return ModelInfo(tuple(latents), observed, determ, params, subsampled, subsampled_plates(tr), tuple(enumerated), nesting)
+
+
+def _enumerated_site(name: str, site: dict) -> LatentSite:
+    """A site marked for enumeration in the model, checked: discrete, parallel, small enough."""
+    fn, how = site["fn"], site["infer"]["enumerate"]
+    if how != "parallel":
+        raise ModelError(
+            f"site {name!r} asks for {how!r} enumeration; provi sums discrete sites out in parallel only: "
+            "mark it infer={'enumerate': 'parallel'} (numpyro.contrib.funsor.config_enumerate does)"
+        )
+    base = base_distribution(fn)
+    if not fn.support.is_discrete or not base.has_enumerate_support:
+        raise ModelError(
+            f"site {name!r} is marked for enumeration but its {type(base).__name__} distribution has no finite "
+            "support to sum over; enumerate only discrete sites (Bernoulli, Categorical, ...)"
+        )
+    k = int(jnp.shape(base.enumerate_support(expand=False))[0])
+    if k > MODEL_ENUMERATE_MAX_SUPPORT:
+        raise ModelError(
+            f"site {name!r} has {k} support values, more than provi enumerates ({MODEL_ENUMERATE_MAX_SUPPORT}): "
+            f"summing it out makes every factor that depends on it {k} times larger. Leave it unenumerated and give "
+            "it a guide site with a gradient estimator (provi.estimators.Reinforce(), MVD(), ...)"
+        )
+    return _latent_site(name, site)
 
 
 def _concrete_params(model, args, kwargs, params: dict) -> dict:

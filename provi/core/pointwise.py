@@ -80,6 +80,11 @@ def pointwise_density(program, values: dict, *args, plate: str = "data", sites=N
             f"per-data-point densities need the model, or a NumPyro guide function; got a {type(program.program).__name__} "
             "guide, a family over the whole latent vector: write the guide as a NumPyro function with the data plate"
         )
+    if isinstance(program, BoundModel) and program.program.info.enumerated:
+        raise ModelError(
+            f"per-data-point densities of a model with enumerated sites {[s.name for s in program.program.info.enumerated]} "
+            "are not supported (the sites are summed out of its density as a whole): use plate=None"
+        )
     fn, params = numpyro_fn(program)
     shapes = {k: v for k, v in program.program.shapes.items() if k in values}
     nb = batch_ndim(values, shapes) if values else 0

@@ -154,6 +154,7 @@ def density(program, values: dict, *args, sites=None, **kwargs) -> jax.Array:
 
 def _site_density(bound, values, sites, args, kwargs):
     numpyro_fn(bound)  # a clear error for family guides
+    _refuse_enumerated(bound, "per-site densities (sites=)")
     shapes = bound.program.shapes
     unknown = [s for s in values if s not in shapes]
     if unknown:
@@ -171,6 +172,15 @@ def _site_density(bound, values, sites, args, kwargs):
         return sum_log_prob(tr, sites)
 
     return vectorise(one, batch_ndim(values, shapes))(values)
+
+
+def _refuse_enumerated(bound, what: str) -> None:
+    if isinstance(bound, BoundModel) and bound.program.info.enumerated:
+        names = [s.name for s in bound.program.info.enumerated]
+        raise ModelError(
+            f"{what} of a model with enumerated sites {names} are not defined: those sites are summed out of "
+            "its density as a whole. Use the whole density (provi.density(model, z)), or leave the sites unenumerated"
+        )
 
 
 def detach(x):
@@ -297,12 +307,13 @@ def kl(guide: BoundGuide, model: BoundModel, values: dict, *args, **kwargs) -> t
     distribution and model prior (given the other sites' values) have a registered
     `numpyro.distributions.kl.kl_divergence` and the same scale, the KL is computed in closed
     form. `kl` has the particle shape; `sites` names the sites it covers (possibly none). A family
-    guide has no per-site distributions: `sites` is then empty.
+    guide has no per-site distributions, and a model with enumerated sites no per-site priors:
+    `sites` is then empty.
     """
     if not isinstance(guide, BoundGuide) or not isinstance(model, BoundModel):
         raise TypeError("provi.kl takes the guide and the model an objective receives")
     nb = batch_ndim(values, guide.program.shapes)
-    if guide.program.numpyro_fn(guide.params) is None:
+    if guide.program.numpyro_fn(guide.params) is None or model.program.info.enumerated:  # no per-site priors to pair
         name = next(iter(values))
         return jnp.zeros(jnp.shape(values[name])[:nb]), ()
     gargs, gkwargs = call_args(guide, args, kwargs)

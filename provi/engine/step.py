@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from provi.core.enum import check_enumerable
 from provi.core.model import inspect_model
 from provi.core.trace import as_jax, trace_model
 from provi.core.objective import Objective
@@ -195,6 +196,8 @@ def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | No
     if not constant:  # NumPy data as JAX arrays: works everywhere, NumPyro's scan included
         args, model_kwargs = as_jax(args), as_jax(model_kwargs)
     info = inspect_model(model, args, model_kwargs)
+    if info.enumerated:
+        check_enumerable(model, args, model_kwargs, info.max_plate_nesting)
     guide_prog = make_guide(guide, info, args, model_kwargs, seed_keys(seed)[0], estimators)
     data, layout = split_data(args, model_kwargs, constant=constant)
     return Setup(ModelProgram(model, info), guide_prog, objective, optimizer, data, layout, args, dict(model_kwargs), init)

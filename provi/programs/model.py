@@ -9,6 +9,7 @@ from provi.core.batching import batch_ndim, vectorise
 from provi.core.model import ModelInfo
 from provi.core.plates import ReplayPlates
 from provi.core.program import AbstractModel, require_sites
+from provi.core.enum import enumerated_log_density
 from provi.core.trace import constrain_params, run, sum_log_prob, unconstrain_params
 
 __all__ = ["ModelProgram"]
@@ -39,11 +40,15 @@ class ModelProgram(AbstractModel):
         return unconstrain_params(self.info.params)
 
     def log_density(self, params, values, args, kwargs, keys):
+        """log p(data, values); with enumerated sites, their sum out of the joint (exactly, plate by
+        plate and along `markov`/`scan` chains: NumPyro's funsor-based tensor variable elimination)."""
         require_sites(values, self.info.latent_names, "the model's density")
         fixed = constrain_params(params, self.info.params)
         key = keys()
 
         def one(v):
+            if self.info.enumerated:
+                return enumerated_log_density(self.model, key, args, kwargs, {**fixed, **v}, self.info.max_plate_nesting)
             return sum_log_prob(run(self.model, key, args, kwargs, {**fixed, **v}))
 
         return vectorise(one, batch_ndim(values, self.shapes))(values)

@@ -70,6 +70,11 @@ class NumPyroGuide(AbstractGuide):
                 sites.append(name)
                 shapes[name] = tuple(jax.numpy.shape(site["value"]))
                 aux = site["infer"].get("is_auxiliary", False)
+                if name in {s.name for s in model_info.enumerated}:
+                    raise ModelError(
+                        f"the guide samples site {name!r}, which the model enumerates (sums out); remove it from the "
+                        "guide, or remove infer={'enumerate': 'parallel'} from the model to give it a guide site"
+                    )
                 if name not in model_info.latent_names and not aux:
                     raise ModelError(
                         f"the guide samples site {name!r}, which is not a latent site of the model "

@@ -1,0 +1,197 @@
+"""Discrete sites enumerated in the model: the marginal density, its gradient, the ELBO's
+gradient and the discrete conditionals against brute-force enumeration of every assignment and
+exact quadrature; chains of enumerated sites (HMMs) refused with a clear error."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.contrib.control_flow import scan
+from numpyro.contrib.funsor import markov
+
+import provi
+from provi.core.bound import KeyStream
+from provi.errors import ModelError
+
+ENUM = {"enumerate": "parallel"}
+X = jnp.array([-2.1, -1.8, 0.1, 2.2, 2.5, 1.9])
+
+
+def mixture(x):
+    w = numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
+    mu = numpyro.sample("mu", dist.Normal(jnp.zeros(3), 3.0).to_event(1))
+    with numpyro.plate("n", x.shape[0]):
+        z = numpyro.sample("z", dist.Categorical(w), infer=ENUM)
+        numpyro.sample("x", dist.Normal(mu[z], 1.0), obs=x)
+
+
+def mixture_brute(values, x=X):
+    w, mu = values["w"], values["mu"]
+    prior = dist.Dirichlet(jnp.ones(3)).log_prob(w) + dist.Normal(0.0, 3.0).log_prob(mu).sum()
+    terms = [jnp.log(w[jnp.array(zs)]).sum() + dist.Normal(mu[jnp.array(zs)], 1.0).log_prob(x).sum()
+             for zs in itertools.product(range(3), repeat=x.shape[0])]
+    return prior + jax.nn.logsumexp(jnp.stack(terms))
+
+
+def _density(model, *args):
+    alg = provi.setup(model, *args, guide="meanfield", init="prior")
+    return alg, lambda v: alg.model.log_density({}, v, args, {}, KeyStream(jax.random.PRNGKey(0)))
+
+
+def test_mixture_density_and_gradient_match_brute_force():
+    alg, f = _density(mixture, X)
+    assert [s.name for s in alg.model.info.enumerated] == ["z"] and alg.model.info.latent_names == ("w", "mu")
+    v = {"w": jnp.array([0.2, 0.3, 0.5]), "mu": jnp.array([-2.0, 0.3, 2.0])}
+    np.testing.assert_allclose(f(v), mixture_brute(v), rtol=1e-5)
+    g, gb = jax.grad(f)(v), jax.grad(mixture_brute)(v)
+    for k in v:
+        np.testing.assert_allclose(g[k], gb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_mixture_conditionals_and_map_are_exact():
+    alg, _ = _density(mixture, X)
+    res = provi.FitResult.from_state(alg, alg.init(jax.random.PRNGKey(0)))
+    w, mu, n = jnp.array([0.2, 0.3, 0.5]), jnp.array([-2.0, 0.3, 2.0]), 4000
+    draws = res.discrete({"w": jnp.broadcast_to(w, (n, 3)), "mu": jnp.broadcast_to(mu, (n, 3))}, seed=3)["z"]
+    logits = jnp.log(w) + dist.Normal(mu, 1.0).log_prob(X[:, None])  # (N, K): the exact conditional of each z_i
+    exact = np.asarray(jax.nn.softmax(logits, axis=-1))
+    for i in range(X.shape[0]):
+        for k in range(3):
+            freq = np.mean(draws[:, i] == k)
+            assert abs(freq - exact[i, k]) < 4 * np.sqrt(exact[i, k] * (1 - exact[i, k]) / n) + 1e-3
+    best = res.discrete({"w": w[None], "mu": mu[None]}, temperature=0)["z"][0]
+    np.testing.assert_array_equal(best, np.argmax(exact, axis=-1))
+
+
+CONC = jnp.array([[3.0, 1.0], [1.0, 3.0]])
+
+
+def annotation(labels):
+    """Dawid-Skene: each item's true class is enumerated; annotators' confusion matrices are latent."""
+    pi = numpyro.sample("pi", dist.Dirichlet(jnp.ones(2)))
+    with numpyro.plate("annotator", labels.shape[1], dim=-2):
+        with numpyro.plate("class", 2, dim=-1):
+            beta = numpyro.sample("beta", dist.Dirichlet(CONC))
+    with numpyro.plate("item", labels.shape[0], dim=-2):
+        c = numpyro.sample("c", dist.Categorical(pi), infer=ENUM)
+        with numpyro.plate("position", labels.shape[1], dim=-1):
+            numpyro.sample("y", dist.Categorical(beta[jnp.arange(labels.shape[1]), c]), obs=labels)
+
+
+def test_annotation_model_density_matches_brute_force():
+    labels = jnp.array([[0, 0, 1], [1, 1, 1], [0, 1, 0], [1, 1, 0]])
+    alg, f = _density(annotation, labels)
+    v = {"pi": jnp.array([0.4, 0.6]), "beta": jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(2), (3, 2, 2)), -1)}
+
+    def brute(v):
+        total = dist.Dirichlet(jnp.ones(2)).log_prob(v["pi"]) + dist.Dirichlet(CONC).log_prob(v["beta"]).sum()
+        for i in range(labels.shape[0]):
+            per_class = [jnp.log(v["pi"][c]) + sum(jnp.log(v["beta"][j, c, labels[i, j]]) for j in range(3)) for c in range(2)]
+            total = total + jax.nn.logsumexp(jnp.stack(per_class))
+        return total
+
+    np.testing.assert_allclose(f(v), brute(v), rtol=1e-5)
+    g, gb = jax.grad(f)(v), jax.grad(brute)(v)
+    np.testing.assert_allclose(g["beta"], gb["beta"], rtol=1e-4, atol=1e-5)
+
+
+def test_chains_of_enumerated_sites_are_refused_not_fitted_wrong():
+    obs = jnp.array([0.1, 0.9, 1.2, -0.2, 0.3, 1.4])
+
+    def hmm(obs):
+        stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
+        trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
+        z = 0
+        for t in markov(range(obs.shape[0])):
+            z = numpyro.sample(f"z_{t}", dist.Categorical(trans[z]), infer=ENUM)
+            numpyro.sample(f"x_{t}", dist.Normal(jnp.array([0.0, 1.0])[z], 0.5), obs=obs[t])
+
+    with pytest.raises(ModelError, match="site 'z_1' involves 2 enumerated sites"):
+        provi.setup(hmm, obs)
+
+    def scanned(obs):
+        stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
+        trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
+
+        def step(z_prev, x):
+            z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
+            numpyro.sample("x", dist.Normal(jnp.array([0.0, 1.0])[z], 0.5), obs=x)
+            return z, None
+
+        scan(step, 0, obs)
+
+    with pytest.raises(ModelError, match="site 'z' involves 3 enumerated sites"):
+        provi.fit(scanned, obs, guide="meanfield", steps=2, progress=False)
+
+
+def test_elbo_gradient_with_enumerated_sites_is_the_exact_expected_gradient():
+    """q(mu) = N(a, s) over a two-component mixture's shared shift: E_q[log p(x, mu)] by
+    Gauss-Hermite quadrature (exact here) gives the exact ELBO gradient."""
+    x = jnp.array([-0.5, 1.5, 2.2])
+
+    def model(x):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+        with numpyro.plate("n", x.shape[0]):
+            z = numpyro.sample("z", dist.Bernoulli(0.4), infer=ENUM)
+            numpyro.sample("x", dist.Normal(mu + 2.0 * z, 1.0), obs=x)
+
+    def guide(x):
+        a = numpyro.param("a", 0.3)
+        s = numpyro.param("s", 0.5, constraint=dist.constraints.positive)
+        numpyro.sample("mu", dist.Normal(a, s))
+
+    alg = provi.setup(model, x, guide=guide, objective=provi.ELBO())
+    params = alg.init(jax.random.PRNGKey(0)).params
+    keys = jax.random.split(jax.random.PRNGKey(1), 8000)
+    _, grads = jax.jit(jax.vmap(lambda k: alg.objective_and_grad(params, k)))(keys)
+
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+
+    def exact_elbo(guide_params):
+        a, log_s = guide_params["a"], guide_params["s"]
+        s = jnp.exp(log_s)  # the positive constraint's unconstrained storage is log s
+        mu = a + s * nodes
+        lik = jax.nn.logsumexp(jnp.stack([jnp.log(0.6) + dist.Normal(mu[:, None], 1.0).log_prob(x),
+                                          jnp.log(0.4) + dist.Normal(mu[:, None] + 2.0, 1.0).log_prob(x)]), axis=0).sum(-1)
+        log_joint = dist.Normal(0.0, 2.0).log_prob(mu) + lik
+        return jnp.sum(weights * log_joint) / np.sqrt(2 * np.pi) + jnp.log(s) + 0.5 * np.log(2 * np.pi * np.e)
+
+    exact = jax.grad(exact_elbo)(params["guide"])
+    for k in ("a", "s"):
+        g = np.asarray(grads["guide"][k])
+        assert abs(g.mean() - float(exact[k])) < 4 * g.std(ddof=1) / np.sqrt(len(g)) + 1e-4
+
+
+def test_enumeration_errors_name_the_site():
+    def continuous(x):
+        numpyro.sample("m", dist.Normal(0.0, 1.0), infer=ENUM)
+
+    def sequential(x):
+        numpyro.sample("k", dist.Bernoulli(0.5), infer={"enumerate": "sequential"})
+
+    def huge(x):
+        numpyro.sample("k", dist.Categorical(logits=jnp.zeros(5000)), infer=ENUM)
+
+    with pytest.raises(ModelError, match="site 'm' is marked for enumeration"):
+        provi.setup(continuous, X)
+    with pytest.raises(ModelError, match="'sequential' enumeration"):
+        provi.setup(sequential, X)
+    with pytest.raises(ModelError, match="site 'k' has 5000 support values"):
+        provi.setup(huge, X)
+
+    def guide(x):
+        numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
+        numpyro.sample("mu", dist.Normal(jnp.zeros(3), 1.0).to_event(1))
+        with numpyro.plate("n", x.shape[0]):
+            numpyro.sample("z", dist.Categorical(jnp.ones(3) / 3))
+
+    with pytest.raises(ModelError, match="the guide samples site 'z', which the model enumerates"):
+        provi.setup(mixture, X, guide=guide)
+    alg = provi.setup(mixture, X, guide="meanfield")
+    with pytest.raises(ModelError, match="enumerated sites"):
+        provi.fit(mixture, X, guide="meanfield", objective=provi.IWAE(k=2, plate="n"), steps=2, progress=False)
+    del alg
