@@ -56,7 +56,8 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
     k1 = _khat(first, seed)
     best, k_best, tried = first, k1, [f"{type(family).__name__} (k-hat {k1:.2f})"]
     dim = first.guide.space.dim
-    if (not np.isfinite(k1) or k1 >= KHAT_OK) and isinstance(family, FullRank) and dim <= FLOW_MAX_DIM:
+    gaussian_failed = not np.isfinite(k1) or k1 >= KHAT_OK
+    if gaussian_failed and first.stop.reason != "nonfinite" and isinstance(family, FullRank) and dim <= FLOW_MAX_DIM:
         flow = _flow_family(dim)
         start = _flow_start(first, flow, seed)
         if start is not None:

@@ -302,3 +302,30 @@ def test_loop_compiled_ahead_from_shapes_is_the_one_that_runs():
     for runner in runners:
         assert len(runner.ahead) == 1 and next(iter(runner.ahead.values())).done()
         assert runner.jit._cache_size() == 0  # the jit path never compiled
+
+
+def test_bad_input_in_the_python_api_is_named(es):
+    model, data = es
+    with pytest.raises(provi.errors.EstimatorError, match="site 'mu': a family guide draws every site by reparameterization"):
+        provi.fit(model, *data, guide="meanfield", estimators={"mu": provi.estimators.Reinforce()}, progress=False)
+    with pytest.raises(TypeError, match="optax GradientTransformation"):
+        provi.fit(model, *data, guide="meanfield", optimizer="adam", progress=False)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        provi.fit(model, *data, seed=-1, progress=False)
+
+    def no_latent(y):
+        numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+    with pytest.raises(ModelError, match="no latent sample site"):
+        provi.fit(no_latent, jnp.zeros(3), progress=False)
+
+
+def test_a_density_that_is_nan_everywhere_stops_at_once_naming_the_site():
+    def broken(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.factor("f", jnp.sum(jnp.log(-jnp.abs(y))) * mu)  # NaN at every mu
+
+    with pytest.warns(RuntimeWarning, match="non-finite at step 0.*model site 'f'"):
+        res = provi.fit(broken, jnp.zeros(3), progress=False)
+    assert res.stop.reason == "nonfinite" and res.stop.steps == 0
+    assert res.auto["tried"] == [res.auto["tried"][0]]  # auto tried no flow after a non-finite fit

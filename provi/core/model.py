@@ -151,6 +151,11 @@ def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:
             subsampled |= sub is not None and sub < size
     if any(isinstance(v, jax.core.Tracer) for v, _ in params.values()):
         params = _concrete_params(model, args, kwargs, params)
+    if not latents and not enumerated:
+        raise ModelError(
+            f"the model {getattr(model, '__name__', model)!r} has no latent sample site: there is nothing to infer "
+            "(every sample statement is observed); add a prior for what you want to learn"
+        )
     nesting = max([-f.dim for site in tr.values() for f in site.get("cond_indep_stack", ()) if f.dim is not None], default=0)
     return ModelInfo(tuple(latents), observed, determ, params, subsampled, subsampled_plates(tr), tuple(enumerated), nesting)
 

@@ -28,10 +28,8 @@ def preload_arviz() -> None:
 
 
 def _import_quietly(name: str) -> None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            importlib.import_module(name)
+    try:  # no warnings.catch_warnings here: it is not thread-safe (it swaps the process's filters)
+        importlib.import_module(name)
     except Exception:  # the import in the main thread will raise it where it matters
         pass
 

@@ -6,7 +6,8 @@ from provi.core.model import ModelInfo
 from provi.core.program import AbstractGuide
 from provi.core.space import LatentSpace
 from provi.defaults import AUTO_RANK, FULLRANK_MAX_DIM, LOWRANK_MAX_DIM
-from provi.errors import ModelError
+from provi.errors import EstimatorError, ModelError
+from provi.estimators import Reparam
 from provi.guides import IAF, Delta, Family, FullRank, GaussianMixture, Laplace, LowRank, MeanField, NeuralSplineFlow, Planar, Radial, RealNVP
 from provi.programs.family import FamilyGuide
 from provi.programs.numpyro_guide import NumPyroGuide
@@ -71,6 +72,12 @@ def make_guide(guide, info: ModelInfo, args, kwargs, key, estimators) -> Abstrac
         unknown = sorted(set(estimators) - set(info.latent_names))
         if unknown:
             raise ModelError(f"estimators given for unknown site(s) {unknown}; latent sites are {list(info.latent_names)}")
+        for site, est in estimators.items():
+            if not isinstance(est, Reparam):
+                raise EstimatorError(
+                    f"site {site!r}: a family guide draws every site by reparameterization, so {est!r} cannot apply; "
+                    "to choose a site's estimator, write a NumPyro guide function with a sample statement for it"
+                )
     space = LatentSpace.of(info.latents)
     return FamilyGuide(space, family_for(guide, space.dim))
 
