@@ -59,3 +59,85 @@ def test_bad_model_path(tmp_path):
     (tmp_path / "m.py").write_text("x = 1\n")
     r = _run(["fit", "m.py:nope", "--out", "o"], tmp_path)
     assert r.returncode != 0 and "has no function 'nope'" in r.stderr
+
+
+MODEL = """
+import numpyro, numpyro.distributions as dist
+
+def regression(x, y=None):
+    a = numpyro.sample("a", dist.Normal(0, 10))
+    with numpyro.plate("n", 5):
+        numpyro.sample("y", dist.Normal(a * x, 0.5), obs=y)
+
+def broken(x, y=None):
+    a = numpyro.sample("a", dist.Normal(0, 10))
+    raise RuntimeError("the model's own message")
+"""
+
+
+def _one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("provi: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
+    (tmp_path / "m.py").write_text(MODEL)
+    (tmp_path / "syntax.py").write_text("def model(:\n")
+    good = {"x": [0.0, 1.0, 2.0, 3.0, 4.0], "y": [0.1, 1.0, 2.1, 2.9, 4.2]}
+    files = {
+        "short.json": {"x": good["x"], "y": good["y"][:3]},
+        "nan.json": {"x": good["x"], "y": [0.1, float("nan"), 2.1, 2.9, 4.2]},
+        "extra.json": {**good, "z": [1.0]},
+        "good.json": good,
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content).replace("NaN", "NaN"))
+    (tmp_path / "bad.json").write_text('{"x": [1, 2,')
+    (tmp_path / "blocker").write_text("a file where the output folder should go")
+    fit = ["fit", "m.py:regression", "--no-progress"]
+    _one_line_error(_run([*fit, "--data", "short.json", "--out", "o"], tmp_path), "observed site 'y'", "shape")
+    _one_line_error(_run([*fit, "--data", "nan.json", "--out", "o"], tmp_path), "observed site 'y'", "non-finite")
+    _one_line_error(_run([*fit, "--data", "extra.json", "--out", "o"], tmp_path), "['z']", "does not take")
+    _one_line_error(_run([*fit, "--data", "bad.json", "--out", "o"], tmp_path), "bad.json is not valid JSON")
+    _one_line_error(_run([*fit, "--data", "missing.json", "--out", "o"], tmp_path), "no data file 'missing.json'")
+    _one_line_error(_run(["fit", "syntax.py", "--out", "o"], tmp_path), "syntax.py line 1: syntax error")
+    _one_line_error(_run([*fit, "--data", "good.json", "--guide", "fullrnk", "--out", "o"], tmp_path), "unknown guide 'fullrnk'", "meanfield")
+    _one_line_error(_run([*fit, "--data", "good.json", "--steps", "-5", "--out", "o"], tmp_path), "--steps must be a positive integer")
+    _one_line_error(_run([*fit, "--data", "good.json", "--out", "blocker/o"], tmp_path), "cannot write the output folder 'blocker/o'")
+    _one_line_error(_run(["fit", "--nonsense"], tmp_path), "unrecognized arguments")
+    _one_line_error(_run(["summary", "nowhere"], tmp_path), "holds no fit written by `provi fit`")
+    assert not (tmp_path / "o").exists()  # every check came before any fitting or writing
+
+
+def test_a_bug_in_the_model_keeps_its_traceback_trimmed_to_the_users_frames(tmp_path):
+    (tmp_path / "m.py").write_text(MODEL)
+    (tmp_path / "good.json").write_text(json.dumps({"x": [0.0, 1.0, 2.0, 3.0, 4.0], "y": [0.1, 1.0, 2.1, 2.9, 4.2]}))
+    r = _run(["fit", "m.py:broken", "--data", "good.json", "--out", "o", "--no-progress"], tmp_path)
+    assert r.returncode == 1
+    assert "RuntimeError: the model's own message" in r.stderr and "m.py" in r.stderr
+    assert "numpyro" not in r.stderr and "/provi/" not in r.stderr
+
+
+def test_help_lists_every_guide_and_summary_report_json(tmp_path):
+    r = _run(["fit", "--help"], tmp_path)
+    for name in ("auto", "meanfield", "fullrank", "lowrank", "laplace", "flow", "iaf", "nsf", "planar", "radial", "mixture", "delta"):
+        assert name in r.stdout
+    (tmp_path / "m.py").write_text(MODEL)
+    (tmp_path / "good.json").write_text(json.dumps({"x": [0.0, 1.0, 2.0, 3.0, 4.0], "y": [0.1, 1.0, 2.1, 2.9, 4.2]}))
+    r = _run(["fit", "m.py:regression", "--data", "good.json", "--guide", "meanfield", "--steps", "1000", "--out", "o", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(out) == {"summary", "diagnostics"} and abs(out["summary"]["a"]["mean"] - 1.0) < 0.1
+    assert out["diagnostics"]["steps"] == 1000
+    r = _run(["summary", "o", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout.strip().splitlines()[-1])
+    assert abs(again["summary"]["a"]["mean"] - out["summary"]["a"]["mean"]) < 0.05
+    (tmp_path / "o" / "report.md").unlink()
+    r = _run(["report", "o"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Posterior summary" in (tmp_path / "o" / "report.md").read_text()
