@@ -252,6 +252,11 @@ class FitResult:
         return evaluate(self.model, self.guide, self.params, self.consts, self.data, self.layout, objective, n, seed)
 
     def _psis_draws(self, m: int, seed):
+        """`m` guide draws with their smoothed log weights; raises where k-hat >= 0.7. For a
+        `guide="auto"` fit, by default the very draws auto judged (and so the same k-hat): a fit is
+        never "usable" in auto's notes and "unreliable" here."""
+        if seed is None and self.auto is not None and m <= KHAT_DRAWS:
+            m, seed = KHAT_DRAWS, self.seed  # fit_auto's k-hat draws: res.draws(KHAT_DRAWS, seed)
         z, log_q = self.draws(m, seed)
         lw, k = psis(np.asarray(self.log_weights(z, log_q)))
         if not np.isfinite(k) or k >= KHAT_OK:
@@ -260,8 +265,8 @@ class FitResult:
 
     def _psis_resample(self, n: int, seed=None) -> dict:
         """`n` draws resampled by their Pareto-smoothed importance weights (raises if k-hat >= 0.7)."""
-        m = max(4 * n, KHAT_DRAWS)
-        z, lw, _ = self._psis_draws(m, seed)
+        z, lw, _ = self._psis_draws(max(4 * n, KHAT_DRAWS), seed)
+        m = len(lw)
         rng = np.random.default_rng(0 if seed is None else seed)
         idx = rng.choice(m, size=n, replace=True, p=np.exp(lw - np.logaddexp.reduce(lw)))
         return self._with_deterministic(jax.tree.map(lambda x: x[idx], z))

@@ -57,6 +57,9 @@ def test_eight_schools_default_is_quick_and_accurate():
     s = res.summary(2000)
     assert abs(s.loc["mu", "mean"] - 4.4) < 0.6  # reference mean 4.39, sd 3.3
     assert 2.0 < s.loc["tau", "mean"] < 5.0  # reference 3.6
+    # one k-hat per fit: the PSIS summary and resampling judge the same draws auto judged (#14)
+    assert s.attrs["khat"] == pytest.approx(res.auto["khat"], rel=1e-6)
+    assert res.sample(1000, correct="psis")["mu"].shape == (1000,)
 
 
 def test_funnel_gets_an_honest_warning():
@@ -79,7 +82,10 @@ def test_flow_fits_with_stl_from_a_whitened_start():
     """A flow fit from the auto pipeline's start improves on the Gaussian's ELBO on a skewed posterior."""
     res = provi.fit(noncentered, Y, SIGMA, guide=RealNVP(layers=2, hidden=16), objective=path_elbo, steps=2000, progress=False)
     gauss = provi.fit(noncentered, Y, SIGMA, guide="fullrank", steps=2000, progress=False)
-    assert np.mean(res.losses[-200:]) < np.mean(gauss.losses[-200:]) + 0.05
+    # the fitted ELBOs, each estimated from 4,000 draws at the returned parameters (the mean of 200
+    # training losses, used before, has a standard error near the 0.05 margin it was held to)
+    (flow_elbo, flow_se), (gauss_elbo, gauss_se) = res.evaluate(provi.ELBO(), n=4000), gauss.evaluate(provi.ELBO(), n=4000)
+    assert flow_elbo > gauss_elbo - 4 * np.hypot(flow_se, gauss_se)
 
 
 _GP = """
