@@ -27,7 +27,7 @@ from provi.errors import ProviError
 from provi.examples import eight_schools
 from provi.fit import fit
 from provi.programs import GUIDES
-from provi.report import write_outputs
+from provi.report import jsonable, write_outputs
 from provi.result import load
 
 __all__ = ["main", "load_model", "load_data", "UsageError"]
@@ -192,7 +192,7 @@ def _report(args) -> int:
 def _print(summary, diagnostics, as_json: bool) -> None:
     if as_json:
         table = {name: {k: float(v) for k, v in row.items()} for name, row in summary.iterrows()}
-        print(json.dumps({"summary": table, "diagnostics": _jsonable(diagnostics.to_dict())}))
+        print(json.dumps({"summary": table, "diagnostics": jsonable(diagnostics.to_dict())}))
         return
     import pandas as pd  # heavy: imported when first needed
 
@@ -200,20 +200,6 @@ def _print(summary, diagnostics, as_json: bool) -> None:
         print(summary.round(3).to_string())
     print()
     print(diagnostics)
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    return str(x)
 
 
 _LIBRARIES = tuple(os.path.dirname(m.__file__) for m in (sys.modules["provi"], sys.modules["numpyro"], sys.modules["jax"]))

@@ -9,7 +9,7 @@ import numpy as np
 
 from provi.result import FitResult
 
-__all__ = ["write_outputs", "plot_losses"]
+__all__ = ["write_outputs", "plot_losses", "jsonable"]
 
 
 def plot_losses(losses: np.ndarray, path) -> None:
@@ -54,7 +54,7 @@ def write_outputs(res: FitResult, out, title: str = "provi fit", draws: int = 40
     res.to_arviz(min(draws, 2000)).to_netcdf(str(out / "posterior.nc"))
     plot_losses(np.asarray(res.losses), out / "loss.png")
     diag = res.diagnostics()
-    (out / "diagnostics.json").write_text(json.dumps(_jsonable(diag.to_dict()), indent=2))
+    (out / "diagnostics.json").write_text(json.dumps(jsonable(diag.to_dict()), indent=2))
     res.save(out / "fit")
     report = [
         f"# {title}",
@@ -86,13 +86,17 @@ def write_outputs(res: FitResult, out, title: str = "provi fit", draws: int = 40
     return {"summary": summary, "diagnostics": diag}
 
 
-def _jsonable(x):
+def jsonable(x):
+    """`x` with NumPy numbers as Python numbers, non-finite floats as None and other objects as
+    strings: what `json.dumps` takes (diagnostics.json, `provi ... --json`)."""
     if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, (np.integer,)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
         return int(x)
-    return x
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    return str(x)

@@ -16,6 +16,7 @@ from typing import Callable
 import jax
 from numpyro import handlers
 
+from provi.core.trace import run
 from provi.errors import ModelError
 
 __all__ = ["enumerated_log_density", "draw_enumerated", "check_enumerable"]
@@ -33,7 +34,7 @@ def check_enumerable(model: Callable, args: tuple, kwargs: dict, max_plate_nesti
     box = []
 
     def go(key):
-        box.append(handlers.trace(handlers.seed(enum(model, -max_plate_nesting - 1), key)).get_trace(*args, **kwargs))
+        box.append(run(enum(model, -max_plate_nesting - 1), key, args, kwargs))
         return 0
 
     jax.make_jaxpr(go)(jax.numpy.zeros(2, jax.numpy.uint32))
@@ -69,5 +70,5 @@ def draw_enumerated(model: Callable, key, args: tuple, kwargs: dict, values: dic
     k_draw, k_run = jax.random.split(key)
     conditioned = handlers.substitute(model, data=values)
     fn = infer_discrete(conditioned, first_available_dim=-max_plate_nesting - 1, temperature=temperature, rng_key=k_draw)
-    tr = handlers.trace(handlers.seed(fn, k_run)).get_trace(*args, **kwargs)
+    tr = run(fn, k_run, args, kwargs)
     return {name: tr[name]["value"] for name in sites}
