@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["provi.optim.online_newton", "provi.bdl.metrics"]
+MODULES = ["provi.optim.online_newton", "provi.bdl.metrics", "provi.nn"]
 
 
 @pytest.mark.parametrize("name", MODULES)
