@@ -10,12 +10,13 @@ imported when a plot is first drawn.
   classification, with their deterministic training bound and predictive distribution.
 """
 
-from provi.bdl import metrics
+from provi.bdl import metrics, vbll
 from provi.bdl.metrics import accuracy, brier, ece, gaussian_nll, gaussian_predictive, log_predictive, nll, ood_auroc, predictive_entropy, rmse
 from provi.bdl.plots import reliability_diagram
 
 __all__ = [
     "metrics",
+    "vbll",
     "log_predictive",
     "gaussian_predictive",
     "accuracy",
