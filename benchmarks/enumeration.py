@@ -6,8 +6,12 @@ Cases (the discrete sites summed out in the model, `infer={"enumerate": "paralle
   mixture   3-component Gaussian mixture, N = 10,000 (the weights, means and scale latent)
   annotate  Dawid-Skene annotation model, 500 items x 5 annotators, 3 classes (class prior and
             confusion matrices latent)
-  hmm       4-state HMM with Gaussian emissions, T = 1,000, written with `scan`: provi refuses
-            chains of enumerated sites (see provi/core/enum.py), so only NumPyro runs it
+  hmm       4-state HMM with Gaussian emissions, T = 1,000, written with `scan` (transition
+            matrix and emission means latent)
+
+Each model writes its `infer` dict inline, a fresh dict per site: NumPyro's enum handler writes
+into the dict it is given, and a dict shared by several sites makes NumPyro sum an HMM out wrongly
+(provi protects itself with `provi.core.trace.OwnInfer`; NumPyro needs the fresh dicts).
 
 Both fit a mean-field Gaussian over the continuous sites (provi `guide="meanfield"`; NumPyro
 `AutoNormal`) by the single-particle ELBO with Adam(1e-2). Figures: steady-state seconds per step
@@ -41,7 +45,6 @@ from _timing import paired_ratio, steady_state, timed  # noqa: E402
 
 import provi  # noqa: E402
 
-ENUM = {"enumerate": "parallel"}
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -50,7 +53,7 @@ def mixture(x):
     mu = numpyro.sample("mu", dist.Normal(jnp.array([-4.0, 0.0, 4.0]), 1.0).to_event(1))
     sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
     with numpyro.plate("n", x.shape[0]):
-        z = numpyro.sample("z", dist.Categorical(w), infer=ENUM)
+        z = numpyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
         numpyro.sample("x", dist.Normal(mu[z], sigma), obs=x)
 
 
@@ -60,7 +63,7 @@ def annotate(labels):
         with numpyro.plate("class", 3, dim=-1):
             beta = numpyro.sample("beta", dist.Dirichlet(jnp.ones(3) + 4.0 * jnp.eye(3)))
     with numpyro.plate("item", labels.shape[0], dim=-2):
-        c = numpyro.sample("c", dist.Categorical(pi), infer=ENUM)
+        c = numpyro.sample("c", dist.Categorical(pi), infer={"enumerate": "parallel"})
         with numpyro.plate("position", labels.shape[1], dim=-1):
             numpyro.sample("y", dist.Categorical(beta[jnp.arange(labels.shape[1]), c]), obs=labels)
 
@@ -70,7 +73,7 @@ def hmm(obs):
     means = numpyro.sample("means", dist.Normal(jnp.arange(4.0), 1.0).to_event(1))
 
     def step(z_prev, x):
-        z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
+        z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer={"enumerate": "parallel"})
         numpyro.sample("x", dist.Normal(means[z], 0.5), obs=x)
         return z, None
 

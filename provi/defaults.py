@@ -44,8 +44,9 @@ COLLAPSE_THRESHOLD = 0.01  # a latent unit with activity below this is inactive 
 MAX_ENUMERATE = 16  # the default estimator enumerates supports of at most this many values
 MAX_BRANCHES = 256  # ... on sites of at most this many (coordinates x support values)
 ENUMERATE_MAX_SUPPORT = 64  # Enumerate() refuses larger supports
-QUADRATURE_NODES = 256
-MODEL_ENUMERATE_MAX_SUPPORT = 1024  # a model site marked for enumeration may have at most this many values  # Gauss-Legendre nodes of ImplicitReparam's quadrature CDF
+QUADRATURE_NODES = 256  # Gauss-Legendre nodes of ImplicitReparam's quadrature CDF
+MODEL_ENUMERATE_MAX_SUPPORT = 1024  # a model site marked for enumeration may have at most this many values
+DRAW_ENUMERATED_MAX_JOINT = 4096  # chains of enumerated sites are drawn (infer_discrete) up to this many joint states
 
 # --- data (provi.core.plates) ------------------------------------------------------------------
 EXACT_SUBSAMPLE_MAX = 1 << 16  # plates up to this size are subsampled exactly without replacement

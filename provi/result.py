@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import pathlib
+import warnings
 from typing import Any
 
 import jax
@@ -21,12 +22,13 @@ from numpyro.infer import Predictive
 from provi.core.bound import KeyStream
 from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
-from provi.core.trace import constrain_params
+from provi.core.trace import OwnInfer, constrain_params
 from provi.defaults import KHAT_DRAWS, KHAT_OK, PSIS_MIN_DRAWS
 from provi.diagnostics import Diagnostics, diagnose, evaluate, khat_verdict, posterior_collapse, psis, weighted_moments
 from provi.engine.layout import join_data
 from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState, setup
+from provi.errors import ModelError
 from provi.persist import atomic_write, flatten_tree, unflatten_tree
 from provi.programs import guide_from_spec
 
@@ -127,10 +129,18 @@ class FitResult:
         """The model's enumerated sites at each draw of `z` ({site: (S, ...)}, the other latent
         sites): drawn from their exact joint conditional (`temperature=1`; forward filtering,
         backward sampling along chains) or its most probable assignment (`temperature=0`; Viterbi
-        along chains). Empty for a model with no enumerated sites."""
+        along chains). Empty for a model with no enumerated sites. Enumerated sites inside NumPyro's
+        `scan` or along a chain (an HMM) are summed out of the fit exactly but cannot be drawn yet
+        (NumPyro's `infer_discrete` does not support `scan`, and its memory grows exponentially along
+        a `markov` chain): this raises, `predictive` raises, and `sample` leaves them out."""
         info = self.model.info
         if not info.enumerated:
             return {}
+        if info.undrawable:
+            raise ModelError(
+                f"{info.undrawable}: provi sums them out of the fit exactly but cannot draw them yet; "
+                "res.sample() returns the continuous latent sites"
+            )
         names = tuple(s.name for s in info.enumerated)
         fixed, model = self.model_params(), self.whole[0].model
         n = len(next(iter(z.values())))
@@ -145,11 +155,18 @@ class FitResult:
         return self.discrete(z, seed, temperature=0)
 
     def _with_deterministic(self, z: dict, seed: int | None = None) -> dict:
+        if self.model.info.undrawable:
+            warnings.warn(
+                f"provi: {self.model.info.undrawable}, so sample() returns the continuous latent sites only "
+                "(no enumerated or deterministic sites, which may depend on them)",
+                stacklevel=3,
+            )
+            return {k: np.asarray(v) for k, v in z.items()}
         z = {**z, **self.discrete(z, seed)}
         names = list(self.model.info.deterministic)
         out = {k: np.asarray(v) for k, v in z.items()}
         if names:
-            pred = Predictive(self.whole[0].model, posterior_samples=z, params=self.model_params(), return_sites=names)
+            pred = Predictive(OwnInfer(self.whole[0].model), posterior_samples=z, params=self.model_params(), return_sites=names)
             det = pred(jax.random.PRNGKey(0), *self.args, **self.kwargs)
             out.update({k: np.asarray(v) for k, v in det.items()})
         return out
@@ -162,7 +179,7 @@ class FitResult:
         z, _ = self.draws(n, seed)
         z = {**z, **self.discrete(z, seed)}
         sites = list(self.model.info.observed) + list(self.model.info.deterministic)
-        pred = Predictive(self.whole[0].model, posterior_samples=z, params=self.model_params(), return_sites=sites)
+        pred = Predictive(OwnInfer(self.whole[0].model), posterior_samples=z, params=self.model_params(), return_sites=sites)
         obs = set(self.model.info.observed)
         args = tuple(None if _is_obs_arg(a, self, obs) else a for a in args)
         kwargs = {k: (None if k in obs or _is_obs_arg(v, self, obs) else v) for k, v in kwargs.items()}

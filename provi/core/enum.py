@@ -11,53 +11,70 @@ own samplers use, kept with NumPyro). Their posterior given the continuous sites
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Callable
 
 import jax
 from numpyro import handlers
 
-from provi.core.trace import run
+from provi.core.trace import OwnInfer, base_distribution, run
+from provi.defaults import DRAW_ENUMERATED_MAX_JOINT
 from provi.errors import ModelError
 
 __all__ = ["enumerated_log_density", "draw_enumerated", "check_enumerable"]
 
 
-def check_enumerable(model: Callable, args: tuple, kwargs: dict, max_plate_nesting: int) -> None:
-    """Refuse a model whose enumerated sites provi cannot yet sum out correctly: a site (latent
-    or observed) that depends on two or more enumerated sites (a chain of discrete states, as in an
-    HMM, or nested discrete sites). The contraction NumPyro's funsor path computes for those was
-    found wrong or failing with the JAX and funsor versions provi is tested with, so provi says so
-    instead of fitting a wrong density. Each enumerated site may have any number of dependents that
-    depend on it alone (mixtures, annotation models such as Dawid-Skene, zero-inflation)."""
+def check_enumerable(model: Callable, args: tuple, kwargs: dict, max_plate_nesting: int) -> str:
+    """Trace `model` under enumeration once, abstractly, so that a model NumPyro's funsor path
+    cannot enumerate fails here, with its site named, rather than inside the compiled step.
+
+    Returns why the enumerated sites cannot be drawn from their conditional (their density is
+    summed out exactly all the same), or "": NumPyro's `infer_discrete` does not support `scan`,
+    and along a chain of enumerated sites (a site that depends on two or more of them, as in an
+    HMM written with `markov`) its memory grows exponentially with the chain's length, so chains
+    are drawn only while their joint state space is at most `DRAW_ENUMERATED_MAX_JOINT`."""
     from numpyro.contrib.funsor import enum  # heavy: imported when a model needs it
 
     box = []
 
     def go(key):
-        box.append(run(enum(model, -max_plate_nesting - 1), key, args, kwargs))
+        box.append(run(enum(OwnInfer(model), -max_plate_nesting - 1), key, args, kwargs))
         return 0
 
-    jax.make_jaxpr(go)(jax.numpy.zeros(2, jax.numpy.uint32))
-    enumerated = [n for n, s in box[0].items() if s["type"] == "sample" and s["infer"].get("enumerate") == "parallel"]
-    for name, site in box[0].items():
+    try:
+        jax.make_jaxpr(go)(jax.numpy.zeros(2, jax.numpy.uint32))
+    except (IndexError, ValueError, TypeError, NotImplementedError) as e:
+        raise ModelError(
+            f"NumPyro's enumeration cannot run this model's enumerated sites ({type(e).__name__}: {e}). Check "
+            "max_plate_nesting and that each plate has its own dim (numpyro.plate(..., dim=-k)), or give the "
+            "discrete sites guide sites with gradient estimators (provi.estimators.Enumerate(), Reinforce(), ...)"
+        ) from e
+    tr = box[0]
+    enumerated = [n for n, s in tr.items() if s["type"] == "sample" and s["infer"].get("enumerate") == "parallel"]
+    scanned = [n for n in enumerated if tr[n].get("_control_flow_done")]
+    if scanned:
+        return f"the enumerated sites {scanned} sit inside numpyro's scan, where NumPyro's infer_discrete cannot draw them"
+    joint = math.prod(int(jax.numpy.shape(base_distribution(tr[n]["fn"]).enumerate_support(expand=False))[0]) for n in enumerated)
+    if joint <= DRAW_ENUMERATED_MAX_JOINT:
+        return ""
+    for name, site in tr.items():
         if site["type"] != "sample":
             continue
-        shape = jax.numpy.broadcast_shapes(tuple(site["fn"].batch_shape), jax.numpy.shape(site["value"])[: len(jax.numpy.shape(site["value"])) - len(site["fn"].event_shape)])
-        enum_dims = [d for d in range(len(shape)) if len(shape) - d > max_plate_nesting and shape[d] > 1]
-        if len(enum_dims) > 1:
-            raise ModelError(
-                f"site {name!r} involves {len(enum_dims)} enumerated sites (of {enumerated}): provi sums out "
-                "enumerated sites that no other enumerated site depends on (mixtures, annotation models), but not yet "
-                "chains of discrete states (HMMs) or nested discrete sites. Enumerate one of them, or give the others "
-                "guide sites with gradient estimators (provi.estimators.Enumerate(), Reinforce(), ...)"
-            )
+        batch = jax.numpy.shape(site["value"])[: jax.numpy.ndim(site["value"]) - len(site["fn"].event_shape)]
+        shape = jax.numpy.broadcast_shapes(tuple(site["fn"].batch_shape), batch)
+        if sum(1 for d in range(len(shape)) if len(shape) - d > max_plate_nesting and shape[d] > 1) > 1:
+            return (f"site {name!r} depends on a chain of enumerated sites (of {enumerated}, {joint} joint states), along "
+                    f"which NumPyro's infer_discrete needs memory exponential in the chain's length (provi draws chains of "
+                    f"at most {DRAW_ENUMERATED_MAX_JOINT} joint states)")
+    return ""
 
 
 def enumerated_log_density(model: Callable, key, args: tuple, kwargs: dict, values: dict, max_plate_nesting: int) -> jax.Array:
     """log p(data, values) with every enumerated site of `model` summed out."""
     from numpyro.contrib.funsor import enum, log_density  # heavy: imported when a model needs it
 
-    fn = handlers.seed(enum(model, -max_plate_nesting - 1), key)
+    fn = handlers.seed(enum(OwnInfer(model), -max_plate_nesting - 1), key)
     return log_density(fn, args, kwargs, values)[0]
 
 
@@ -68,7 +85,11 @@ def draw_enumerated(model: Callable, key, args: tuple, kwargs: dict, values: dic
     from numpyro.contrib.funsor import infer_discrete
 
     k_draw, k_run = jax.random.split(key)
-    conditioned = handlers.substitute(model, data=values)
+    conditioned = handlers.substitute(OwnInfer(model), data=values)
     fn = infer_discrete(conditioned, first_available_dim=-max_plate_nesting - 1, temperature=temperature, rng_key=k_draw)
-    tr = run(fn, k_run, args, kwargs)
+    with warnings.catch_warnings():
+        # funsor's backward sampling through `scan` asks JAX for float64 and JAX, without x64,
+        # warns that it gives float32: the draws are right either way (tested against brute force)
+        warnings.filterwarnings("ignore", message="Explicitly requested dtype float64", category=UserWarning)
+        tr = run(fn, k_run, args, kwargs)
     return {name: tr[name]["value"] for name in sites}

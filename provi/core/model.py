@@ -54,6 +54,7 @@ class ModelInfo:
     plates: dict = dataclasses.field(default_factory=dict)  # subsampled plates: name -> (size, subsample size)
     enumerated: tuple = ()  # discrete sites summed out of the density (infer={"enumerate": "parallel"})
     max_plate_nesting: int = 0  # how many batch dimensions the model's plates use
+    undrawable: str = ""  # why the enumerated sites cannot be drawn (summed out exactly all the same), or ""
 
     @property
     def latent_names(self) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Discrete sites enumerated in the model: the marginal density, its gradient, the ELBO's
 gradient and the discrete conditionals against brute-force enumeration of every assignment and
-exact quadrature; chains of enumerated sites (HMMs) refused with a clear error."""
+exact quadrature; HMMs (markov and scan, batched in a plate) against the forward algorithm."""
 
 import itertools
 
@@ -99,33 +99,136 @@ def test_annotation_model_density_matches_brute_force():
     np.testing.assert_allclose(g["beta"], gb["beta"], rtol=1e-4, atol=1e-5)
 
 
-def test_chains_of_enumerated_sites_are_refused_not_fitted_wrong():
-    obs = jnp.array([0.1, 0.9, 1.2, -0.2, 0.3, 1.4])
+OBS = jnp.array([0.1, 0.9, 1.2, -0.2, 0.3, 1.4, 0.8, -0.1])
+MEANS = jnp.array([0.0, 1.0])
 
-    def hmm(obs):
+
+def hmm_markov(obs):
+    """A two-state HMM written with `markov`, one shared `infer` dict for every site."""
+    stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
+    trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
+    z = 0
+    for t in markov(range(obs.shape[0])):
+        z = numpyro.sample(f"z_{t}", dist.Categorical(trans[z]), infer=ENUM)
+        numpyro.sample(f"x_{t}", dist.Normal(MEANS[z], 0.5), obs=obs[t])
+
+
+def hmm_scan(obs):
+    """The same HMM written with `scan`."""
+    stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
+    trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
+
+    def step(z_prev, x):
+        z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
+        numpyro.sample("x", dist.Normal(MEANS[z], 0.5), obs=x)
+        return z, None
+
+    scan(step, 0, obs)
+
+
+def forward(stay, obs=OBS):
+    """log p(obs, stay) by the forward algorithm (start state 0, as the models' `z = 0`)."""
+    trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
+    emit = dist.Normal(MEANS, 0.5).log_prob(obs[:, None])  # (T, 2)
+    alpha = jnp.log(trans[0]) + emit[0]
+    for t in range(1, obs.shape[0]):
+        alpha = jax.nn.logsumexp(alpha[:, None] + jnp.log(trans), axis=0) + emit[t]
+    return jax.nn.logsumexp(alpha) + dist.Beta(4.0, 1.0).log_prob(stay)
+
+
+def smoothing(stay, obs=OBS):
+    """p(z_t | obs, stay) for each t, by brute force over all 2^T paths."""
+    trans = np.array([[stay, 1 - stay], [1 - stay, stay]])
+    emit = np.asarray(dist.Normal(MEANS, 0.5).log_prob(obs[:, None]))
+    T = obs.shape[0]
+    paths = np.array(list(itertools.product(range(2), repeat=T)))
+    prev = np.concatenate([np.zeros((len(paths), 1), int), paths[:, :-1]], axis=1)
+    logw = np.log(trans[prev, paths]).sum(1) + emit[np.arange(T), paths].sum(1)
+    w = np.exp(logw - logw.max())
+    w /= w.sum()
+    return np.stack([(w[:, None] * (paths == k)).sum(0) for k in range(2)], axis=1), paths[np.argmax(logw)]
+
+
+@pytest.mark.parametrize("model", [hmm_markov, hmm_scan])
+def test_hmm_density_and_gradient_match_the_forward_algorithm(model):
+    """Chains of enumerated sites are summed out exactly, even with one `infer` dict shared by
+    every site (NumPyro's enum handler writes into it; provi gives each site its own copy)."""
+    alg, f = _density(model, OBS)
+    for stay in (0.3, 0.8, 0.95):
+        v = {"stay": jnp.array(stay)}
+        np.testing.assert_allclose(f(v), forward(jnp.array(stay)), rtol=1e-5)
+        np.testing.assert_allclose(jax.grad(lambda s: f({"stay": s}))(jnp.array(stay)), jax.grad(forward)(jnp.array(stay)), rtol=1e-4)
+
+
+def test_hmm_state_draws_are_the_exact_smoothing_marginals_and_map_is_viterbi():
+    alg, _ = _density(hmm_markov, OBS)
+    res = provi.FitResult.from_state(alg, alg.init(jax.random.PRNGKey(0)))
+    stay, n = 0.8, 4000
+    draws = res.discrete({"stay": jnp.full((n,), stay)}, seed=4)
+    z = np.stack([np.asarray(draws[f"z_{t}"]) for t in range(OBS.shape[0])], axis=1)
+    exact, best_path = smoothing(stay)
+    for t in range(OBS.shape[0]):
+        p = exact[t, 1]
+        assert abs(np.mean(z[:, t] == 1) - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3, (t, np.mean(z[:, t] == 1), p)
+    best = res.discrete({"stay": jnp.array([stay])}, temperature=0)
+    np.testing.assert_array_equal([int(best[f"z_{t}"][0]) for t in range(OBS.shape[0])], best_path)
+
+
+@pytest.mark.parametrize("model, why", [(hmm_scan, "inside numpyro's scan"), (hmm_markov, "exponential in the chain's length")])
+def test_states_of_long_or_scanned_chains_are_summed_out_but_not_drawn_and_say_so(model, why):
+    """NumPyro's infer_discrete cannot draw sites inside scan, and along a markov chain its memory
+    is exponential in the length (2^24 states here): provi refuses to draw them (never filling them
+    from their prior), and sample() returns the continuous sites with a warning."""
+    obs = jnp.tile(OBS, 3)
+    alg, _ = _density(model, obs)
+    assert why in alg.model.info.undrawable
+    res = provi.FitResult.from_state(alg, alg.init(jax.random.PRNGKey(0)))
+    with pytest.raises(ModelError, match="cannot draw them yet"):
+        res.discrete({"stay": jnp.full((3,), 0.8)})
+    with pytest.raises(ModelError, match="cannot draw them yet"):
+        res.predictive(3)
+    with pytest.warns(UserWarning, match="continuous latent sites only"):
+        draws = res.sample(10)
+    assert set(draws) == {"stay"}
+
+
+def test_batched_hmms_in_a_plate_match_the_forward_algorithm_per_sequence():
+    obs = jnp.stack([OBS, OBS[::-1] + 0.3, -OBS])  # 3 sequences of length 8
+
+    def model(obs):
         stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
         trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
-        z = 0
-        for t in markov(range(obs.shape[0])):
-            z = numpyro.sample(f"z_{t}", dist.Categorical(trans[z]), infer=ENUM)
-            numpyro.sample(f"x_{t}", dist.Normal(jnp.array([0.0, 1.0])[z], 0.5), obs=obs[t])
 
-    with pytest.raises(ModelError, match="site 'z_1' involves 2 enumerated sites"):
-        provi.setup(hmm, obs)
-
-    def scanned(obs):
-        stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
-        trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
-
-        def step(z_prev, x):
-            z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
-            numpyro.sample("x", dist.Normal(jnp.array([0.0, 1.0])[z], 0.5), obs=x)
+        def step(z_prev, x):  # NumPyro's scan wants its plates inside the body
+            with numpyro.plate("sequences", obs.shape[0], dim=-1):
+                z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
+                numpyro.sample("x", dist.Normal(MEANS[z], 0.5), obs=x)
             return z, None
 
-        scan(step, 0, obs)
+        scan(step, jnp.zeros(obs.shape[0], jnp.int32), obs.T)
 
-    with pytest.raises(ModelError, match="site 'z' involves 3 enumerated sites"):
-        provi.fit(scanned, obs, guide="meanfield", steps=2, progress=False)
+    alg, f = _density(model, obs)
+    stay = jnp.array(0.7)
+    prior = dist.Beta(4.0, 1.0).log_prob(stay)
+    exact = prior + sum(forward(stay, o) - prior for o in obs)
+    np.testing.assert_allclose(f({"stay": stay}), exact, rtol=1e-5)
+
+
+def test_hmm_fit_matches_the_exact_posterior_by_quadrature():
+    """The posterior of the HMM's one continuous parameter, on a fine grid with the forward
+    algorithm, against provi's default fit (guide="auto")."""
+    obs = jnp.concatenate([OBS, OBS + 0.2, OBS[::-1]])
+    grid = jnp.linspace(1e-4, 1 - 1e-4, 20_001)
+    logp = jax.vmap(lambda s: forward(s, obs))(grid)
+    w = np.exp(np.asarray(logp - logp.max()))
+    w /= w.sum()
+    mean = float((w * grid).sum())
+    sd = float(np.sqrt((w * (np.asarray(grid) - mean) ** 2).sum()))
+    res = provi.fit(hmm_markov, obs, seed=0, progress=False)
+    with pytest.warns(UserWarning, match="continuous latent sites only"):
+        draws = res.sample(20_000, seed=1)["stay"]
+    assert abs(draws.mean() - mean) < 0.1 * sd, (draws.mean(), mean, sd)
+    assert abs(draws.std() / sd - 1) < 0.1, (draws.std(), sd)
 
 
 def test_elbo_gradient_with_enumerated_sites_is_the_exact_expected_gradient():

@@ -11,7 +11,7 @@ from numpyro.infer import MCMC, NUTS
 
 import provi
 
-ENUM = {"enumerate": "parallel"}
+# each site gets its own infer dict: NumPyro (the NUTS reference) writes into the dict it is given
 
 
 def mixture(x, centres=(-4.0, 0.0, 4.0)):
@@ -19,7 +19,7 @@ def mixture(x, centres=(-4.0, 0.0, 4.0)):
     mu = numpyro.sample("mu", dist.Normal(jnp.array(centres), 1.0).to_event(1))
     sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
     with numpyro.plate("n", x.shape[0]):
-        z = numpyro.sample("z", dist.Categorical(w), infer=ENUM)
+        z = numpyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
         numpyro.sample("x", dist.Normal(mu[z], sigma), obs=x)
 
 
@@ -29,7 +29,7 @@ def annotation(labels):
         with numpyro.plate("class", 3, dim=-1):
             beta = numpyro.sample("beta", dist.Dirichlet(jnp.ones(3) + 4.0 * jnp.eye(3)))
     with numpyro.plate("item", labels.shape[0], dim=-2):
-        c = numpyro.sample("c", dist.Categorical(pi), infer=ENUM)
+        c = numpyro.sample("c", dist.Categorical(pi), infer={"enumerate": "parallel"})
         with numpyro.plate("position", labels.shape[1], dim=-1):
             numpyro.sample("y", dist.Categorical(beta[jnp.arange(labels.shape[1]), c]), obs=labels)
 
