@@ -7,6 +7,9 @@ transformations that import jax, optax and floor 1 only.
   mean-field Gaussian posterior over a network's weights at the cost of Adam; `ivon_sample`,
   `ivon_value_and_grad` and `ivon_posterior` draw weights, estimate gradients and Hessians at the
   draws, and give the learned Gaussian.
+- `fb_gvi(step_size)` and `bw_sgd(step_size)`: Gaussian VI as a Wasserstein gradient flow
+  (forward-backward, Diao et al. 2023; Bures-Wasserstein SGD, Lambert et al. 2022) for
+  `provi.fit(..., guide="fullrank" or "meanfield", optimizer=provi.optim.fb_gvi(0.1))`.
 """
 
 from provi.optim.online_newton import (
@@ -20,4 +23,12 @@ from provi.optim.online_newton import (
     ivon_value_and_grad,
 )
 
-__all__ = ["ivon", "IVON", "IVONState", "IVONGrads", "IVONPosterior", "ivon_sample", "ivon_value_and_grad", "ivon_posterior"]
+from provi.optim.wasserstein import WassersteinState, bw_sgd, fb_gvi, hessian_from_tril, jko_entropy
+
+__all__ = [
+    "fb_gvi",
+    "bw_sgd",
+    "jko_entropy",
+    "hessian_from_tril",
+    "WassersteinState",
+    "ivon", "IVON", "IVONState", "IVONGrads", "IVONPosterior", "ivon_sample", "ivon_value_and_grad", "ivon_posterior"]
