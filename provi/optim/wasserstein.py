@@ -114,8 +114,9 @@ def _diag_step(loc, log_scale, g_loc, g_log, h, backward: bool):
 
 
 def _gaussian_update(name: str, step_size, backward: bool) -> optax.GradientTransformation:
-    if not (step_size > 0):
-        raise ValueError(f"{name}: step_size must be > 0, got {step_size!r}")
+    if not callable(step_size) and not (step_size > 0):
+        raise ValueError(f"{name}: step_size must be > 0 or a schedule (an optax schedule of the step count), got {step_size!r}")
+    step_at = step_size if callable(step_size) else (lambda count: step_size)
 
     def init(params):
         return WassersteinState(jnp.zeros((), jnp.int32))
@@ -129,12 +130,12 @@ def _gaussian_update(name: str, step_size, backward: bool) -> optax.GradientTran
                 f"{name} updates the Gaussian guide only, and this model has numpyro.param sites "
                 f"({sorted(params['model'])}); make them latent sites or use an optax optimizer"
             )
-        keys = set(guide)
+        keys, h = set(guide), step_at(state.count)
         if keys == {"loc", "scale_tril"}:
-            loc, second = _full_step(guide["loc"], guide["scale_tril"], g["loc"], g["scale_tril"], step_size, backward)
+            loc, second = _full_step(guide["loc"], guide["scale_tril"], g["loc"], g["scale_tril"], h, backward)
             new = {"loc": loc, "scale_tril": second}
         elif keys == {"loc", "log_scale"}:
-            loc, second = _diag_step(guide["loc"], guide["log_scale"], g["loc"], g["log_scale"], step_size, backward)
+            loc, second = _diag_step(guide["loc"], guide["log_scale"], g["loc"], g["log_scale"], h, backward)
             new = {"loc": loc, "log_scale": second}
         else:
             raise ValueError(
@@ -148,13 +149,15 @@ def _gaussian_update(name: str, step_size, backward: bool) -> optax.GradientTran
     return optax.GradientTransformation(init, update)
 
 
-def fb_gvi(step_size: float = DEFAULT_STEP) -> optax.GradientTransformation:
+def fb_gvi(step_size: float | optax.Schedule = DEFAULT_STEP) -> optax.GradientTransformation:
     """Forward-backward Gaussian VI (Diao et al. 2023) for provi's `guide="fullrank"` (and, by
-    coordinate, `"meanfield"`): the module docstring gives the step."""
+    coordinate, `"meanfield"`): the module docstring gives the step. `step_size` may be an optax
+    schedule: with a noisy Hessian estimate a constant step leaves the covariance inflated by
+    about h^2 times the estimate's variance, which a decreasing step removes."""
     return _gaussian_update("fb_gvi", step_size, backward=True)
 
 
-def bw_sgd(step_size: float = DEFAULT_STEP) -> optax.GradientTransformation:
+def bw_sgd(step_size: float | optax.Schedule = DEFAULT_STEP) -> optax.GradientTransformation:
     """Bures-Wasserstein SGD (Lambert et al. 2022; Diao et al. 2023's explicit scheme): the
     forward-backward step with the entropy taken explicitly, S <- N S N, N = I - h (E[hess V] - S^-1)."""
     return _gaussian_update("bw_sgd", step_size, backward=False)

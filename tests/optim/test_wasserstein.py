@@ -61,7 +61,8 @@ def test_hessian_from_one_particle_gradient_is_unbiased():
     assert np.all(np.abs(mean - exact) < 4 * se + 1e-4), (mean, exact, se)
 
 
-@pytest.mark.parametrize("optimizer", [fb_gvi(0.1), bw_sgd(0.1)], ids=["fb_gvi", "bw_sgd"])
+@pytest.mark.parametrize("optimizer", [fb_gvi(0.1), bw_sgd(0.1), fb_gvi(lambda t: 0.3 / (1.0 + t / 100.0))],
+                         ids=["fb_gvi", "bw_sgd", "fb_gvi_schedule"])
 def test_converges_to_a_gaussian_target_from_the_prior_start(optimizer):
     res = provi.fit(gaussian, guide="fullrank", optimizer=optimizer, objective=provi.ELBO(num_particles=32),
                     steps=1500, init="prior", progress=False)
@@ -112,6 +113,8 @@ def test_logistic_regression_reaches_the_full_rank_elbo_optimum():
 def test_clear_errors():
     with pytest.raises(ValueError, match="step_size"):
         fb_gvi(0.0)
+    with pytest.raises(ValueError, match="schedule"):
+        bw_sgd(-1.0)
 
     def with_param():
         s = numpyro.param("s", 1.0)
