@@ -320,6 +320,40 @@ def test_bad_input_in_the_python_api_is_named(es):
         provi.fit(no_latent, jnp.zeros(3), progress=False)
 
 
+def test_plate_size_mismatches_name_the_site_and_the_plate():
+    def latent(y):
+        with numpyro.plate("groups", 10):
+            z = numpyro.sample("z", dist.Normal(jnp.zeros(12), 1.0))
+        numpyro.sample("y", dist.Normal(z.sum(), 1.0), obs=y)
+
+    with pytest.raises(ModelError, match="site 'z' does not fit plate 'groups' of size 10 .*length 10"):
+        provi.fit(latent, jnp.zeros(()), guide="meanfield", steps=2, progress=False)
+
+    def observed(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", 10):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ModelError, match="observed site 'y': data of shape \\(12,\\)"):
+        provi.fit(observed, jnp.zeros(12), guide="meanfield", steps=2, progress=False)
+
+    def other(y):  # a broadcasting error outside any plate stays the model's own error
+        mu = numpyro.sample("mu", dist.Normal(jnp.zeros(3), 1.0).to_event(1))
+        numpyro.sample("y", dist.Normal(mu + jnp.zeros(4), 1.0).to_event(1), obs=y)
+
+    with pytest.raises((ValueError, TypeError)) as info:
+        provi.fit(other, jnp.zeros(4), guide="meanfield", steps=2, progress=False)
+    assert not isinstance(info.value, ModelError)
+
+
+def test_importing_provi_and_touching_fit_prints_nothing_under_warnings_as_errors():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-W", "error", "-c", "import provi; provi.fit"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == "", out.stderr[-2000:]
+
+
 def test_a_density_that_is_nan_everywhere_stops_at_once_naming_the_site():
     def broken(y):
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))

@@ -19,6 +19,9 @@ import numpy as np
 from numpyro import handlers
 from numpyro.distributions import ImproperUniform, biject_to
 from numpyro.primitives import Messenger
+from numpyro.primitives import plate as numpyro_plate
+
+from provi.errors import ModelError
 
 __all__ = [
     "OwnInfer",
@@ -113,9 +116,38 @@ def trace_model(model: Callable, args: tuple, kwargs: dict, key, values: dict | 
     the model's own exceptions surface unchanged, with provi's and NumPyro's frames cut off."""
     try:
         return run(model, key, args, kwargs, values, substitute_fn=_improper_value if prior else _inspection_value)
+    except ValueError as exc:
+        mismatch = _plate_mismatch(exc)
+        if mismatch is None:
+            exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
+            raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
+        raise ModelError(mismatch) from None
     except Exception as exc:
         exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
         raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
+
+
+def _plate_mismatch(exc: ValueError) -> str | None:
+    """For NumPyro's broadcasting error inside a plate (a site whose shape does not fit the
+    plate's size), a message naming the site and the plate, read from the frames of NumPyro's
+    `sample` and of the plate that raised; None for any other error."""
+    if "Incompatible shapes for broadcasting" not in str(exc):
+        return None
+    site = plate = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "sample" and frame.f_code.co_filename.endswith(os.path.join("numpyro", "primitives.py")):
+            site = frame.f_locals.get("name", site)
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, numpyro_plate):
+            plate = owner
+        tb = tb.tb_next
+    if site is None or plate is None:
+        return None
+    return (f"site {site!r} does not fit plate {plate.name!r} of size {plate.size} (at dim {plate.dim}): {exc}. "
+            f"Inside the plate, a site's batch shape must be broadcastable to the plate's size along dim {plate.dim}: "
+            f"give its distribution parameters of length {plate.size} there (or 1), or move it out of the plate")
 
 
 def abstract_trace(model: Callable, args: tuple, kwargs: dict) -> dict:
