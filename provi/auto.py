@@ -9,15 +9,20 @@ The pipeline, for a model with D unconstrained dimensions:
 2. **Fit the Gaussian the dimension affords**: full-rank up to 200 dimensions, low-rank (10) up to
    5,000, mean-field above (`provi.defaults`), by the objective with early stopping on loss
    convergence.
-3. **Check it with PSIS** (Pareto k-hat on `provi.defaults.KHAT_DRAWS` = 20,000 draws). k-hat < 0.7: done; PSIS-corrected
-   moments are reliable there (Vehtari et al. 2024), and they remove what the Gaussian misses.
-4. **Otherwise (the Gaussian is poor), up to 200 dimensions, fit a flow** (RealNVP, path-gradient
-   ELBO, early stopping) in the space whitened by the fitted Gaussian, so the flow starts *as*
-   that Gaussian and learns only what it misses; keep whichever has the lower k-hat.
-5. **Report.** With k-hat < 0.7 the fit's `summary()` gives PSIS-corrected (importance-weighted)
-   moments and quantiles by default; with k-hat >= 0.7 the notes and `diagnostics()` say in words
-   that the fit should not be trusted and what to try next (reparameterise, another family, more
-   steps, float64).
+3. **Check it with PSIS** (Pareto k-hat on `provi.defaults.KHAT_DRAWS` = 20,000 draws, with its
+   Monte Carlo standard error, `provi.diagnostics.khat_se`: about 0.08 near 0.7). k-hat < 0.5:
+   done.
+4. **Otherwise (k-hat >= 0.5: the Gaussian is not close), up to 200 dimensions, fit a flow**
+   (RealNVP, path-gradient ELBO, early stopping) in the space whitened by the fitted Gaussian, so
+   the flow starts *as* that Gaussian and learns only what it misses; keep whichever has the
+   lower k-hat.
+5. **Report.** The fit is usable when k-hat is below 0.7 by at least one standard error
+   (`khat_usable`): then `summary()` gives PSIS-corrected (importance-weighted) moments and
+   quantiles by default, which are reliable there (Vehtari et al. 2024). Otherwise the notes and
+   `diagnostics()` say in words that the fit should not be trusted and what to try next
+   (reparameterise, another family, more steps, float64). The k-hat, its standard error and the
+   verdict are the same numbers from the same draws in auto's notes, `diagnostics()`,
+   `summary()` and `sample(correct="psis")`.
 
 Small models stay fast: a flow is fitted only where the Gaussian fails the k-hat check.
 """
@@ -29,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_GOOD, KHAT_OK
-from provi.diagnostics import psis
+from provi.diagnostics import khat_se, khat_usable, khat_verdict, psis
 from provi.engine.step import check_objective, default_optimizer
 from provi.guides import FullRank, RealNVP
 from provi.guides.families import tril_factor
@@ -56,8 +61,8 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
     k1 = _khat(first, seed)
     best, k_best, tried = first, k1, [f"{type(family).__name__} (k-hat {k1:.2f})"]
     dim = first.guide.space.dim
-    gaussian_failed = not np.isfinite(k1) or k1 >= KHAT_OK
-    if gaussian_failed and first.stop.reason != "nonfinite" and isinstance(family, FullRank) and dim <= FLOW_MAX_DIM:
+    gaussian_not_close = not np.isfinite(k1) or k1 >= KHAT_GOOD
+    if gaussian_not_close and first.stop.reason != "nonfinite" and isinstance(family, FullRank) and dim <= FLOW_MAX_DIM:
         flow = _flow_family(dim)
         start = _flow_start(first, flow, seed)
         if start is not None:
@@ -69,9 +74,11 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
             if np.isfinite(k2) and (not np.isfinite(k1) or k2 < k1):
                 best, k_best = second, k2
             best.stop.seconds = first.stop.seconds + second.stop.seconds
-    best.stop.notes = list(notes) + _verdict_notes(k_best, tried, dim)
-    best.correct = "psis" if (np.isfinite(k_best) and k_best < KHAT_OK) else None
-    best.auto = {"tried": tried, "khat": k_best}
+    se = khat_se(k_best, KHAT_DRAWS)
+    usable = khat_usable(k_best, se)
+    best.stop.notes = list(notes) + _verdict_notes(k_best, se, tried, dim)
+    best.correct = "psis" if usable else None
+    best.auto = {"tried": tried, "khat": k_best, "khat_se": se, "usable": usable}
     return best
 
 
@@ -99,10 +106,12 @@ def _flow_start(res, flow, seed):
     return new, fparams, new.consts(shift, P)
 
 
-def _verdict_notes(k: float, tried: list[str], dim: int) -> list[str]:
+def _verdict_notes(k: float, se: float, tried: list[str], dim: int) -> list[str]:
     head = "auto: tried " + "; ".join(tried) + "."
     if np.isfinite(k) and k < KHAT_GOOD:
         return [head + f" k-hat {k:.2f} < {KHAT_GOOD}: the fit is close to the posterior; summary() reports PSIS-corrected moments."]
+    if np.isfinite(k) and k < KHAT_OK and not khat_usable(k, se):
+        return [head + " " + khat_verdict(k, se)]
     if np.isfinite(k) and k < KHAT_OK:
         return [
             head + f" k-hat {k:.2f} is in [{KHAT_GOOD}, {KHAT_OK}): plain moments may be somewhat off; summary() gives "

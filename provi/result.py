@@ -23,8 +23,8 @@ from provi.core.bound import KeyStream
 from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
 from provi.core.trace import OwnInfer, constrain_params
-from provi.defaults import KHAT_DRAWS, KHAT_OK, PSIS_MIN_DRAWS
-from provi.diagnostics import Diagnostics, diagnose, evaluate, khat_verdict, posterior_collapse, psis, weighted_moments
+from provi.defaults import KHAT_DRAWS, PSIS_MIN_DRAWS
+from provi.diagnostics import Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, posterior_collapse, psis, weighted_moments
 from provi.engine.layout import join_data
 from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState, setup
@@ -276,8 +276,11 @@ class FitResult:
             m, seed = KHAT_DRAWS, self.seed  # fit_auto's k-hat draws: res.draws(KHAT_DRAWS, seed)
         z, log_q = self.draws(m, seed)
         lw, k = psis(np.asarray(self.log_weights(z, log_q)))
-        if not np.isfinite(k) or k >= KHAT_OK:
-            raise ValueError(f"PSIS correction is unreliable here: {khat_verdict(k)}")
+        # the margin of one standard error belongs to the decision, made once: an auto fit judged
+        # usable stays so on other draws unless their k-hat crosses 0.7 itself
+        se = 0.0 if self.auto is not None and self.auto.get("usable") else khat_se(k, m)
+        if not khat_usable(k, se):
+            raise ValueError(f"PSIS correction is unreliable here: {khat_verdict(k, se)}")
         return z, lw, k
 
     def _psis_resample(self, n: int, seed=None) -> dict:
@@ -316,7 +319,9 @@ class FitResult:
             "stop": {"reason": s.reason, "steps": s.steps, "message": s.message, "notes": s.notes},
             "latent_sites": list(self.model.info.latent_names),
             "correct": self.correct,  # the correction summary() applies by default (guide="auto")
-            "auto": None if self.auto is None else {"tried": list(self.auto["tried"]), "khat": float(self.auto["khat"])},
+            "auto": None if self.auto is None else {"tried": list(self.auto["tried"]), "khat": float(self.auto["khat"]),
+                                                    "khat_se": float(self.auto.get("khat_se", float("nan"))),
+                                                    "usable": bool(self.auto.get("usable", False))},
         }
         atomic_write(path / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
 

@@ -62,6 +62,40 @@ def test_eight_schools_default_is_quick_and_accurate():
     assert res.sample(1000, correct="psis")["mu"].shape == (1000,)
 
 
+def _gamma(a):
+    def model():
+        numpyro.sample("x", dist.Gamma(a, 1.0))
+
+    return model
+
+
+def test_khat_between_half_and_the_cut_tries_the_flow_and_is_usable_with_a_margin():
+    """A skewed 1-d posterior (log of a Gamma(2) variable): the Gaussian's k-hat lands in [0.5, 0.7),
+    so auto tries the flow before settling; k-hat is below 0.7 by more than its standard error."""
+    res = provi.fit(_gamma(2.0), progress=False, seed=0)
+    k, se = res.auto["khat"], res.auto["khat_se"]
+    assert len(res.auto["tried"]) == 2 and "RealNVP" in res.auto["tried"][1]
+    assert 0.5 <= k < 0.7 and k + se < 0.7 and res.auto["usable"] and res.correct == "psis"
+    d = res.diagnostics()
+    assert d.khat == pytest.approx(k, rel=1e-6) and d.khat_se == pytest.approx(se, rel=1e-6) and d.trustworthy
+
+
+def test_khat_within_one_standard_error_of_the_cut_is_unreliable_everywhere():
+    """Gamma(1) (an exponential): k-hat about 0.68, within one Monte Carlo standard error (about
+    0.08) of 0.7. Auto, diagnostics(), summary() and sample(correct="psis") all call it unreliable:
+    the fit is never "usable" in one place and "unreliable" in another."""
+    res = provi.fit(_gamma(1.0), progress=False, seed=0)
+    k, se = res.auto["khat"], res.auto["khat_se"]
+    assert k < 0.7 <= k + se, (k, se)
+    assert not res.auto["usable"] and res.correct is None
+    assert "within one Monte Carlo standard error" in res.stop.notes[-1]
+    d = res.diagnostics()
+    assert d.khat == pytest.approx(k, rel=1e-6) and not d.trustworthy and "within one Monte Carlo" in d.khat_verdict
+    with pytest.raises(ValueError, match="within one Monte Carlo standard error"):
+        res.sample(100, correct="psis")
+    assert "khat" not in res.summary().attrs  # plain moments, not PSIS-corrected ones
+
+
 def test_funnel_gets_an_honest_warning():
     res = provi.fit(funnel, progress=False)
     assert res.auto["khat"] >= 0.7

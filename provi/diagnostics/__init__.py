@@ -10,8 +10,8 @@ May import: floors 1-5.
 
 from provi.diagnostics.collapse import Collapse, SiteCollapse, posterior_collapse
 from provi.diagnostics.evaluation import evaluate, log_likelihood
-from provi.diagnostics.psis import khat_verdict, preload_arviz, psis, weighted_moments
+from provi.diagnostics.psis import khat_se, khat_usable, khat_verdict, preload_arviz, psis, weighted_moments
 from provi.diagnostics.verdicts import Diagnostics, diagnose
 
-__all__ = ["Diagnostics", "diagnose", "psis", "khat_verdict", "weighted_moments", "preload_arviz",
+__all__ = ["Diagnostics", "diagnose", "psis", "khat_se", "khat_usable", "khat_verdict", "weighted_moments", "preload_arviz",
            "Collapse", "SiteCollapse", "posterior_collapse", "evaluate", "log_likelihood"]

@@ -8,8 +8,7 @@ import jax
 import numpy as np
 
 from provi.core.program import AbstractGuide
-from provi.defaults import KHAT_OK
-from provi.diagnostics.psis import khat_verdict, psis
+from provi.diagnostics.psis import khat_se, khat_usable, khat_verdict, psis
 
 __all__ = ["Diagnostics", "diagnose"]
 
@@ -27,14 +26,15 @@ class Diagnostics:
     estimators: dict
     messages: list
     collapse: object = None  # provi.diagnostics.collapse.Collapse for amortized Gaussian latents, else None
+    khat_se: float = float("nan")  # Monte Carlo standard error of khat (provi.diagnostics.psis.khat_se)
 
     @property
     def trustworthy(self) -> bool:
-        return bool(np.isfinite(self.khat) and self.khat < KHAT_OK and self.stop_reason in ("converged", "steps"))
+        return khat_usable(self.khat, self.khat_se) and self.stop_reason in ("converged", "steps")
 
     def __str__(self):
         lines = [
-            f"Pareto k-hat: {self.khat:.3f}  (importance-sampling ESS {self.ess:.0f})",
+            f"Pareto k-hat: {self.khat:.3f} +- {self.khat_se:.3f}  (importance-sampling ESS {self.ess:.0f})",
             f"  {self.khat_verdict}",
             f"stopped: {self.stop_reason} after {self.steps} steps ({self.seconds:.2f} s)",
             "estimators: " + ", ".join(f"{k}: {v}" for k, v in self.estimators.items()),
@@ -61,12 +61,14 @@ def diagnose(log_w: np.ndarray, losses: np.ndarray, stop, guide: AbstractGuide, 
     `provi.engine.schedule.StopInfo` and its guide program."""
     log_w = np.asarray(log_w)
     messages = list(stop.notes)
+    se = float("nan")
     if guide.is_point:
         k, verdict, ess = float("nan"), "k-hat does not apply to a point estimate (guide 'delta' is MAP).", float("nan")
     else:
         lw, k = psis(log_w)
         ess = float(1.0 / np.sum(np.exp(lw) ** 2)) if np.all(np.isfinite(k)) else float("nan")
-        verdict = khat_verdict(k)
+        se = khat_se(k, len(log_w))
+        verdict = khat_verdict(k, se)
     if stop.reason == "nonfinite":
         messages.append(stop.message)
         if not jax.config.jax_enable_x64:
@@ -91,4 +93,4 @@ def diagnose(log_w: np.ndarray, losses: np.ndarray, stop, guide: AbstractGuide, 
             )
     if np.isfinite(log_w).mean() < 1:
         messages.append("some draws have non-finite log weights: the guide puts mass where the model has none.")
-    return Diagnostics(k, verdict, ess, stop.reason, stop.steps, stop.seconds, _estimators(guide), messages, collapse)
+    return Diagnostics(k, verdict, ess, stop.reason, stop.steps, stop.seconds, _estimators(guide), messages, collapse, se)

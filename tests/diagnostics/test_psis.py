@@ -109,3 +109,18 @@ def test_verdicts_in_words():
     assert "correct='psis'" in khat_verdict(0.6)
     v = khat_verdict(0.9)
     assert "do not trust" in v and "float64" in v and "more steps" in v and "flow" in v
+
+
+def test_khat_standard_error_matches_its_spread_over_draw_sets():
+    """khat_se (the asymptotic standard error of the Pareto shape fit to PSIS's tail) against the
+    spread of k-hat over 40 independent sets of 20,000 log weights whose tail has shape 0.6
+    (log weights of a Pareto(1 / 0.6) variable): within 30% (the spread of 40 values is itself
+    known to about 11%)."""
+    from provi.diagnostics import khat_se, khat_usable
+
+    rng = np.random.default_rng(0)
+    ks = [psis(np.log(rng.pareto(1 / 0.6, 20_000) + 1.0))[1] for _ in range(40)]
+    spread = np.std(ks, ddof=1)
+    assert abs(np.mean(ks) - 0.6) < 3 * spread / np.sqrt(40) + 0.02, np.mean(ks)
+    assert abs(khat_se(0.6, 20_000) / spread - 1) < 0.3, (khat_se(0.6, 20_000), spread)
+    assert khat_usable(0.5, 0.08) and not khat_usable(0.65, 0.08) and not khat_usable(0.7, 0.0) and not khat_usable(np.nan)
