@@ -12,7 +12,7 @@ import functools
 import json
 import pathlib
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,8 @@ from numpyro.infer import Predictive
 from provi.core.bound import KeyStream
 from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
+from provi.core.prior import GaussianPrior
+from provi.core.space import LatentSpace
 from provi.core.trace import OwnInfer, constrain_params
 from provi.defaults import KHAT_DRAWS, PSIS_MIN_DRAWS
 from provi.diagnostics import Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, posterior_collapse, psis, weighted_moments
@@ -30,6 +32,7 @@ from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState, setup
 from provi.errors import ModelError
 from provi.persist import atomic_write, flatten_tree, unflatten_tree
+from provi.programs import FamilyGuide
 from provi.programs import guide_from_spec
 
 __all__ = ["FitResult", "load", "FORMAT"]
@@ -170,6 +173,27 @@ class FitResult:
             det = pred(jax.random.PRNGKey(0), *self.args, **self.kwargs)
             out.update({k: np.asarray(v) for k, v in det.items()})
         return out
+
+    def as_prior(self, model: Callable | None = None, sites=None, n: int = KHAT_DRAWS, seed: int | None = None) -> Callable:
+        """`model` (the fitted model by default) with the fitted approximation of the latent `sites`
+        (every continuous latent site by default) as their prior: the posterior that becomes the
+        next prior, so `provi.fit(res.as_prior(), *new_data)` updates it with new data.
+
+        The approximation is the guide's Gaussian over the unconstrained latent vector, exact for
+        the Gaussian families ("meanfield", "fullrank", "lowrank", "laplace"); for a flow or a
+        NumPyro guide it is the Gaussian with the mean and covariance of `n` of its draws (an
+        approximation of the approximation). Each site keeps its support (the Gaussian lives in
+        the unconstrained space). Everything else in `model` (other sites, plates, data,
+        `numpyro.param` values, which the next fit learns afresh) is unchanged."""
+        model = self.model.model if model is None else model
+        space = _fitted_space(self.guide, self.model.info)
+        if isinstance(self.guide, FamilyGuide):
+            mean, cov = self.guide.moments(self.params["guide"], self.consts)
+        else:
+            z, _ = self.draws(n, seed)
+            u = np.asarray(jax.vmap(space.unconstrain)({k: jnp.asarray(z[k]) for k in space.names}), np.float64)
+            mean, cov = u.mean(0), np.atleast_2d(np.cov(u, rowvar=False))
+        return GaussianPrior(model, space, space.names if sites is None else tuple(sites), mean, cov)
 
     def predictive(self, n: int = 1000, *args, seed: int | None = None, **kwargs) -> dict[str, np.ndarray]:
         """Posterior predictive draws of every observed site (and deterministic sites) at `args`
@@ -397,3 +421,8 @@ def load(path, model, *args, guide=None, **kwargs) -> FitResult:
         losses=np.load(path / "losses.npy"), args=alg.args, kwargs=alg.kwargs, objective=meta["objective"], stop=stop,
         seed=meta["seed"], correct=meta.get("correct"), auto=meta.get("auto"),
     )
+
+
+def _fitted_space(guide, info) -> LatentSpace:
+    """The fitted latent space: a family guide's own, else that of the model's continuous latent sites."""
+    return guide.space if isinstance(guide, FamilyGuide) else LatentSpace.of(info.latents)

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["provi.optim.online_newton", "provi.bdl.metrics", "provi.bdl.vbll", "provi.nn"]
+MODULES = ["provi.optim.online_newton", "provi.bdl.metrics", "provi.bdl.vbll", "provi.nn", "provi.core.prior"]
 
 
 @pytest.mark.parametrize("name", MODULES)
