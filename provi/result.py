@@ -340,7 +340,8 @@ class FitResult:
             "guide": self.guide.spec(),
             "objective": repr(self.objective),
             "seed": self.seed,
-            "stop": {"reason": s.reason, "steps": s.steps, "message": s.message, "notes": s.notes},
+            "stop": {"reason": s.reason, "steps": s.steps, "message": s.message, "notes": s.notes,
+                     "seconds": None if not np.isfinite(s.seconds) else float(s.seconds)},
             "latent_sites": list(self.model.info.latent_names),
             "correct": self.correct,  # the correction summary() applies by default (guide="auto")
             "auto": None if self.auto is None else {"tried": list(self.auto["tried"]), "khat": float(self.auto["khat"]),
@@ -415,7 +416,9 @@ def load(path, model, *args, guide=None, **kwargs) -> FitResult:
     with np.load(path / "consts.npz") as f:
         consts = {k.strip("[]'"): jnp.asarray(v) for k, v in f.items()}
     s = meta["stop"]
-    stop = StopInfo(reason=s["reason"], steps=s["steps"], message=s["message"], notes=s["notes"])
+    seconds = s.get("seconds")  # absent from fits saved before it was kept
+    stop = StopInfo(reason=s["reason"], steps=s["steps"], message=s["message"], notes=s["notes"],
+                    seconds=float("nan") if seconds is None else float(seconds))
     return FitResult(
         data=alg.data, layout=alg.layout, model=model_prog, guide=guide_prog, params=params, consts=consts,
         losses=np.load(path / "losses.npy"), args=alg.args, kwargs=alg.kwargs, objective=meta["objective"], stop=stop,

@@ -92,6 +92,7 @@ def test_save_and_load_keep_auto_correction(es, tmp_path):
     res.save(tmp_path / "fit")
     back = provi.load(tmp_path / "fit", model, *data)
     assert back.correct == "psis" and back.auto == res.auto
+    assert np.isfinite(res.stop.seconds) and back.stop.seconds == pytest.approx(res.stop.seconds)
     a, b = res.summary(seed=2), back.summary(seed=2)
     np.testing.assert_allclose(np.asarray(b["mean"], float), np.asarray(a["mean"], float), rtol=1e-5, atol=1e-6)
     meta = tmp_path / "fit" / "meta.json"
