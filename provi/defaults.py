@@ -46,6 +46,7 @@ MAX_BRANCHES = 256  # ... on sites of at most this many (coordinates x support v
 ENUMERATE_MAX_SUPPORT = 64  # Enumerate() refuses larger supports
 QUADRATURE_NODES = 256  # Gauss-Legendre nodes of ImplicitReparam's quadrature CDF
 MODEL_ENUMERATE_MAX_SUPPORT = 1024  # a model site marked for enumeration may have at most this many values
+ENUMERATE_MEMORY_BUDGET = 2**31  # bytes: the largest log-density factor enumeration may create (checked before allocating)
 DRAW_ENUMERATED_MAX_JOINT = 4096  # chains of enumerated sites are drawn (infer_discrete) up to this many joint states
 
 # --- data (provi.core.plates) ------------------------------------------------------------------

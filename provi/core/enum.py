@@ -19,7 +19,7 @@ import jax
 from numpyro import handlers
 
 from provi.core.trace import OwnInfer, base_distribution, run
-from provi.defaults import DRAW_ENUMERATED_MAX_JOINT
+from provi.defaults import DRAW_ENUMERATED_MAX_JOINT, ENUMERATE_MEMORY_BUDGET
 from provi.errors import ModelError
 
 __all__ = ["enumerated_log_density", "draw_enumerated", "check_enumerable"]
@@ -52,6 +52,7 @@ def check_enumerable(model: Callable, args: tuple, kwargs: dict, max_plate_nesti
         ) from e
     tr = box[0]
     enumerated = [n for n, s in tr.items() if s["type"] == "sample" and s["infer"].get("enumerate") == "parallel"]
+    _check_budget(tr, enumerated)
     scanned = [n for n in enumerated if tr[n].get("_control_flow_done")]
     if scanned:
         return f"the enumerated sites {scanned} sit inside numpyro's scan, where NumPyro's infer_discrete cannot draw them"
@@ -68,6 +69,27 @@ def check_enumerable(model: Callable, args: tuple, kwargs: dict, max_plate_nesti
                     f"which NumPyro's infer_discrete needs memory exponential in the chain's length (provi draws chains of "
                     f"at most {DRAW_ENUMERATED_MAX_JOINT} joint states)")
     return ""
+
+
+def _check_budget(tr: dict, enumerated: list) -> None:
+    """Refuse, before anything is allocated, a model one of whose log-density factors would be
+    larger than `ENUMERATE_MEMORY_BUDGET` bytes with the enumerated sites broadcast into it."""
+    for name, site in tr.items():
+        if site["type"] != "sample":
+            continue
+        value = site["value"]
+        batch = jax.numpy.shape(value)[: jax.numpy.ndim(value) - len(site["fn"].event_shape)]
+        shape = jax.numpy.broadcast_shapes(tuple(site["fn"].batch_shape), batch)
+        size = math.prod(shape) * jax.numpy.dtype(jax.numpy.result_type(float)).itemsize
+        if size > ENUMERATE_MEMORY_BUDGET:
+            plates = {f.name: f.size for f in site.get("cond_indep_stack", ())}
+            raise ModelError(
+                f"site {name!r} would hold a log-density tensor of shape {shape} ({size / 2**30:.1f} GiB) with the "
+                f"enumerated sites {enumerated} broadcast into it, in the plates {plates}: more than provi's budget of "
+                f"{ENUMERATE_MEMORY_BUDGET / 2**30:.0f} GiB (provi.defaults.ENUMERATE_MEMORY_BUDGET). Enumerate fewer sites "
+                "together (write chains with numpyro.contrib.funsor.markov or scan, so that only neighbours meet), "
+                "subsample the plates, or give some discrete sites guide sites with gradient estimators"
+            )
 
 
 def enumerated_log_density(model: Callable, key, args: tuple, kwargs: dict, values: dict, max_plate_nesting: int) -> jax.Array:

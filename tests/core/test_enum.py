@@ -340,3 +340,20 @@ def test_long_scan_hmm_matches_the_forward_algorithm_and_its_memory_is_linear_in
             prior = dist.Dirichlet(jnp.ones(4) + 8.0 * jnp.eye(4)).log_prob(trans).sum() + dist.Normal(jnp.arange(4.0), 1.0).log_prob(means).sum()
             np.testing.assert_allclose(compiled(v), jax.nn.logsumexp(alpha) + prior, rtol=2e-5)
     assert 1.5 < temp[1000] / temp[500] < 2.6, temp
+
+
+def test_enumeration_past_the_memory_budget_is_refused_before_allocating():
+    """Three 64-state sites that one observation depends on, in a plate of 5,000: a factor of
+    64^3 x 5,000 floats (5 GiB), refused at setup, naming the site and the plate."""
+
+    def model(y):
+        probs = jnp.ones(64) / 64
+        loc = numpyro.sample("loc", dist.Normal(0.0, 1.0).expand([64]).to_event(1))
+        with numpyro.plate("data", y.shape[0], dim=-1):
+            a = numpyro.sample("a", dist.Categorical(probs), infer=ENUM)
+            b = numpyro.sample("b", dist.Categorical(probs), infer=ENUM)
+            c = numpyro.sample("c", dist.Categorical(probs), infer=ENUM)
+            numpyro.sample("y", dist.Normal(loc[a] + loc[b] + loc[c], 1.0), obs=y)
+
+    with pytest.raises(ModelError, match=r"site 'y' would hold a log-density tensor of shape \(64, 64, 64, 5000\).*'data': 5000"):
+        provi.setup(model, jnp.zeros(5000), guide="meanfield", init="prior")
