@@ -1,5 +1,9 @@
 """The mode of a log density, the curvature there, and the whitening it gives: for initialising and
-preconditioning families (`provi.engine.start`)."""
+preconditioning families (`provi.engine.start`).
+
+Second derivatives are forward-over-reverse; reverse-over-reverse where the density has no
+forward mode (`custom_vjp`: `jax.experimental.ode.odeint`); and central differences of the
+gradient where it can be differentiated only once (diffrax's default adjoint)."""
 
 from __future__ import annotations
 
@@ -31,15 +35,37 @@ def _reverse_only(exc: Exception) -> bool:
     return isinstance(exc, TypeError) and "forward-mode" in str(exc)
 
 
+def _no_second_reverse(exc: Exception) -> bool:
+    """Whether `exc` is JAX refusing to differentiate a gradient again in reverse mode (a solver
+    whose adjoint runs a `while_loop`, as diffrax's default `RecursiveCheckpointAdjoint`)."""
+    return isinstance(exc, ValueError) and "Reverse-mode differentiation does not work" in str(exc)
+
+
+def _difference_jacobian(grad_fn: Callable, u: jax.Array) -> jax.Array:
+    """The Jacobian of `grad_fn` at `u` by central differences of the (reverse-mode) gradient, with
+    steps eps^(1/3) * max(1, |u_i|): 2D gradient evaluations, for densities that can be
+    differentiated only once."""
+    step = jnp.finfo(u.dtype).eps ** (1 / 3) * jnp.maximum(1.0, jnp.abs(u))
+    basis = jnp.eye(u.shape[0], dtype=u.dtype) * step[:, None]
+    cols = jax.vmap(lambda e, s: (grad_fn(u + e) - grad_fn(u - e)) / (2 * s))(basis, step)
+    return cols.T
+
+
 def curvature(log_density: Callable, u: jax.Array) -> jax.Array:
     """The negative Hessian of `log_density` at `u` (the precision of the Laplace approximation):
-    forward-over-reverse, or reverse-over-reverse where the density has no forward mode."""
+    forward-over-reverse, or reverse-over-reverse where the density has no forward mode, or
+    central differences of the gradient where it can be differentiated only once."""
     try:
         h = jax.hessian(log_density)(u)
     except TypeError as exc:
         if not _reverse_only(exc):
             raise
-        h = jax.jacrev(jax.grad(log_density))(u)
+        try:
+            h = jax.jacrev(jax.grad(log_density))(u)
+        except ValueError as exc2:
+            if not _no_second_reverse(exc2):
+                raise
+            h = _difference_jacobian(jax.grad(log_density), u)
     return -0.5 * (h + h.T)
 
 
@@ -56,7 +82,13 @@ def value_grad_curvature(log_density: Callable, u: jax.Array):
     except TypeError as exc:
         if not _reverse_only(exc):
             raise
-        h, (v, g) = jax.jacrev(grad_with_value, has_aux=True)(u)
+        try:
+            h, (v, g) = jax.jacrev(grad_with_value, has_aux=True)(u)
+        except ValueError as exc2:
+            if not _no_second_reverse(exc2):
+                raise
+            v, g = jax.value_and_grad(log_density)(u)
+            h = _difference_jacobian(jax.grad(log_density), u)
     return v, g, -0.5 * (h + h.T)
 
 
