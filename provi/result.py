@@ -32,8 +32,7 @@ from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState, setup
 from provi.errors import ModelError
 from provi.persist import atomic_write, flatten_tree, unflatten_tree
-from provi.programs import FamilyGuide
-from provi.programs import guide_from_spec
+from provi.programs import FamilyGuide, guide_from_spec
 
 __all__ = ["FitResult", "load", "FORMAT"]
 

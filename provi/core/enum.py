@@ -62,13 +62,20 @@ def check_enumerable(model: Callable, args: tuple, kwargs: dict, max_plate_nesti
     for name, site in tr.items():
         if site["type"] != "sample":
             continue
-        batch = jax.numpy.shape(site["value"])[: jax.numpy.ndim(site["value"]) - len(site["fn"].event_shape)]
-        shape = jax.numpy.broadcast_shapes(tuple(site["fn"].batch_shape), batch)
+        shape = _factor_shape(site)
         if sum(1 for d in range(len(shape)) if len(shape) - d > max_plate_nesting and shape[d] > 1) > 1:
             return (f"site {name!r} depends on a chain of enumerated sites (of {enumerated}, {joint} joint states), along "
                     f"which NumPyro's infer_discrete needs memory exponential in the chain's length (provi draws chains of "
                     f"at most {DRAW_ENUMERATED_MAX_JOINT} joint states)")
     return ""
+
+
+def _factor_shape(site: dict) -> tuple:
+    """The shape of a sample site's log-density factor under enumeration: its distribution's batch
+    shape broadcast with its value's (enumerated dims included)."""
+    value = site["value"]
+    batch = jax.numpy.shape(value)[: jax.numpy.ndim(value) - len(site["fn"].event_shape)]
+    return jax.numpy.broadcast_shapes(tuple(site["fn"].batch_shape), batch)
 
 
 def _check_budget(tr: dict, enumerated: list) -> None:
@@ -77,9 +84,7 @@ def _check_budget(tr: dict, enumerated: list) -> None:
     for name, site in tr.items():
         if site["type"] != "sample":
             continue
-        value = site["value"]
-        batch = jax.numpy.shape(value)[: jax.numpy.ndim(value) - len(site["fn"].event_shape)]
-        shape = jax.numpy.broadcast_shapes(tuple(site["fn"].batch_shape), batch)
+        shape = _factor_shape(site)
         size = math.prod(shape) * jax.numpy.dtype(jax.numpy.result_type(float)).itemsize
         if size > ENUMERATE_MEMORY_BUDGET:
             plates = {f.name: f.size for f in site.get("cond_indep_stack", ())}

@@ -116,13 +116,10 @@ def trace_model(model: Callable, args: tuple, kwargs: dict, key, values: dict | 
     the model's own exceptions surface unchanged, with provi's and NumPyro's frames cut off."""
     try:
         return run(model, key, args, kwargs, values, substitute_fn=_improper_value if prior else _inspection_value)
-    except ValueError as exc:
-        mismatch = _plate_mismatch(exc)
-        if mismatch is None:
-            exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
-            raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
-        raise ModelError(mismatch) from None
     except Exception as exc:
+        mismatch = _plate_mismatch(exc) if isinstance(exc, ValueError) else None
+        if mismatch is not None:
+            raise ModelError(mismatch) from None
         exc.add_note(f"(raised by the model {getattr(model, '__name__', model)!r} while provi traced it)")
         raise exc.with_traceback(_model_traceback(exc.__traceback__)) from None
 
