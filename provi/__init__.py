@@ -5,7 +5,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 
 1. `errors`, `defaults`, `persist`, `examples`
 2. `core` (NumPyro plumbing, the program interface, the objective vocabulary)
-3. `distributions`; then `guides` | `estimators` | `objectives` | `optim` | `bdl` (siblings)
+3. `distributions` | `kernels`; then `guides` | `estimators` | `objectives` | `optim` | `bdl` (siblings)
 4. `programs` (the concrete model and guide programs)
 5. `engine` (loss, the public step API, start, compiled loop, driver, checkpoints, sharding)
 6. `diagnostics` (PSIS, verdicts, collapse, evaluation)
@@ -15,9 +15,9 @@ import-linter contract in `pyproject.toml` keeps it so):
 10. `report`, then `cli`
 """
 
-from provi import bdl, distributions, estimators, guides, nn, objectives, optim
+from provi import bdl, distributions, estimators, guides, kernels, nn, objectives, optim
 from provi.core.objective import Objective, objective
-from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, replace_grad, sim, split_auxiliary, with_observed
+from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, replace_grad, sim, split_auxiliary, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
 from provi.fit import fit
 from provi.objectives import (
@@ -32,6 +32,7 @@ from provi.objectives import (
     PIWAE,
     RWS,
     STL,
+    SVGD,
     VIMCO,
     ChiSquareVIS,
     DReG,
@@ -60,6 +61,8 @@ __all__ = [
     "particle_mean",
     "kl",
     "split_auxiliary",
+    "particles",
+    "place",
     "log_mean_exp",
     "objective",
     "Objective",
@@ -69,6 +72,7 @@ __all__ = [
     "DReG",
     "VIMCO",
     "RWS",
+    "SVGD",
     "Renyi",
     "CUBO",
     "ChiSquareVIS",
@@ -79,6 +83,7 @@ __all__ = [
     "IWHVI",
     "DIWHVI",
     "guides",
+    "kernels",
     "estimators",
     "distributions",
     "objectives",

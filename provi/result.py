@@ -26,7 +26,8 @@ from provi.core.prior import GaussianPrior
 from provi.core.space import LatentSpace
 from provi.core.trace import OwnInfer, constrain_params
 from provi.defaults import KHAT_DRAWS, PSIS_MIN_DRAWS
-from provi.diagnostics import Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, posterior_collapse, psis, weighted_moments
+from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, particle_diagnostics,
+                               posterior_collapse, psis, weighted_moments)
 from provi.engine.layout import join_data
 from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState, setup
@@ -251,10 +252,8 @@ class FitResult:
             observed_data={k: np.asarray(v) for k, v in self.model.info.observed.items() if v is not None},
         )
         stats = xr.Dataset(
-            {
-                "loss": (("step",), np.asarray(self.losses)),
-                "log_weight": (("chain", "draw"), log_w[None]),
-            },
+            {"loss": (("step",), np.asarray(self.losses))}
+            | ({"log_weight": (("chain", "draw"), log_w[None])} if self.guide.has_density else {}),
             coords={"step": np.arange(len(self.losses)), "chain": [0], "draw": np.arange(n)},
         )
         idata.add_groups(sample_stats=stats)
@@ -269,6 +268,9 @@ class FitResult:
         and the estimators used, with verdicts in words. For a `guide="auto"` fit, the default `n`
         and `seed` judge the very draws its pipeline judged, so the k-hat here is the one in its notes
         (k-hat varies from one set of draws to the next, most near 0.7)."""
+        if not self.guide.has_density:  # particles: a Stein discrepancy instead of k-hat
+            particles = particle_diagnostics(self.model, self.guide, self.params, self.consts, self.data, self.layout)
+            return diagnose(np.zeros((0,)), self.losses, self.stop, self.guide, particles=particles)
         if seed is None and n == KHAT_DRAWS and self.auto is not None:
             seed = self.seed  # fit_auto's k-hat draws: res.draws(KHAT_DRAWS, seed)
         z, log_q = self.draws(n, seed)

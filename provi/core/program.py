@@ -74,6 +74,7 @@ class AbstractGuide(AbstractProgram):
     site_fns: eqx.AbstractVar[dict]  # site -> its distribution as traced at build time (sizes estimator state)
     is_point: eqx.AbstractVar[bool]  # a point mass (MAP): no density, no k-hat
     optimise: eqx.AbstractVar[bool]  # fitting runs optimisation steps (the Laplace family does not)
+    has_density: eqx.AbstractVar[bool]  # log q is defined (particles have none: no k-hat, no ELBO)
     name: eqx.AbstractVar[str]  # for reports and `repr`
 
     @abc.abstractmethod
@@ -87,6 +88,17 @@ class AbstractGuide(AbstractProgram):
     @abc.abstractmethod
     def log_density(self, params, consts, values: dict, args: tuple, kwargs: dict) -> jax.Array:
         """log q(values), vectorised over leading particle axes of `values`."""
+
+    @abc.abstractmethod
+    def positions(self, params, consts) -> tuple[jax.Array, jax.Array]:
+        """`(x, metric)`: a particle guide's particles (N, D) in its flat coordinates, and the
+        Euclidean metric of the model's unconstrained space in those coordinates (D, D); other
+        guides raise `ObjectiveError`."""
+
+    @abc.abstractmethod
+    def place(self, consts, x: jax.Array) -> tuple[dict, jax.Array]:
+        """`(values, log_jacobian)`: the latent sites' constrained values at flat coordinates `x`
+        (..., D) and log |det d values / d x| (...); guides without flat coordinates raise."""
 
     @abc.abstractmethod
     def spec(self) -> dict:

@@ -13,7 +13,10 @@ Objectives that shape their own gradient use a few more primitives: `detach` (cu
 parameters, or values, from the gradient), `replace_grad` (a value with another expression's
 gradient), `claim_scores` (take the score terms out of the ledger, per particle), `particle_mean`
 (declare per-particle terms), `kl` (analytic KL divergences per site), and `split_auxiliary` (a
-guide's auxiliary draws apart from the latents).
+guide's auxiliary draws apart from the latents). Particle methods move a particle guide's points
+themselves: `particles` gives them (differentiable), `place` puts points of its flat coordinates
+into the model's sites (with the log Jacobian), so `density(model, values) + log_jacobian` is the
+log target in the coordinates the particles move in.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ __all__ = [
     "split_auxiliary",
     "sim_given",
     "density_given",
+    "particles",
+    "place",
 ]
 
 
@@ -62,6 +67,12 @@ def sim(program, *args, n: int | None = None, **kwargs):
     if not isinstance(program, BoundGuide):
         raise TypeError("provi.sim takes the model or guide an objective receives")
     guide = program
+    if not guide.program.has_density:
+        raise ObjectiveError(
+            f"{guide.program.name} has no density, so provi.sim cannot give log q and objectives that draw from the "
+            "guide (ELBO, IWAE, ...) cannot move it: use objective=provi.SVGD(), or move the particles with "
+            "provi.particles and provi.place"
+        )
     args, kwargs = call_args(guide, args, kwargs)
     z, log_q = guide.program.sim(
         guide.current_params(), guide.consts, guide.keys(), 1 if n is None else n, args, kwargs, guide.ledger, guide.branching
@@ -386,3 +397,23 @@ def density_given(guide: BoundGuide, fn, values: dict, given: dict, *args, **kwa
 
     return vectorise(one, len(lead))(values, given)
 
+
+
+def particles(guide: BoundGuide) -> tuple[jax.Array, jax.Array]:
+    """`(x, metric)`: the particles (N, D) of a particle guide (`provi.guides.Particles`) in its
+    flat coordinates, differentiable with respect to the guide's parameters (the gradient of an
+    objective in `x` is the direction the particles move in), and the Euclidean metric of the
+    model's unconstrained space in those coordinates (D, D; the guide's coordinates are whitened
+    by the start's curvature)."""
+    if not isinstance(guide, BoundGuide):
+        raise TypeError("provi.particles takes the guide an objective receives")
+    return guide.program.positions(guide.current_params(), guide.consts)
+
+
+def place(guide: BoundGuide, x: jax.Array) -> tuple[dict, jax.Array]:
+    """`(values, log_jacobian)`: the model's latent sites at points `x` (..., D) of a family
+    guide's flat coordinates (constrained, with leading axes of `x`) and log |det d values / d x|,
+    so `provi.density(model, values) + log_jacobian` is the log target density of `x`."""
+    if not isinstance(guide, BoundGuide):
+        raise TypeError("provi.place takes the guide an objective receives")
+    return guide.program.place(guide.consts, jnp.asarray(x))

@@ -3,15 +3,17 @@
 `psis` (Pareto k-hat and importance-weighted moments, through ArviZ), `verdicts` (`Diagnostics`,
 `diagnose`: what the numbers mean, in words), `collapse` (posterior collapse of amortized
 Gaussian latents), `evaluation` (an objective's value at fitted parameters, held-out
-log-likelihoods).
+log-likelihoods), `particles` (bandwidth, spread and Stein discrepancy of a particle fit).
 
 May import: floors 1-5.
 """
 
 from provi.diagnostics.collapse import Collapse, SiteCollapse, posterior_collapse
 from provi.diagnostics.evaluation import evaluate, log_likelihood
+from provi.diagnostics.particles import ParticleDiagnostics, particle_diagnostics
 from provi.diagnostics.psis import khat_se, khat_usable, khat_verdict, preload_arviz, psis, weighted_moments
 from provi.diagnostics.verdicts import Diagnostics, diagnose
 
 __all__ = ["Diagnostics", "diagnose", "psis", "khat_se", "khat_usable", "khat_verdict", "weighted_moments", "preload_arviz",
-           "Collapse", "SiteCollapse", "posterior_collapse", "evaluate", "log_likelihood"]
+           "Collapse", "SiteCollapse", "posterior_collapse", "evaluate", "log_likelihood",
+           "ParticleDiagnostics", "particle_diagnostics"]

@@ -27,14 +27,19 @@ class Diagnostics:
     messages: list
     collapse: object = None  # provi.diagnostics.collapse.Collapse for amortized Gaussian latents, else None
     khat_se: float = float("nan")  # Monte Carlo standard error of khat (provi.diagnostics.psis.khat_se)
+    particles: object = None  # provi.diagnostics.particles.ParticleDiagnostics of a particle fit, else None
 
     @property
     def trustworthy(self) -> bool:
-        return khat_usable(self.khat, self.khat_se) and self.stop_reason in ("converged", "steps")
+        stopped = self.stop_reason in ("converged", "steps")
+        if self.particles is not None:
+            return stopped and not self.particles.messages
+        return khat_usable(self.khat, self.khat_se) and stopped
 
     def __str__(self):
+        khat = f"Pareto k-hat: {self.khat:.3f} +- {self.khat_se:.3f}  (importance-sampling ESS {self.ess:.0f})"
         lines = [
-            f"Pareto k-hat: {self.khat:.3f} +- {self.khat_se:.3f}  (importance-sampling ESS {self.ess:.0f})",
+            *([] if self.particles is not None else [khat]),
             f"  {self.khat_verdict}",
             f"stopped: {self.stop_reason} after {self.steps} steps ({self.seconds:.2f} s)",
             "estimators: " + ", ".join(f"{k}: {v}" for k, v in self.estimators.items()),
@@ -42,6 +47,8 @@ class Diagnostics:
         lines += [f"note: {m}" for m in self.messages]
         if self.collapse is not None:
             lines.append(f"latent units (KL per unit, active units):\n{self.collapse}")
+        if self.particles is not None:
+            lines.append(str(self.particles))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -56,14 +63,17 @@ def _estimators(guide: AbstractGuide) -> dict:
     return {name: "Reparam" for name in guide.sites}
 
 
-def diagnose(log_w: np.ndarray, losses: np.ndarray, stop, guide: AbstractGuide, collapse=None) -> Diagnostics:
+def diagnose(log_w: np.ndarray, losses: np.ndarray, stop, guide: AbstractGuide, collapse=None, particles=None) -> Diagnostics:
     """Diagnose a fit from the log importance weights of guide draws, its losses, its
-    `provi.engine.schedule.StopInfo` and its guide program."""
+    `provi.engine.schedule.StopInfo` and its guide program (and, for a particle guide, which has
+    no density, its `ParticleDiagnostics`)."""
     log_w = np.asarray(log_w)
     messages = list(stop.notes)
     se = float("nan")
     if guide.is_point:
         k, verdict, ess = float("nan"), "k-hat does not apply to a point estimate (guide 'delta' is MAP).", float("nan")
+    elif not guide.has_density:
+        k, verdict, ess = float("nan"), "k-hat does not apply to particles (they have no density): see the Stein discrepancy.", float("nan")
     else:
         lw, k = psis(log_w)
         ess = float(1.0 / np.sum(np.exp(lw) ** 2)) if np.all(np.isfinite(k)) else float("nan")
@@ -91,6 +101,6 @@ def diagnose(log_w: np.ndarray, losses: np.ndarray, stop, guide: AbstractGuide, 
                 f"site {site!r} uses {est.name}, a biased gradient estimator (a relaxation): the fit "
                 "optimises a relaxed objective; check it against an unbiased estimator (Enumerate, MVD, Reinforce)."
             )
-    if np.isfinite(log_w).mean() < 1:
+    if log_w.size and np.isfinite(log_w).mean() < 1:
         messages.append("some draws have non-finite log weights: the guide puts mass where the model has none.")
-    return Diagnostics(k, verdict, ess, stop.reason, stop.steps, stop.seconds, _estimators(guide), messages, collapse, se)
+    return Diagnostics(k, verdict, ess, stop.reason, stop.steps, stop.seconds, _estimators(guide), messages, collapse, se, particles)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from provi.core import rand
+from provi.errors import ObjectiveError
 
 __all__ = ["Family", "Delta", "MeanField", "FullRank", "LowRank", "Laplace", "tril_factor"]
 
@@ -43,6 +44,11 @@ class Family(eqx.Module):
 
     is_point: eqx.AbstractClassVar[bool]
     optimise: ClassVar[bool] = True
+    has_density: ClassVar[bool] = True  # `provi.guides.Particles` has none
+
+    def positions(self, params: dict) -> jax.Array:
+        """The particles (N, D) of a particle family; other families have none."""
+        raise ObjectiveError(f"{type(self).__name__} is not a set of particles: use guide=provi.guides.Particles(n)")
 
     @abc.abstractmethod
     def init(self, key, dim: int, loc: jax.Array, scale: jax.Array) -> dict:

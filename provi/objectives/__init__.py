@@ -1,8 +1,9 @@
 """Built-in variational objectives, each one short function written with provi's public
-vocabulary (`provi.sim`, `provi.density`, `provi.detach`, ...). All are maximised.
+vocabulary (`provi.sim`, `provi.density`, `provi.detach`, ...). All are maximised. `SVGD` moves
+a particle guide (`provi.guides.Particles`) and takes its kernel from `provi.kernels`.
 
 Floor 3 (a sibling of `provi.guides` and `provi.estimators`): objectives import only the core's
-vocabulary and floor 1, exactly what a user's own objective can use.
+vocabulary, `provi.kernels` and floor 1, exactly what a user's own objective can use.
 """
 
 from provi.objectives.divergences import CUBO, ChiSquareVIS, Renyi
@@ -10,6 +11,7 @@ from provi.objectives.elbo import ELBO, STL
 from provi.objectives.hierarchical import DIWHVI, HVI, IWHVI, marginal_log_q
 from provi.objectives.iwae import CIWAE, IWAE, MIWAE, PIWAE, VIMCO, DReG
 from provi.objectives.rws import RWS
+from provi.objectives.stein import SVGD, log_target
 from provi.objectives.util import leave_one_out, log_mean_exp, normalised_weights
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "DReG",
     "VIMCO",
     "RWS",
+    "SVGD",
+    "log_target",
     "Renyi",
     "CUBO",
     "ChiSquareVIS",

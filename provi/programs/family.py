@@ -11,10 +11,10 @@ import numpy as np
 from provi.core.batching import batch_ndim, vectorise, vmap_or_call
 from provi.core.program import AbstractGuide, require_sites
 from provi.core.space import LatentSpace
-from provi.guides import Family, Flow, FullRank, GaussianMixture, Laplace
+from provi.guides import Family, Flow, FullRank, GaussianMixture, Laplace, Particles
 
 # families whose preconditioner is a dense (lower-triangular) matrix; the others take a diagonal one
-DENSE_WHITENING = (FullRank, Laplace, Flow, GaussianMixture)  # flows start at the Laplace approximation
+DENSE_WHITENING = (FullRank, Laplace, Flow, GaussianMixture, Particles)  # flows start at the Laplace approximation
 
 __all__ = ["FamilyGuide"]
 
@@ -63,6 +63,10 @@ class FamilyGuide(AbstractGuide):
         return self.family.optimise
 
     @property
+    def has_density(self) -> bool:
+        return self.family.has_density
+
+    @property
     def name(self) -> str:
         return repr(self.family)
 
@@ -109,6 +113,15 @@ class FamilyGuide(AbstractGuide):
             return x / P
         flat = x.reshape(-1, x.shape[-1])
         return jax.scipy.linalg.solve_triangular(P, flat.T, lower=True).T.reshape(x.shape)
+
+    def positions(self, params, consts):
+        x = self.family.positions(params)
+        P = consts["P"]
+        return x, jnp.diag(P**2) if P.ndim == 1 else P.T @ P
+
+    def place(self, consts, x):
+        z, ldj = vectorise(self.space.constrain, x.ndim - 1)(self.to_u(consts, x))
+        return z, ldj + consts["log_det_P"]
 
     def sim(self, params, consts, key, n, args, kwargs, ledger, branching=None):
         v, log_qv = self.family.sample(params, key, n)

@@ -13,7 +13,7 @@ from provi.core.model import ModelInfo
 from provi.core.plates import ReplayPlates, subsampled_plates
 from provi.core.program import AbstractGuide, require_sites
 from provi.core.trace import constrain_params, run, sum_log_prob, trace_model, unconstrain_params
-from provi.errors import ModelError
+from provi.errors import ModelError, ObjectiveError
 from provi.estimators import resolve
 from provi.estimators.hook import draw_sites
 
@@ -44,6 +44,16 @@ class NumPyroGuide(AbstractGuide):
     @property
     def optimise(self) -> bool:
         return True
+
+    @property
+    def has_density(self) -> bool:
+        return True
+
+    def positions(self, params, consts):
+        raise ObjectiveError(f"the NumPyro guide {self.name!r} has no particles: use guide=provi.guides.Particles(n)")
+
+    def place(self, consts, x):
+        raise ObjectiveError(f"the NumPyro guide {self.name!r} has no flat coordinates: use a family from provi.guides")
 
     @property
     def name(self) -> str:

@@ -1,0 +1,162 @@
+"""SVGD over a particle guide: its fixed point on Gaussian targets, mixture weights, the matrix-
+valued kernel's speed-up, constrained and enumerated models, minibatches, diagnostics, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pytest
+from scipy import stats
+
+import provi
+from provi.errors import ObjectiveError
+from provi.guides import Particles
+from provi.kernels import IMQ, RBF, Preconditioned
+
+COV = np.array([[1.0, 0.6, 0.0], [0.6, 2.0, -0.5], [0.0, -0.5, 0.5]])
+MEAN = np.array([1.0, -2.0, 0.5])
+
+
+def gaussian():
+    numpyro.sample("x", dist.MultivariateNormal(jnp.asarray(MEAN), jnp.asarray(COV)))
+
+
+def _fit(model, *args, n=100, kernel=RBF(), lr=0.1, steps=1000, spread=1.0, opt=None, seed=0, **kw):
+    return provi.fit(model, *args, guide=Particles(n, spread=spread), objective=provi.SVGD(kernel=kernel, **kw),
+                     optimizer=opt or optax.adam(lr), steps=steps, progress=False, seed=seed)
+
+
+@pytest.mark.parametrize("kernel", [RBF(), Preconditioned(RBF(), by="mode")])
+def test_fixed_point_on_a_gaussian_matches_its_moments(kernel):
+    n = 100
+    res = _fit(gaussian, n=n, kernel=kernel, spread=2.0)
+    x = res.sample(n)["x"]  # a multiple of n draws: the particles themselves
+    sd = np.sqrt(np.diag(COV))
+    assert np.all(np.abs(x.mean(0) - MEAN) < 3 * sd / np.sqrt(n))
+    cov_se = np.sqrt((np.outer(np.diag(COV), np.diag(COV)) + COV**2) / n)  # SE of a covariance of n iid draws
+    assert np.all(np.abs(np.cov(x.T, bias=True) - COV) < 3 * cov_se)
+
+
+def bimodal(sep):
+    mix = dist.MixtureSameFamily(dist.Categorical(jnp.array([0.3, 0.7])), dist.Normal(jnp.array([-sep, sep]), 0.5))
+    numpyro.sample("x", mix)
+
+
+def test_mixture_weights_and_the_limit_of_a_start_in_one_mode():
+    # the start (Laplace at the main mode) covers one mode; the kernel reaches the other at 4 sd
+    res = _fit(bimodal, 1.0, n=100, lr=0.1)
+    assert abs(np.mean(res.sample(100)["x"] > 0) - 0.7) <= 0.05
+    # at 6 sd the kernel no longer reaches across: the particles stay in the mode they started in
+    # (documented in docs/particles.md)
+    res = _fit(bimodal, 1.5, n=100, lr=0.1)
+    assert np.mean(res.sample(100)["x"] > 0) > 0.95
+
+
+def _ksd_trace(kernel, lr, checkpoints):
+    d = 5
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(d, d)))
+    cov = q @ np.diag(np.logspace(-1.5, 1.5, d)) @ q.T  # condition number 1000
+
+    def model():
+        numpyro.sample("x", dist.MultivariateNormal(jnp.zeros(d), jnp.asarray(cov)))
+
+    alg = provi.setup(model, guide=Particles(50, spread=3.0), objective=provi.SVGD(kernel=kernel), optimizer=optax.sgd(lr))
+    state, step, out, done = alg.init(jax.random.PRNGKey(0)), jax.jit(alg.step), [], 0
+    for stop in checkpoints:
+        for i in range(done, stop):
+            state, _ = step(state, jax.random.PRNGKey(i))
+        done = stop
+        k = provi.FitResult.from_state(alg, state).diagnostics().particles.ksd
+        out.append(k if np.isfinite(k) else np.inf)
+    return out
+
+
+def test_matrix_kernel_needs_a_third_of_the_steps_on_an_ill_conditioned_gaussian():
+    # scalar SVGD at its best step size of a grid (larger ones diverge), after 900 steps
+    scalar = min(_ksd_trace(RBF(), lr, [900])[0] for lr in (0.03, 0.1, 0.3))
+    matrix = _ksd_trace(Preconditioned(RBF(), by="mode"), 0.3, [300])[0]
+    fisher = _ksd_trace(Preconditioned(RBF(), by="fisher"), 1.0, [300])[0]
+    assert matrix < scalar and fisher < scalar
+
+
+def gamma_model():
+    numpyro.sample("s", dist.Gamma(3.0, 2.0))
+
+
+def test_constrained_support_through_the_unconstrained_space():
+    n = 100
+    s = _fit(gamma_model, n=n, kernel=IMQ()).sample(n)["s"]
+    assert s.min() > 0
+    assert abs(s.mean() - 1.5) < 3 * np.sqrt(3.0 / 4.0) / np.sqrt(n)
+
+
+def conjugate(y, batch=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    with numpyro.plate("data", y.shape[0], subsample_size=batch) as idx:
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y[idx])
+
+
+def test_minibatch_svgd_reaches_the_conjugate_posterior():
+    y = jnp.asarray(np.random.default_rng(1).normal(0.7, 1.0, 400))
+    prec = 1 / 100 + 400
+    post_mean, post_sd = float(jnp.sum(y)) / prec, prec**-0.5
+    n = 50
+    opt = optax.adam(optax.exponential_decay(0.05, 200, 0.5))
+    mu = _fit(conjugate, y, 100, n=n, opt=opt, steps=2000).sample(n)["mu"]
+    assert abs(mu.mean() - post_mean) < 3 * post_sd / np.sqrt(n) + 0.1 * post_sd
+    assert abs(mu.std() / post_sd - 1) < 0.25
+
+
+def enumerated_mixture(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+    with numpyro.plate("data", y.shape[0]):
+        z = numpyro.sample("z", dist.Bernoulli(0.4), infer={"enumerate": "parallel"})
+        numpyro.sample("y", dist.Normal(jnp.where(z == 1, mu, -1.0), 1.0), obs=y)
+
+
+def test_enumerated_discrete_sites_are_summed_out():
+    y = np.array([-1.2, -0.8, 2.1, 1.7, 2.5, -1.1, 1.9, 2.2])
+    grid = np.linspace(-4, 6, 4001)
+    lik = 0.4 * stats.norm.pdf(y[None], grid[:, None], 1) + 0.6 * stats.norm.pdf(y[None], -1.0, 1)
+    logp = stats.norm.logpdf(grid, 0, 3) + np.log(lik).sum(1)
+    w = np.exp(logp - logp.max())
+    w /= w.sum()
+    mean = np.sum(w * grid)
+    sd = np.sqrt(np.sum(w * (grid - mean) ** 2))
+    n = 100
+    mu = _fit(enumerated_mixture, jnp.asarray(y), n=n).sample(n)["mu"]
+    assert abs(mu.mean() - mean) < 3 * sd / np.sqrt(n)
+    assert abs(mu.std() / sd - 1) < 3 * np.sqrt(0.5 / n)
+
+
+def test_draws_resample_the_particles_in_balance():
+    res = _fit(gaussian, n=20, steps=50)
+    x = res.params["guide"]["particles"]
+    draws = res.draws(60)[0]["x"]
+    u = np.asarray(res.guide.place(res.consts, x)[0]["x"])
+    np.testing.assert_allclose(np.sort(draws, 0), np.sort(np.concatenate([u] * 3), 0), rtol=1e-5, atol=1e-5)
+
+
+def test_diagnostics_report_bandwidth_spread_and_stein_discrepancy():
+    res = _fit(gaussian, n=100, spread=2.0)
+    d = res.diagnostics()
+    p = d.particles
+    x = res.sample(100)["x"]
+    np.testing.assert_allclose(p.spread, x.std(0), rtol=1e-4)
+    assert p.bandwidth > 0 and np.isfinite(p.ksd) and p.ksd < p.ksd_iid
+    assert d.trustworthy and np.isnan(d.khat)
+    assert "Stein discrepancy" in str(d)
+    # no repulsion: every particle climbs to the mode, and the diagnostics say so
+    collapsed = _fit(gaussian, n=20, repulsion=0.0, steps=1000, lr=0.1).diagnostics()
+    assert not collapsed.trustworthy and any("collapsed" in m for m in collapsed.particles.messages)
+
+
+def test_particles_and_svgd_refuse_what_cannot_apply():
+    with pytest.raises(ObjectiveError, match="Particles"):
+        provi.fit(gaussian, guide="meanfield", objective=provi.SVGD(), steps=5, progress=False)
+    with pytest.raises(ObjectiveError, match="no density"):
+        provi.fit(gaussian, guide=Particles(10), objective=provi.ELBO(), steps=5, progress=False)
+    with pytest.raises(ValueError, match="at least 2"):
+        Particles(1)
