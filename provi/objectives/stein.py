@@ -4,6 +4,10 @@ The objective's value is the particles' mean log target; its gradient in the par
 Stein direction, written as a surrogate `sum_i x_i . stop_gradient(phi_i)` (`provi.replace_grad`),
 so any optax optimiser moves particle i along `phi_i` and the engine needs nothing special. Model
 parameters (`numpyro.param` sites) get the gradient of the mean log target at the particles.
+
+>>> import provi
+>>> provi.SVGD(kernel=provi.kernels.IMQ())
+SVGD(kernel=IMQ())
 """
 
 import jax
@@ -39,10 +43,6 @@ def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0):
     by="mode")` is the matrix-valued kernel with the Hessian at the mode (Wang et al. 2019), and
     `by="fisher"` re-estimates it from the particles' scores each step. `repulsion` below 1 weakens
     the kernel's repulsive term (1 is SVGD).
-
-    >>> import provi
-    >>> provi.SVGD(kernel=provi.kernels.IMQ())
-    SVGD(kernel=IMQ())
     """
     x, metric = particles(guide)
     lp, score = log_target(model, guide, x, *args)
