@@ -17,7 +17,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 
 from provi import bdl, distributions, estimators, guides, kernels, nn, objectives, optim
 from provi.core.objective import Objective, objective
-from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, replace_grad, sim, split_auxiliary, with_observed
+from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, replace_grad, sim, split_auxiliary, step_count, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
 from provi.fit import fit
 from provi.objectives import (
@@ -63,6 +63,7 @@ __all__ = [
     "split_auxiliary",
     "particles",
     "place",
+    "step_count",
     "log_mean_exp",
     "objective",
     "Objective",

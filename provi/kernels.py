@@ -157,11 +157,11 @@ def _gram(kernel: Kernel, x: jax.Array, M: jax.Array):
 
 
 def stein_direction(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Array, metric: jax.Array | None = None,
-                    repulsion: float = 1.0):
+                    repulsion: float = 1.0, drive: float = 1.0):
     """The SVGD direction at particles `x` (n, D) with scores `score` = grad log p at each (n, D):
     `(phi, SteinInfo)`, `phi_i = M^-1 mean_j [k(x_j, x_i) score_j] + mean_j grad_{x_j} k(x_j, x_i)`
     (the second term also carries `M^-1`, which cancels the metric of the kernel's gradient), the
-    second term weighted by `repulsion` (1 is SVGD).
+    first term weighted by `drive` and the second by `repulsion` (both 1 in SVGD).
 
     `metric` (D, D) is the metric of a scalar kernel in these coordinates (the identity by default);
     a `Preconditioned` kernel brings its own.
@@ -180,9 +180,9 @@ def stein_direction(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Ar
     k, k1, _, h = _gram(base, x, M)
     # M^-1 as a matrix (D small next to N): far cheaper on CPU than a solve with N right-hand sides
     m_inv = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(M), True), jnp.eye(d, dtype=x.dtype))
-    drive = (k @ score) @ m_inv
+    attract = (k @ score) @ m_inv
     repulse = 2.0 * (k1 @ x - jnp.sum(k1, 1)[:, None] * x)
-    return (drive + repulsion * repulse) / n, SteinInfo(h, M)
+    return (drive * attract + repulsion * repulse) / n, SteinInfo(h, M)
 
 
 def ksd(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Array, metric: jax.Array | None = None) -> jax.Array:

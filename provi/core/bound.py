@@ -89,7 +89,8 @@ class BoundModel:
 class BoundGuide:
     """A guide with its current parameters; `ledger` collects the `ScoreTerm`s of non-pathwise
     draws; `branching` is the estimators' state of this objective evaluation (None outside a fit's
-    loss, e.g. when drawing results)."""
+    loss, e.g. when drawing results); `step` the number of steps taken so far (None where no
+    loop runs)."""
 
     program: AbstractGuide
     params: Any
@@ -100,6 +101,7 @@ class BoundGuide:
     ledger: list = dataclasses.field(default_factory=list)
     detached: bool = False
     branching: Any = None
+    step: Any = None  # the fit's step counter (a traced int32), where the loss knows it
 
     def current_params(self):
         return jax.lax.stop_gradient(self.params) if self.detached else self.params

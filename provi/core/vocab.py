@@ -50,6 +50,7 @@ __all__ = [
     "density_given",
     "particles",
     "place",
+    "step_count",
 ]
 
 
@@ -417,3 +418,12 @@ def place(guide: BoundGuide, x: jax.Array) -> tuple[dict, jax.Array]:
     if not isinstance(guide, BoundGuide):
         raise TypeError("provi.place takes the guide an objective receives")
     return guide.program.place(guide.consts, jnp.asarray(x))
+
+
+def step_count(guide: BoundGuide):
+    """The number of optimisation steps taken before this objective evaluation (an int32 array),
+    for objectives that change over a fit (annealing, warm-up); None outside a fit's loop (e.g.
+    `FitResult.evaluate`), where such an objective should take its final form."""
+    if not isinstance(guide, BoundGuide):
+        raise TypeError("provi.step_count takes the guide an objective receives")
+    return guide.step

@@ -60,7 +60,7 @@ class Diagnostics:
 def _estimators(guide: AbstractGuide) -> dict:
     if guide.estimators:
         return {k: v.name + (" (biased)" if v.biased else "") for k, v in guide.estimators.items()}
-    return {name: "Reparam" for name in guide.sites}
+    return {name: "Reparam" if guide.has_density else "particles" for name in guide.sites}
 
 
 def diagnose(log_w: np.ndarray, losses: np.ndarray, stop, guide: AbstractGuide, collapse=None, particles=None) -> Diagnostics:
@@ -89,7 +89,7 @@ def diagnose(log_w: np.ndarray, losses: np.ndarray, stop, guide: AbstractGuide, 
             )
     elif stop.reason == "interrupted":
         messages.append(f"the fit was interrupted after {stop.steps} steps; it may not have converged.")
-    elif stop.reason == "steps" and len(losses) >= 400:
+    elif stop.reason == "steps" and len(losses) >= 400 and guide.has_density:  # SVGD's loss is no objective
         w = len(losses) // 10
         prev, last = losses[-2 * w : -w], losses[-w:]
         se = np.sqrt(np.var(prev) / w + np.var(last) / w)

@@ -18,7 +18,8 @@ __all__ = ["make_loss"]
 
 
 def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, layout) -> Callable:
-    """`loss(params, consts, key, data) -> (surrogate loss to differentiate, objective value)`.
+    """`loss(params, consts, key, data, step=None) -> (surrogate loss to differentiate, objective
+    value)`; `step`, the steps taken so far, is what `provi.step_count` gives the objective.
 
     The objective runs once; estimators that need it at other values of a site (Enumerate, MVD,
     leave-one-out baselines) have it re-run under vmap with the same key and the site's value
@@ -27,21 +28,21 @@ def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, 
     terms and those branches. `key` is one PRNG key or a pair (see `provi.core.bound.KeyStream`).
     """
 
-    def run(params, consts, key, data, state):
+    def run(params, consts, key, data, state, step):
         args, kwargs = join_data(data, layout)
         keys = KeyStream(key)
         bound_model = BoundModel(model, params["model"], keys, args, kwargs)
-        bound_guide = BoundGuide(guide, params["guide"], consts, keys, args, kwargs, branching=state)
+        bound_guide = BoundGuide(guide, params["guide"], consts, keys, args, kwargs, branching=state, step=step)
         with SharedSubsample(key=jax.random.fold_in(keys.root, SUBSAMPLE_TAG)):  # one set of plate indices per step
             value = objective.value(bound_model, bound_guide)
         return value, bound_guide.ledger
 
-    def loss(params, consts, key, data):
+    def loss(params, consts, key, data, step=None):
         state = BranchState()
-        value, ledger = run(params, consts, key, data, state)
+        value, ledger = run(params, consts, key, data, state, step)
 
         def rerun(override):
-            return run(params, consts, key, data, BranchState(override=override, collect=False))[0]
+            return run(params, consts, key, data, BranchState(override=override, collect=False), step)[0]
 
         surr = combine(value, ledger, state, rerun, params.get("estimators", {}))
         return -surr, value

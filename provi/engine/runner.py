@@ -88,7 +88,7 @@ class Runner:
         def body(carry):
             i, st, losses, acc = carry
             batch = [x[i] for x in data[: self.stream]] + list(data[self.stream :]) if self.stream else data
-            params, opt_state, value = self.update(st.params, st.opt_state, consts, keys[i], batch)
+            params, opt_state, value = self.update(st.params, st.opt_state, consts, keys[i], batch, st.step)
             losses = losses.at[i].set(-value)
             if self.average:
                 acc = jax.tree.map(jnp.add, acc, params)

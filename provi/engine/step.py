@@ -82,12 +82,13 @@ def check_optimizer(optimizer) -> optax.GradientTransformation:
 
 
 def make_update(model: ModelProgram, guide, objective: Objective, optimizer, layout) -> Callable:
-    """`update(params, opt_state, consts, key, data) -> (params, opt_state, objective value)`: one
-    optimiser step on one estimate of the objective's gradient (estimator states advanced)."""
+    """`update(params, opt_state, consts, key, data, step=None) -> (params, opt_state, objective
+    value)`: one optimiser step on one estimate of the objective's gradient (estimator states
+    advanced); `step` is the number of steps taken before this one."""
     loss = make_loss(model, guide, objective, layout)
 
-    def update(params, opt_state, consts, key, data):
-        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(params, consts, key, data)
+    def update(params, opt_state, consts, key, data, step=None):
+        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(params, consts, key, data, step)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return update_state(guide, params, optax.apply_updates(params, updates), value), opt_state, value
 
@@ -174,7 +175,7 @@ class Setup:
 
     def step(self, state: VIState, key) -> tuple[VIState, StepInfo]:
         """One optimisation step with randomness from `key` (one PRNG key, or a pair from `loop_keys`)."""
-        params, opt_state, value = self.update(state.params, state.opt_state, state.consts, key, self.data)
+        params, opt_state, value = self.update(state.params, state.opt_state, state.consts, key, self.data, state.step)
         return VIState(params, opt_state, state.consts, state.step + 1), StepInfo(-value)
 
 

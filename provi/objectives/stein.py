@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from provi.core.objective import objective
-from provi.core.vocab import density, particles, place, replace_grad
+from provi.core.vocab import density, particles, place, replace_grad, step_count
 from provi.kernels import RBF, stein_direction
 
 
@@ -32,8 +32,25 @@ def log_target(model, guide, x, *args):
     return lp, score
 
 
+def annealing(step, steps: int, cycles: int = 1, power: float = 1.0):
+    """ASVGD's cyclical schedule (D'Angelo & Fortuin 2021) for the weight of SVGD's driving term:
+    over the first `steps` steps, `cycles` periods in each of which it rises from 0 to 1 as
+    `(phase)^power`; 1 after them, and 1 where the step is unknown (`step=None`).
+
+    >>> import jax.numpy as jnp
+    >>> from provi.objectives.stein import annealing
+    >>> [float(annealing(jnp.int32(t), 100, cycles=2)) for t in (0, 25, 50, 75, 100)]
+    [0.0, 0.5, 0.0, 0.5, 1.0]
+    """
+    if step is None or steps <= 0:
+        return 1.0
+    period = steps / cycles
+    phase = jnp.mod(step, period) / period
+    return jnp.where(step < steps, phase**power, 1.0)
+
+
 @objective
-def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0):
+def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0, anneal: int = 0, cycles: int = 1, power: float = 1.0):
     """Stein variational gradient descent: particle i moves along
     `phi_i = M^-1 mean_j [k(x_j, x_i) grad log p(x_j)] + repulsion * mean_j grad_{x_j} k(x_j, x_i)`
     (`provi.kernels.stein_direction`). Use it with `guide=provi.guides.Particles(n)`.
@@ -42,10 +59,13 @@ def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0):
     heuristic unless given) acts in the model's unconstrained space; `Preconditioned(RBF(),
     by="mode")` is the matrix-valued kernel with the Hessian at the mode (Wang et al. 2019), and
     `by="fisher"` re-estimates it from the particles' scores each step. `repulsion` below 1 weakens
-    the kernel's repulsive term (1 is SVGD).
+    the kernel's repulsive term (1 is SVGD). `anneal > 0` is annealed SVGD (ASVGD): the driving
+    term's weight follows `annealing(step, anneal, cycles, power)`, so that the particles first
+    spread under the repulsion and then settle; after `anneal` steps it is SVGD.
     """
     x, metric = particles(guide)
     lp, score = log_target(model, guide, x, *args)
-    phi, _ = stein_direction(kernel, jax.lax.stop_gradient(x), score, metric, repulsion)
+    gamma = annealing(step_count(guide), anneal, cycles, power)
+    phi, _ = stein_direction(kernel, jax.lax.stop_gradient(x), score, metric, repulsion, gamma)
     surrogate = jnp.sum(x * jax.lax.stop_gradient(phi)) + jnp.mean(lp)
     return replace_grad(jnp.mean(lp), surrogate)

@@ -160,3 +160,27 @@ def test_particles_and_svgd_refuse_what_cannot_apply():
         provi.fit(gaussian, guide=Particles(10), objective=provi.ELBO(), steps=5, progress=False)
     with pytest.raises(ValueError, match="at least 2"):
         Particles(1)
+
+
+def test_annealing_populates_a_mode_the_start_missed():
+    plain = _fit(bimodal, 1.5, n=100, lr=0.1, steps=2000).sample(100)["x"]
+    annealed = _fit(bimodal, 1.5, n=100, lr=0.1, steps=2000, anneal=1000, cycles=5).sample(100)["x"]
+    assert np.mean(plain < 0) < 0.05  # SVGD stays in the mode it started in
+    assert np.mean(annealed < 0) > 0.2  # ASVGD reaches the other (its weight follows the spread phase's split)
+    assert np.all(np.abs(annealed) < 4.0)  # and settles: no particle left in the tails
+
+
+def test_step_count_reaches_the_objective():
+    seen = []
+
+    @provi.objective
+    def probe(model, guide, *args):
+        seen.append(provi.step_count(guide))
+        return provi.SVGD.fn(model, guide, *args)
+
+    alg = provi.setup(gaussian, guide=Particles(4), objective=probe, optimizer=optax.sgd(0.1))
+    state = alg.init(jax.random.PRNGKey(0))
+    state, _ = alg.step(state, jax.random.PRNGKey(1))
+    assert int(seen[-1]) == 0
+    state, _ = alg.step(state, jax.random.PRNGKey(2))
+    assert int(seen[-1]) == 1
