@@ -92,7 +92,7 @@ def fit(
     # only picks the Gaussian family by dimension
     auto = isinstance(guide, str) and guide == "auto" and not estimators and batches is None and checkpoint is None and resume is None
     if not auto:
-        objective = check_objective(objective)
+        objective = check_objective(objective, guide)
     elif objective is not None:
         check_objective(objective)
     if auto:

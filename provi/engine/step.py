@@ -36,7 +36,8 @@ from provi.engine.layout import join_data, split_data
 from provi.engine.loss import make_loss
 from provi.engine.start import init_kind, initialise_family, point_start
 from provi.estimators.surrogate import init_states, update_state
-from provi.objectives import ELBO
+from provi.guides import Particles
+from provi.objectives import ELBO, SVGD
 from provi.programs import FamilyGuide, ModelProgram, make_guide
 
 __all__ = ["VIState", "StepInfo", "Setup", "setup", "make_update", "step_key", "loop_keys", "seed_keys",
@@ -65,9 +66,12 @@ def default_optimizer(learning_rate: float = LEARNING_RATE) -> optax.GradientTra
     return optax.adam(learning_rate)
 
 
-def check_objective(objective) -> Objective:
-    """`objective`, or `provi.ELBO()` for None; a clear error for anything else."""
-    objective = ELBO() if objective is None else objective
+def check_objective(objective, guide=None) -> Objective:
+    """`objective`, or for None the default for `guide`: `provi.SVGD()` for particles (which
+    have no density for an ELBO), `provi.ELBO()` otherwise; a clear error for anything else."""
+    if objective is None:
+        particles = guide == "particles" if isinstance(guide, str) else isinstance(guide, Particles)
+        objective = SVGD() if particles else ELBO()
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
     return objective
@@ -184,15 +188,15 @@ def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | No
     """Prepare `guide` for `model(*args, **model_kwargs)`: pure `init` and `step` (see `Setup`).
 
     `guide` as in `provi.fit` ("auto" is the Gaussian the dimension affords: the staged pipeline
-    of `provi.fit(guide="auto")` is a loop of its own); `objective` (default `provi.ELBO()`),
-    `optimizer` (default Adam(1e-2)), `estimators` and `init` as in `provi.fit`; `seed` seeds
-    the tracing of a NumPyro guide.
+    of `provi.fit(guide="auto")` is a loop of its own); `objective` (default `provi.ELBO()`, and
+    `provi.SVGD()` for particles), `optimizer` (default Adam(1e-2)), `estimators` and `init` as
+    in `provi.fit`; `seed` seeds the tracing of a NumPyro guide.
     """
     if not callable(model):
         raise TypeError(f"provi.setup takes a NumPyro model function first, got {type(model).__name__}")
     if guide is None:
         raise ValueError("guide must be a name (e.g. 'auto', 'meanfield'), a family, or a NumPyro guide")
-    objective, optimizer = check_objective(objective), check_optimizer(optimizer)
+    objective, optimizer = check_objective(objective, guide), check_optimizer(optimizer)
     constant = reads_data_values(model, args, model_kwargs)
     if not constant:  # NumPy data as JAX arrays: works everywhere, NumPyro's scan included
         args, model_kwargs = as_jax(args), as_jax(model_kwargs)

@@ -184,3 +184,8 @@ def test_step_count_reaches_the_objective():
     assert int(seen[-1]) == 0
     state, _ = alg.step(state, jax.random.PRNGKey(2))
     assert int(seen[-1]) == 1
+
+
+def test_particles_default_to_svgd():
+    res = provi.fit(bimodal, 1.0, guide="particles", steps=300, progress=False)
+    assert res.objective.name == "SVGD" and res.params["guide"]["particles"].shape == (Particles().n, 1)
