@@ -5,7 +5,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 
 1. `errors`, `defaults`, `persist`, `examples`
 2. `core` (NumPyro plumbing, the program interface, the objective vocabulary)
-3. `distributions` | `kernels`; then `guides` | `estimators` | `objectives` | `optim` | `bdl` (siblings)
+3. `distributions` | `kernels`; then `guides` | `estimators` | `objectives` | `optim` | `bdl` | `gp` (siblings)
 4. `programs` (the concrete model and guide programs)
 5. `engine` (loss, the public step API, start, compiled loop, driver, checkpoints, sharding)
 6. `diagnostics` (PSIS, verdicts, collapse, evaluation)
@@ -15,7 +15,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 10. `report`, then `cli`
 """
 
-from provi import bdl, distributions, estimators, guides, kernels, nn, objectives, optim
+from provi import bdl, distributions, estimators, gp, guides, kernels, nn, objectives, optim
 from provi.core.objective import Objective, objective
 from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, replace_grad, sim, split_auxiliary, step_count, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
@@ -84,6 +84,7 @@ __all__ = [
     "IWHVI",
     "DIWHVI",
     "guides",
+    "gp",
     "kernels",
     "estimators",
     "distributions",

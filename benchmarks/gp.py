@@ -1,0 +1,179 @@
+"""Sparse variational GP regression: provi.gp inside a NumPyro model (provi.fit, guide="fullrank")
+against GPJax's whitened SVGP, and an exact GP (tinygp) on a 2,000-point subset.
+
+Data: y = sin(3 x1) + 0.5 cos(2 x2) x1 + 0.1 noise, x uniform on [-2, 2]^2; N training points
+(20,000; --quick 4,000), 1,000 test points. Both SVGPs: M inducing inputs (100; --quick 32) started
+at the same random training points, an ARD squared-exponential kernel, Gaussian noise, every
+hyperparameter and Z a point estimate, minibatches of 256, Adam(1e-2), the same number of steps
+(5,000; --quick 1,500). provi learns q(u) by its default single-draw ELBO over u (the likelihood
+integrated exactly); GPJax by its analytic ELBO. The exact GP's hyperparameters are fitted by Adam
+on its log marginal likelihood. Test NLL: mean negative log density of the test y under each
+Gaussian predictive (f's plus the noise); provi's q(u) moments come from 4,000 draws of u.
+Time per step: the steady-state cost (long minus short runs, so that compilation and provi's start
+cancel) of `provi.fit` (no early stopping, no averaging) and of `gpjax.fit`.
+
+    python benchmarks/gp.py --quick --json
+
+With --json, the last line is one JSON object with `provi_ms_per_step`, `gpjax_ms_per_step`,
+`provi_test_nll`, `gpjax_test_nll`, `exact_test_nll` (GPJax's figures null if it is not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import tinygp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import provi  # noqa: E402
+from provi import gp  # noqa: E402
+from provi.bdl.metrics import gaussian_nll  # noqa: E402
+from provi.gp import kernels  # noqa: E402
+from _timing import steady_state  # noqa: E402
+
+BATCH = 256
+LR = 1e-2
+
+
+def data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2.0, 2.0, (n + 1000, 2))
+    f = np.sin(3 * x[:, 0]) + 0.5 * np.cos(2 * x[:, 1]) * x[:, 0]
+    y = f + 0.1 * rng.normal(size=n + 1000)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def positive(name, init):
+    return numpyro.param(name, init, constraint=dist.constraints.positive)
+
+
+def ard(scale):
+    """The squared-exponential kernel with one length scale per input dimension."""
+    return tinygp.transforms.Linear(1.0 / scale, kernels.ExpSquared())
+
+
+def svgp_model(z0):
+    def model(x, y, batch=None):
+        kernel = positive("amp", 1.0) ** 2 * ard(positive("scale", jnp.ones(2)))
+        svgp = gp.SVGP(kernel, numpyro.param("z", z0))
+        u = svgp.inducing_values("u")
+        with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
+            f_loc, f_var = svgp.condition(u, x[idx])
+            gp.expected_log_likelihood("y", gp.Gaussian(positive("noise", 0.3)), y[idx], f_loc, f_var)
+
+    return model
+
+
+def run_provi(x, y, xt, yt, z0, steps, repeats):
+    model = svgp_model(z0)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+
+    def fit(n):
+        return provi.fit(model, x, y, batch=BATCH, guide="fullrank", steps=n, early_stop=False, average=False,
+                         seed=0, progress=False)
+
+    n_long, n_short = (1500, 300) if repeats < 5 else (5000, 1000)
+    t0 = time.perf_counter()
+    fit(n_short), fit(n_long)
+    timing = steady_state(lambda n: fit(n).losses, n_long, n_short, repeats)
+    print(f"provi timing {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    t0 = time.perf_counter()
+    res = provi.fit(model, x, y, batch=BATCH, guide="fullrank", steps=steps, early_stop=False, seed=0, progress=False)
+    train_s = time.perf_counter() - t0
+    p = res.model_params()
+    svgp = gp.SVGP(p["amp"] ** 2 * ard(p["scale"]), p["z"])
+    m, s = gp.moments(res.sample(4000)["u"])
+    mean, var = gp.predict(svgp, jnp.asarray(xt), m, s)
+    nll = float(gaussian_nll(mean, var + p["noise"] ** 2, jnp.asarray(yt)))
+    return dict(provi_ms_per_step=1e3 * timing["step_s"], provi_test_nll=nll, provi_train_s=train_s,
+                provi_noise=float(p["noise"]))
+
+
+def run_gpjax(x, y, xt, yt, z0, steps, repeats):
+    try:
+        import gpjax as gpx
+    except ImportError:
+        return dict(gpjax_ms_per_step=None, gpjax_test_nll=None, gpjax_note="gpjax is not installed")
+    train = gpx.Dataset(X=jnp.asarray(x), y=jnp.asarray(y)[:, None])
+    prior = gpx.gps.Prior(mean_function=gpx.mean_functions.Zero(), kernel=gpx.kernels.RBF(lengthscale=jnp.ones(2)))
+    posterior = prior * gpx.likelihoods.Gaussian(obs_stddev=0.3)
+    q = gpx.variational_families.WhitenedVariationalGaussian(model=posterior, inducing_inputs=jnp.asarray(z0))
+
+    def fit(n):
+        return gpx.fit(model=q, objective=lambda m, d: -gpx.objectives.elbo(m, d), train_data=train,
+                       optim=optax.adam(LR), num_iters=n, batch_size=BATCH, key=jax.random.PRNGKey(0), verbose=False)
+
+    n_long, n_short = (1500, 300) if repeats < 5 else (5000, 1000)
+    t0 = time.perf_counter()
+    fit(n_short), fit(n_long)
+    timing = steady_state(lambda n: fit(n)[1], n_long, n_short, repeats)
+    print(f"gpjax timing {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    t0 = time.perf_counter()
+    trained, _ = fit(steps)
+    train_s = time.perf_counter() - t0
+    pred = trained.predict(jnp.asarray(xt))
+    noise = jnp.asarray(gpx.parameters.val(trained.model.likelihood.obs_stddev))
+    nll = float(gaussian_nll(pred.mean, pred.variance + noise**2, jnp.asarray(yt)))
+    return dict(gpjax_ms_per_step=1e3 * timing["step_s"], gpjax_test_nll=nll, gpjax_train_s=train_s,
+                gpjax_version=gpx.__version__)
+
+
+def run_exact(x, y, xt, yt, steps):
+    """Type-II maximum likelihood on the subset, then the exact predictive."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+
+    def build(p):
+        kernel = jnp.exp(2 * p["log_amp"]) * ard(jnp.exp(p["log_scale"]))
+        return tinygp.GaussianProcess(kernel, x, diag=jnp.exp(2 * p["log_noise"]))
+
+    params = {"log_amp": jnp.zeros(()), "log_scale": jnp.zeros(2), "log_noise": jnp.log(0.3)}
+    opt = optax.adam(5e-2)
+
+    @jax.jit
+    def step(carry, _):
+        p, s = carry
+        g = jax.grad(lambda p: -build(p).log_probability(y) / y.shape[0])(p)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    cond = build(params).condition(y, jnp.asarray(xt)).gp
+    nll = float(gaussian_nll(cond.loc, cond.variance + jnp.exp(2 * params["log_noise"]), jnp.asarray(yt)))
+    return dict(exact_test_nll=nll, exact_noise=float(jnp.exp(params["log_noise"])))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="N = 4,000, M = 32, 1,500 steps")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    n, m, steps, repeats = (4000, 32, 1500, 3) if args.quick else (20_000, 100, 5000, 5)
+    x, y, xt, yt = data(n)
+    z0 = x[np.random.default_rng(1).choice(n, m, replace=False)]
+    t0 = time.perf_counter()
+    out = dict(n=n, m=m, steps=steps, batch=BATCH)
+    out.update(run_provi(x, y, xt, yt, z0, steps, repeats))
+    out.update(run_gpjax(x, y, xt, yt, z0, steps, repeats))
+    out.update(run_exact(x[:2000], y[:2000], xt, yt, 100 if args.quick else 500))
+    out.update(seconds=time.perf_counter() - t0,
+               machine=f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s), jax {jax.__version__}")
+    for k in ("provi", "gpjax", "exact"):
+        ms = out.get(f"{k}_ms_per_step")
+        print(f"{k:6s} test NLL {out[k + '_test_nll']}  ms/step {ms}")
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Sparse variational Gaussian processes inside ordinary NumPyro models.
+
+Floor 3 (a sibling of `provi.optim` and `provi.bdl`): modelling helpers that import jax, numpyro,
+equinox, tinygp and floor 1 only.
+
+- `provi.gp.svgp`: `SVGP(kernel, Z)`, the whitened SVGP (Hensman et al. 2013, 2015) with a
+  tinygp kernel; `svgp.conditional("u", x)` samples the whitened inducing values as one latent
+  site u ~ N(0, I_M) and returns the mean and variance of f(x) given u; `predict` gives f's
+  predictive under q(u) = N(m, S); `moments` estimates m, S from a fit's draws of u.
+- `provi.gp.likelihoods`: `expected_log_likelihood(name, likelihood, y, f_loc, f_var)` adds
+  E[log p(y_i | f_i)] under f_i | u as a factor: exact for `Gaussian(scale)`, Gauss-Hermite for a
+  function f -> NumPyro distribution.
+- `provi.gp.natgrad`: `natgrad_step`, one natural-gradient step of q(u) on a minibatch for a
+  Gaussian likelihood (Salimbeni et al. 2018), for a user's own loop.
+- `kernels`: tinygp's kernels, re-exported.
+
+With a Gaussian guide over u (e.g. `guide="fullrank"`), `provi.fit` maximises the SVGP bound:
+E_q(u)[sum_i E_{p(f_i|u)} log p(y_i | f_i)] - KL(q(u) || N(0, I)), Monte Carlo over u only.
+"""
+
+from tinygp import kernels
+
+from provi.gp import likelihoods, natgrad, svgp
+from provi.gp.likelihoods import Gaussian, expected_log_likelihood, gauss_hermite, gaussian_expectation, hermite_rule
+from provi.gp.natgrad import natgrad_step
+from provi.gp.svgp import SVGP, moments, predict
+
+__all__ = [
+    "kernels",
+    "likelihoods",
+    "natgrad",
+    "svgp",
+    "SVGP",
+    "predict",
+    "moments",
+    "Gaussian",
+    "expected_log_likelihood",
+    "gauss_hermite",
+    "gaussian_expectation",
+    "hermite_rule",
+    "natgrad_step",
+]
