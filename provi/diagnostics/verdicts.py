@@ -53,6 +53,8 @@ class Diagnostics:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        if d["particles"] is not None:
+            d["particles"]["spread"] = np.asarray(d["particles"]["spread"]).tolist()
         d["trustworthy"] = self.trustworthy
         return d
 

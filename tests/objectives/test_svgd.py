@@ -189,3 +189,14 @@ def test_step_count_reaches_the_objective():
 def test_particles_default_to_svgd():
     res = provi.fit(bimodal, 1.0, guide="particles", steps=300, progress=False)
     assert res.objective.name == "SVGD" and res.params["guide"]["particles"].shape == (Particles().n, 1)
+
+
+def test_a_particle_fit_saves_loads_and_reports_in_json(tmp_path):
+    import json
+
+    res = _fit(gaussian, n=16, steps=100)
+    res.save(tmp_path / "fit")
+    back = provi.load(tmp_path / "fit", gaussian)
+    np.testing.assert_allclose(np.sort(back.sample(32)["x"], 0), np.sort(res.sample(32)["x"], 0), rtol=1e-6)
+    d = json.loads(json.dumps(res.diagnostics().to_dict()))
+    assert len(d["particles"]["spread"]) == 3 and d["particles"]["n"] == 16
