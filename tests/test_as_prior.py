@@ -72,3 +72,27 @@ def test_a_constrained_site_keeps_its_support_and_its_fitted_law():
     assert abs(np.asarray(only_mu["s"]).mean() - 2.0 * np.sqrt(2 / np.pi)) < 0.05
     with pytest.raises(ModelError, match="not continuous latent sites"):
         res.as_prior(sites=["nope"])
+
+
+def test_a_mean_field_prior_is_independent_normals_per_site():
+    """A diagonal covariance becomes one Normal per coordinate (no dense factor), with the same
+    density as the dense form of the same Gaussian."""
+    from provi.core.model import inspect_model
+    from provi.core.prior import GaussianPrior
+    from provi.core.space import LatentSpace
+
+    def model():
+        numpyro.sample("a", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        numpyro.sample("s", dist.HalfNormal(1.0))
+
+    space = LatentSpace.of(inspect_model(model, (), {}).latents)
+    mean, sd = jnp.array([0.1, -0.2, 0.3, 0.5]), jnp.array([0.5, 1.5, 2.0, 0.3])
+    diag = GaussianPrior(model, space, space.names, mean, jnp.diag(sd**2))
+    dense = GaussianPrior(model, space, space.names, mean, jnp.diag(sd**2) + 1e-30 * (1 - jnp.eye(4)))
+    assert diag.sd is not None and diag.chol is None and dense.chol is not None
+    values = {"a": jnp.array([0.3, 1.0, -2.0]), "s": jnp.asarray(1.7)}
+    lp = [numpyro.infer.util.log_density(m, (), {}, values)[0] for m in (diag, dense)]
+    want = (jax.scipy.stats.norm.logpdf(values["a"], mean[:3], sd[:3]).sum()
+            + jax.scipy.stats.norm.logpdf(jnp.log(1.7), mean[3], sd[3]) - jnp.log(1.7))
+    np.testing.assert_allclose(lp[0], want, rtol=1e-5)
+    np.testing.assert_allclose(lp[1], want, rtol=1e-5)

@@ -4,7 +4,8 @@ the posterior that becomes the next prior, for sequential Bayesian updating.
 `GaussianPrior(model, space, names, mean, cov)` is a NumPyro handler. Each named site's prior is
 replaced by its conditional given the named sites before it, in the fitted order: the chain rule of
 the joint N(mean, cov) restricted to the named sites, each block mapped to the site's support by
-its bijection, so `model` keeps every other site, its plates and its data unchanged.
+its bijection, so `model` keeps every other site, its plates and its data unchanged. A diagonal
+covariance (a mean-field fit) gives each site independent normals, at O(D) per evaluation.
 
     >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
     >>> from provi.core.model import inspect_model
@@ -53,8 +54,11 @@ class GaussianPrior(Messenger):
         rows = np.concatenate(rows) if rows else np.zeros((0,), int)
         mean, cov = jnp.asarray(mean), jnp.asarray(cov)
         self.mean = mean[rows]
-        sub = cov[np.ix_(rows, rows)]
-        self.chol = jnp.linalg.cholesky(0.5 * (sub + sub.T))
+        sub = np.asarray(cov)[np.ix_(rows, rows)]
+        # a diagonal covariance (a mean-field fit): independent normals per site, no dense factor
+        # (whose solves would cost O(D^2) per step of the next fit, for a network's many weights)
+        self.sd = np.sqrt(np.diag(sub)) if np.count_nonzero(sub - np.diag(np.diag(sub))) == 0 else None
+        self.chol = None if self.sd is not None else jnp.linalg.cholesky(0.5 * (sub + sub.T))
         self.sites = {s.name: s for s in space.sites}
         super().__init__(fn)
 
@@ -85,11 +89,14 @@ class GaussianPrior(Messenger):
         block = self.blocks[position][1]
         before = slice(0, block.start)
         mean = self.mean[block]
+        shape = tuple(site.unconstrained_shape)
+        transforms = [] if shape == (site.size,) else [dist.transforms.ReshapeTransform(shape, (site.size,))]
+        if self.sd is not None:
+            base = dist.Normal(mean, jnp.asarray(self.sd[block])).to_event(1)
+            return dist.TransformedDistribution(base, transforms + [site.transform])
         if block.start > 0:
             u_before = jnp.concatenate([self._done[n] for n in self.names[:position]])
             eps = jax.scipy.linalg.solve_triangular(self.chol[before, before], u_before - self.mean[before], lower=True)
             mean = mean + self.chol[block, before] @ eps
         base = dist.MultivariateNormal(mean, scale_tril=self.chol[block, block])
-        shape = tuple(site.unconstrained_shape)
-        transforms = [] if shape == (site.size,) else [dist.transforms.ReshapeTransform(shape, (site.size,))]
         return dist.TransformedDistribution(base, transforms + [site.transform])
