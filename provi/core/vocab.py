@@ -399,7 +399,6 @@ def density_given(guide: BoundGuide, fn, values: dict, given: dict, *args, **kwa
     return vectorise(one, len(lead))(values, given)
 
 
-
 def particles(guide: BoundGuide) -> tuple[jax.Array, jax.Array]:
     """`(x, metric)`: the particles (N, D) of a particle guide (`provi.guides.Particles`) in its
     flat coordinates, differentiable with respect to the guide's parameters (the gradient of an
