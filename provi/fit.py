@@ -110,8 +110,9 @@ def fit(
     )
     if auto:
 
-        def fit_family(g, obj, opt, n, start, early=None):
-            return one(guide=g, objective=obj, optimizer=opt, steps=n, start=start, **({} if early is None else {"early_stop": early}))
+        def fit_family(g, obj, opt, n, start, early=None, model=None):
+            fit_one = one if model is None else functools.partial(_fit_one, model, *one.args[1:], **one.keywords)
+            return fit_one(guide=g, objective=obj, optimizer=opt, steps=n, start=start, **({} if early is None else {"early_stop": early}))
 
         return fit_auto(fit_family, steps=steps, seed=seed, objective=objective, optimizer=optimizer)
     return one(guide=guide, objective=objective, optimizer=optimizer, steps=steps)
@@ -130,7 +131,8 @@ def _check_options(model, steps, guide, seed):
 def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, progress, early_stop, init,
              estimators, average, mesh=None, feeder=None, n_batch=0, checkpoint=None,
              checkpoint_every=defaults.CHECKPOINT_EVERY, resume=None, start=None) -> FitResult:
-    """One fit of one guide; `start=(program, params, consts)` starts a family there instead of at the mode."""
+    """One fit of one guide; `start=(program, params, consts[, model params])` starts a family there
+    instead of at the mode."""
     t0 = time.perf_counter()
     k_init, k_loop = seed_keys(seed)
     alg = setup(model, *args, guide=guide if start is None else start[0], objective=objective, optimizer=optimizer,
@@ -166,9 +168,9 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
 def _start(alg: Setup, runner: Runner, k_init, k_loop, start, ahead_data):
     """`(params, opt_state, consts, notes)`: where the fit starts. With `ahead_data`, a family's
     loop is compiled on a worker thread while its start (mode search) runs."""
-    if start is not None:
-        _, guide_params, consts = start
-        params = {"model": alg.model.init_params(), "guide": guide_params}
+    if start is not None:  # (program, guide params, consts[, the model's params to start from])
+        guide_params, consts = start[1], start[2]
+        params = {"model": start[3] if len(start) > 3 else alg.model.init_params(), "guide": guide_params}
         return params, alg.optimizer.init(params), consts, []
     if ahead_data is not None and isinstance(alg.guide, FamilyGuide):
         shapes = family_state_shapes(alg.guide, alg.model.init_params(), alg.optimizer)

@@ -96,14 +96,27 @@ def test_khat_within_one_standard_error_of_the_cut_is_unreliable_everywhere():
     assert "khat" not in res.summary().attrs  # plain moments, not PSIS-corrected ones
 
 
-def test_funnel_gets_an_honest_warning():
-    res = provi.fit(funnel, progress=False)
+def factor_funnel():
+    """The same funnel written with a factor: no loc-scale site for auto to non-centre."""
+    v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+    x = numpyro.sample("x", dist.ImproperUniform(dist.constraints.real, (), (9,)))
+    numpyro.factor("x_given_v", jnp.sum(dist.Normal(0.0, jnp.exp(v / 2)).log_prob(x)))
+
+
+def test_a_funnel_auto_cannot_non_centre_gets_an_honest_warning():
+    res = provi.fit(factor_funnel, progress=False)
     assert res.auto["khat"] >= 0.7
     note = res.stop.notes[-1]
     assert "do not trust" in note and "funnel" in note and "float64" in note
     assert len(res.auto["tried"]) == 2 and "RealNVP" in res.auto["tried"][1]
     assert res.correct is None
     assert "do not trust" in str(res.diagnostics())
+
+
+def test_a_centred_funnel_is_non_centred_by_auto():
+    res = provi.fit(funnel, progress=False)
+    assert "non-centring" in res.auto["tried"][1] and res.auto["usable"]
+    assert abs(res.summary().loc["v", "sd"] / 3.0 - 1) < 0.1
 
 
 def test_user_objective_and_steps_are_respected():

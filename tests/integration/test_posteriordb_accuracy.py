@@ -1,8 +1,9 @@
 """guide="auto" against posteriordb's gold-standard reference draws (slow; runs in CI).
 
-Every posterior but the centered eight schools funnel: worst |mean error| <= 0.1 reference sd and
-every sd ratio within [0.9, 1.1], on what the fit reports (PSIS-corrected where it advises so). The
-funnel must instead be flagged in words: k-hat >= 0.7 and "do not trust".
+Every posterior: worst |mean error| <= 0.1 reference sd and every sd ratio within [0.9, 1.1], on
+what the fit reports (PSIS-corrected where it advises so). The centered eight schools funnel is
+non-centred by auto (VIP); where it still is not usable (k-hat within a standard error of 0.7 or
+above), it must be flagged in words instead.
 """
 
 import time
@@ -34,11 +35,12 @@ def test_auto_matches_reference(name):
     t = time.perf_counter()
     res = provi.fit(post.model, *post.args, progress=False, **post.kwargs)
     seconds = time.perf_counter() - t
-    if name == FUNNEL:
-        assert res.auto["khat"] >= 0.7
-        assert "do not trust" in res.stop.notes[-1] and "funnel" in res.stop.notes[-1]
-        assert "do not trust" in str(res.diagnostics())
-        return
+    if name == FUNNEL:  # auto non-centres theta (VIP); unless that makes it usable, it must say so
+        assert any("non-centring" in t for t in res.auto["tried"])
+        if not res.auto["usable"]:
+            words = str(res.diagnostics())
+            assert "unreliable" in words or "do not trust" in words
+            return
     ref = post.reference_summary()
     got = _answer(res, post)
     errs = {k: abs(got[k]["mean"] - r["mean"]) / r["sd"] for k, r in ref.items()}
