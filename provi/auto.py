@@ -84,6 +84,7 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
             opt = default_optimizer(FLOW_LEARNING_RATE) if optimizer is None else optimizer
             second = fit_family(flow, path_elbo if objective is None else objective, opt, steps or FLOW_MAX_STEPS, start,
                                 early=steps is None, model=first.model.model)
+            second.reparam = first.reparam
             k2 = _khat(second, seed)
             tried.append(f"RealNVP flow from the fitted Gaussian (k-hat {k2:.2f})")
             if np.isfinite(k2) and (not np.isfinite(k1) or k2 < k1):
@@ -130,7 +131,9 @@ def _fit_decentred(res, fit_family, objective, optimizer, steps, centered=None):
     sites = decentrable_sites(model, res.args, res.kwargs)
     if not sites:
         return None
-    return fit_family("auto", check_objective(objective), optimizer, steps, None, model=decentre(model, sites, centered))
+    res = fit_family("auto", check_objective(objective), optimizer, steps, None, model=decentre(model, sites, centered))
+    res.reparam = {"sites": list(sites), "centered": centered}
+    return res
 
 
 def _khat(res, seed) -> float:

@@ -23,6 +23,7 @@ from provi.core.bound import KeyStream
 from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
 from provi.core.prior import GaussianPrior
+from provi.core.reparam import decentre
 from provi.core.space import LatentSpace
 from provi.core.trace import OwnInfer, constrain_params
 from provi.defaults import KHAT_DRAWS, PSIS_MIN_DRAWS
@@ -86,6 +87,7 @@ class FitResult:
     seed: int = 0
     correct: str | None = None  # the correction summary() applies by default ("psis" when guide="auto" advises it)
     auto: dict | None = None  # what guide="auto" tried, and the k-hat of the fit it kept
+    reparam: dict | None = None  # {"sites", "centered"}: the sites auto non-centred (provi.core.reparam)
 
     # --- draws -------------------------------------------------------------------------------
     def _key(self, seed):
@@ -348,6 +350,7 @@ class FitResult:
             "auto": None if self.auto is None else {"tried": list(self.auto["tried"]), "khat": float(self.auto["khat"]),
                                                     "khat_se": float(self.auto.get("khat_se", float("nan"))),
                                                     "usable": bool(self.auto.get("usable", False))},
+            "reparam": self.reparam,
         }
         atomic_write(path / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
@@ -408,8 +411,13 @@ def load(path, model, *args, guide=None, **kwargs) -> FitResult:
     if guide is None:
         guide = guide_from_spec(meta["guide"])
     key = jax.random.PRNGKey(meta["seed"])
+    if meta.get("reparam"):  # the fit was of the model with these sites non-centred: rebuild that model
+        model = decentre(model, tuple(meta["reparam"]["sites"]), meta["reparam"]["centered"])
     alg = setup(model, *args, guide=guide, seed=meta["seed"], **kwargs)
     model_prog, guide_prog = alg.model, alg.guide
+    if "latent_sites" in meta and list(model_prog.info.latent_names) != list(meta["latent_sites"]):
+        raise ModelError(f"the saved fit in {str(path)!r} has latent sites {meta['latent_sites']}, the model given has "
+                         f"{list(model_prog.info.latent_names)}: load it with the model it was fitted to")
     with np.load(path / "params.npz") as f:
         arrays = dict(f)
     template = {"model": model_prog.init_params(), "guide": guide_prog.init_params(key)}
@@ -423,7 +431,7 @@ def load(path, model, *args, guide=None, **kwargs) -> FitResult:
     return FitResult(
         data=alg.data, layout=alg.layout, model=model_prog, guide=guide_prog, params=params, consts=consts,
         losses=np.load(path / "losses.npy"), args=alg.args, kwargs=alg.kwargs, objective=meta["objective"], stop=stop,
-        seed=meta["seed"], correct=meta.get("correct"), auto=meta.get("auto"),
+        seed=meta["seed"], correct=meta.get("correct"), auto=meta.get("auto"), reparam=meta.get("reparam"),
     )
 
 

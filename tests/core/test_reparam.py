@@ -76,3 +76,21 @@ def test_auto_on_centred_eight_schools_is_closer_to_the_reference():
 def test_a_model_with_plates_and_no_hierarchical_site_is_left_alone():
     post = posteriordb.load("eight_schools-eight_schools_noncentered")
     assert decentrable_sites(post.model, post.args, {}) == ()
+
+
+def test_a_non_centred_fit_saves_and_loads_in_the_model_it_was_fitted_to(tmp_path):
+    import pytest
+
+    from provi.errors import ModelError
+
+    res = provi.fit(funnel, progress=False, seed=0)
+    res.save(tmp_path / "fit")
+    back = provi.load(tmp_path / "fit", funnel)
+    assert back.reparam == res.reparam and back.reparam["sites"] == ["x"]
+    np.testing.assert_allclose(back.summary().loc["v", "sd"], res.summary().loc["v", "sd"], rtol=1e-5)
+
+    def other():
+        numpyro.sample("w", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ModelError, match="latent sites"):
+        provi.load(tmp_path / "fit", other)
