@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Kernel", "RBF", "IMQ", "Preconditioned", "SteinInfo", "stein_direction", "ksd", "median_bandwidth"]
+__all__ = ["Kernel", "RBF", "IMQ", "Preconditioned", "SteinInfo", "stein_direction", "ksd", "median_bandwidth", "pairwise_r2"]
 
 
 class SteinInfo(NamedTuple):
@@ -97,7 +97,8 @@ class Preconditioned(eqx.Module):
             raise ValueError(f"Preconditioned takes a scalar kernel (RBF or IMQ), got {self.kernel!r}")
 
 
-def _pairwise_r2(y: jax.Array) -> jax.Array:
+def pairwise_r2(y: jax.Array) -> jax.Array:
+    """Squared Euclidean distances between the rows of `y` (n, D), as an (n, n) matrix."""
     sq = jnp.sum(y**2, -1)
     return jnp.maximum(sq[:, None] + sq[None, :] - 2 * y @ y.T, 0.0)
 
@@ -149,7 +150,7 @@ def _profile_grads(kernel: Kernel, s: jax.Array):
 def _gram(kernel: Kernel, x: jax.Array, M: jax.Array):
     """`(K, dK/dr2, d2K/dr2^2, h)` of particles `x` (n, D) in metric `M`."""
     C = jnp.linalg.cholesky(M)  # M = C C'
-    r2 = _pairwise_r2(x @ C)
+    r2 = pairwise_r2(x @ C)
     h = median_bandwidth(r2) if kernel.bandwidth is None else jnp.asarray(kernel.bandwidth, x.dtype)
     h = jax.lax.stop_gradient(h)
     k, k1, k2 = _profile_grads(kernel, r2 / h)

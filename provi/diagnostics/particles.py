@@ -19,7 +19,7 @@ import numpy as np
 
 from provi.core.bound import BoundGuide, BoundModel, KeyStream
 from provi.engine.layout import join_data
-from provi.kernels import IMQ, ksd, median_bandwidth
+from provi.kernels import IMQ, ksd, median_bandwidth, pairwise_r2
 from provi.objectives import log_target
 
 __all__ = ["ParticleDiagnostics", "particle_diagnostics"]
@@ -71,8 +71,7 @@ def particle_diagnostics(model, guide, params, consts, data, layout) -> Particle
     """The diagnostics of particle guide `guide` at `params` (with the model's parameters under
     `params["model"]`) for the model's data."""
     x, score = _scores(model, guide, params["model"], params["guide"], consts, layout, data)
-    diff = x[:, None, :] - x[None, :, :]
-    h = float(median_bandwidth(jnp.sum(diff**2, -1)))
+    h = float(median_bandwidth(pairwise_r2(x)))
     P = jnp.asarray(consts["P"])
     u = x * P if P.ndim == 1 else x @ P.T
     spread = np.asarray(jnp.std(u, 0))
