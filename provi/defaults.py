@@ -32,6 +32,11 @@ AUTO_RANK = 10  # the rank of auto's low-rank family
 FLOW_MAX_DIM = 200  # auto tries a flow when the Gaussian fails, up to this dimension
 FLOW_LEARNING_RATE = 3e-3
 FLOW_MAX_STEPS = 8_000
+MODE_STARTS = 8  # auto: mode searches from this many more starts (half uniform on [-2, 2]^D, half
+#                  from the fitted Gaussian widened 3x), up to NEWTON_MAX_DIM dimensions
+MODE_MIN_WEIGHT = 0.01  # auto: a mode with less of the mass than this is left out of the mixture
+MODE_MAX = 4  # auto: at most this many modes in the mixture
+MODE_MASS_DRAWS = 4_000  # auto: draws per mode for its mass (importance sampling from its Gaussian)
 
 # --- importance-sampling diagnostics (provi.diagnostics) ---------------------------------------
 KHAT_GOOD = 0.5  # below: the approximation is close to the posterior

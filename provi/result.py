@@ -347,7 +347,7 @@ class FitResult:
                      "seconds": None if not np.isfinite(s.seconds) else float(s.seconds)},
             "latent_sites": list(self.model.info.latent_names),
             "correct": self.correct,  # the correction summary() applies by default (guide="auto")
-            "auto": None if self.auto is None else {"tried": list(self.auto["tried"]), "khat": float(self.auto["khat"]),
+            "auto": None if self.auto is None else {**self.auto, "tried": list(self.auto["tried"]), "khat": float(self.auto["khat"]),
                                                     "khat_se": float(self.auto.get("khat_se", float("nan"))),
                                                     "usable": bool(self.auto.get("usable", False))},
             "reparam": self.reparam,

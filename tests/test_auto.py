@@ -74,7 +74,7 @@ def test_khat_between_half_and_the_cut_tries_the_flow_and_is_usable_with_a_margi
     so auto tries the flow before settling; k-hat is below 0.7 by more than its standard error."""
     res = provi.fit(_gamma(2.0), progress=False, seed=0)
     k, se = res.auto["khat"], res.auto["khat_se"]
-    assert len(res.auto["tried"]) == 2 and "RealNVP" in res.auto["tried"][1]
+    assert "RealNVP" in res.auto["tried"][-1]
     assert 0.5 <= k < 0.7 and k + se < 0.7 and res.auto["usable"] and res.correct == "psis"
     d = res.diagnostics()
     assert d.khat == pytest.approx(k, rel=1e-6) and d.khat_se == pytest.approx(se, rel=1e-6) and d.trustworthy
@@ -108,7 +108,7 @@ def test_a_funnel_auto_cannot_non_centre_gets_an_honest_warning():
     assert res.auto["khat"] >= 0.7
     note = res.stop.notes[-1]
     assert "do not trust" in note and "funnel" in note and "float64" in note
-    assert len(res.auto["tried"]) == 2 and "RealNVP" in res.auto["tried"][1]
+    assert "RealNVP" in res.auto["tried"][-1]
     assert res.correct is None
     assert "do not trust" in str(res.diagnostics())
 

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 __all__ = ["Mode", "converged", "newton_decrement", "newton_mode", "lbfgs_mode", "curvature",
-           "value_grad_curvature", "whitening"]
+           "value_grad_curvature", "whitening", "laplace_log_mass", "distinct_modes"]
 
 
 class Mode(NamedTuple):
@@ -204,3 +204,53 @@ def whitening(h: np.ndarray, tril: bool) -> tuple[np.ndarray, float]:
         return s * np.sqrt(1.0 / np.diag((v * lifted) @ v.T)), float(np.min(w))
     cov = s[:, None] * ((v / lifted) @ v.T) * s[None, :]
     return np.linalg.cholesky(0.5 * (cov + cov.T)), float(np.min(w))
+
+
+def laplace_log_mass(mode: Mode) -> float:
+    """log of the mass the Laplace approximation puts at `mode` (host values):
+    log p(u*) + D/2 log(2 pi) - 1/2 log det H, with H the curvature there; -inf where the search
+    did not converge or H is not positive definite (not a strict maximum).
+
+    >>> import numpy as np
+    >>> m = Mode(np.zeros(1), np.asarray(-0.5 * np.log(2 * np.pi)), np.asarray(0.0), np.asarray(1), np.eye(1))
+    >>> round(laplace_log_mass(m), 6)   # a standard normal's mode: all of its mass
+    0.0
+    """
+    if mode.curvature is None or not converged(mode):
+        return float("-inf")
+    h = np.asarray(mode.curvature, np.float64)
+    try:
+        chol = np.linalg.cholesky(0.5 * (h + h.T))
+    except np.linalg.LinAlgError:
+        return float("-inf")
+    d = h.shape[0]
+    return float(float(mode.log_density) + 0.5 * d * np.log(2 * np.pi) - np.sum(np.log(np.diag(chol))))
+
+
+def distinct_modes(modes: list[Mode], tol: float = 1.0) -> list[tuple[int, float]]:
+    """The strict maxima among `modes`, one per basin, by decreasing Laplace mass:
+    `[(index into modes, laplace_log_mass)]`. A mode within `tol` posterior standard deviations
+    of a kept one of higher mass (Mahalanobis distance under either one's Laplace covariance) is
+    the same mode found again.
+
+    >>> import numpy as np
+    >>> at = lambda x, v: Mode(np.array([x]), np.asarray(v), np.asarray(0.0), np.asarray(1), np.eye(1))
+    >>> [(i, round(m, 3)) for i, m in distinct_modes([at(2.0, -1.0), at(-2.0, -3.0), at(2.001, -1.0)])]
+    [(0, -0.081), (1, -2.081)]
+    """
+    mass = [laplace_log_mass(m) for m in modes]
+    kept: list[tuple[int, float]] = []
+    for i in sorted(range(len(modes)), key=lambda j: -mass[j]):
+        if not np.isfinite(mass[i]):
+            break
+        u, h = np.asarray(modes[i].u, np.float64), np.asarray(modes[i].curvature, np.float64)
+        if all(_mahalanobis(u, modes[j], h) > tol for j, _ in kept):
+            kept.append((i, mass[i]))
+    return kept
+
+
+def _mahalanobis(u: np.ndarray, other: Mode, h: np.ndarray) -> float:
+    """The larger of the distances from `u` to `other`'s point under `h` and under `other`'s curvature."""
+    diff = u - np.asarray(other.u, np.float64)
+    h2 = np.asarray(other.curvature, np.float64)
+    return float(np.sqrt(max(diff @ h @ diff, diff @ h2 @ diff, 0.0)))

@@ -26,7 +26,7 @@ from provi.engine.layout import join_data
 from provi.errors import ModelError
 from provi.programs import FamilyGuide, ModelProgram
 
-__all__ = ["log_density_u", "init_kind", "point_start", "initialise_family", "family_state_shapes"]
+__all__ = ["log_density_u", "init_kind", "point_start", "initialise_family", "family_state_shapes", "mode_search"]
 
 
 def log_density_u(model: ModelProgram, space: LatentSpace, layout, jacobian: bool = True) -> Callable:
@@ -121,6 +121,17 @@ def _mode_start(program: FamilyGuide, model: ModelProgram, layout, optimizer) ->
         return params, opt_state, np.asarray(u, dtype), h, report
 
     return start, with_h
+
+
+def mode_search(model: ModelProgram, space: LatentSpace, layout, model_params, data, starts: np.ndarray) -> list:
+    """Newton searches for modes of the unconstrained log density (Jacobian included) from each
+    row of `starts` (S, D), each `provi.core.mode.Mode` ending with the curvature there (host
+    arrays): several starts find the modes of a multimodal posterior (`provi.auto`). The compiled
+    derivatives are those of the Laplace start, so a fit that started there compiles nothing."""
+    f = log_density_u(model, space, layout, jacobian=True)
+    vgh = cached(("vgh", model.model, layout, False), lambda: _vgh_program(f))
+    dtype = jnp.result_type(float)
+    return [newton_mode(lambda u: vgh(np.asarray(u, dtype), model_params, data), np.asarray(u0)) for u0 in np.asarray(starts)]
 
 
 def _vgh_program(f):

@@ -12,9 +12,9 @@ model's unconstrained space.
 
 from provi.guides.families import Delta, Family, FullRank, Laplace, LowRank, MeanField
 from provi.guides.flows import IAF, Flow, NeuralSplineFlow, Planar, Radial, RealNVP
-from provi.guides.mixture import GaussianMixture
+from provi.guides.mixture import GaussianMixture, ModeMixture
 from provi.guides.particles import Particles
 
 __all__ = ["Family", "Delta", "MeanField", "FullRank", "LowRank", "Laplace",
-    "Flow", "RealNVP", "IAF", "NeuralSplineFlow", "Planar", "Radial", "GaussianMixture", "Particles"]
+    "Flow", "RealNVP", "IAF", "NeuralSplineFlow", "Planar", "Radial", "GaussianMixture", "ModeMixture", "Particles"]
 

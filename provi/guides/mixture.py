@@ -1,4 +1,8 @@
-"""A mixture of K full-rank Gaussians with equal weights, fully reparameterized.
+"""Mixtures of K full-rank Gaussians: `GaussianMixture` (equal weights, fully reparameterized,
+trainable) and `ModeMixture` (fixed, unequal weights: what `guide="auto"` builds over the modes of
+a multimodal posterior).
+
+`GaussianMixture`:
 
 Draw j of n comes from component (j + r) mod K with r uniform on {0, ..., K-1}: each draw is
 marginally a draw from the mixture (so any objective's estimate stays unbiased for any n), the
@@ -19,7 +23,7 @@ import jax.numpy as jnp
 from provi.core import rand
 from provi.guides.families import Family, _std_normal_logpdf, _tril_logdet, tril_factor
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "ModeMixture"]
 
 
 class GaussianMixture(Family):
@@ -61,4 +65,66 @@ class GaussianMixture(Family):
         mean = jnp.mean(loc, 0)
         dev = loc - mean
         cov = jnp.mean(L @ jnp.swapaxes(L, -1, -2), 0) + dev.T @ dev / loc.shape[0]
+        return mean, cov
+
+
+class ModeMixture(Family):
+    """sum_k w_k N(loc_k, L_k L_k^T) with fixed weights w = softmax(`log_weights`): one component per
+    mode of a multimodal posterior, weighted by the mass found there (`provi.auto`).
+
+    The weights are held, not learned: `log_weights` enter the density through `stop_gradient`,
+    as the component a draw comes from carries no reparameterized gradient. Draw j of n comes
+    from the component whose cumulative weight first exceeds (j + r) / n, r uniform on [0, 1)
+    (stratified: each draw is marginally from the mixture, and the components are visited in
+    proportion to their weights). Built with equal weights by `init`.
+
+        >>> import jax, jax.numpy as jnp
+        >>> m = ModeMixture(components=2)
+        >>> params = {"loc": jnp.array([[-2.0], [2.0]]), "scale_tril": jnp.full((2, 1, 1), -2.0),
+        ...           "log_weights": jnp.log(jnp.array([0.25, 0.75]))}
+        >>> v, _ = m.sample(params, jax.random.PRNGKey(0), 1000)
+        >>> round(float((v > 0).mean()), 2)
+        0.75
+    """
+
+    components: int = 2
+    is_point: ClassVar[bool] = False
+
+    def init(self, key, dim, loc, scale):
+        k = self.components
+        offsets = 0.5 * scale * rand.normal(key, (k, dim), loc.dtype)
+        tril = jnp.broadcast_to(jnp.diag(jnp.log(scale)), (k, dim, dim))
+        return {"loc": loc + offsets, "scale_tril": tril, "log_weights": jnp.zeros((k,), loc.dtype)}
+
+    def weights(self, params):
+        return jax.nn.softmax(jax.lax.stop_gradient(params["log_weights"]))
+
+    def sample(self, params, key, n):
+        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
+        k1, k2 = jax.random.split(key)
+        u = (jnp.arange(n) + jax.random.uniform(k1, (), loc.dtype)) / n
+        comp = jnp.minimum(jnp.searchsorted(jnp.cumsum(self.weights(params)), u, side="right"), loc.shape[0] - 1)
+        eps = rand.normal(k2, (n, loc.shape[1]), loc.dtype)
+        v = loc[comp] + jnp.einsum("nij,nj->ni", L[comp], eps)
+        return v, self.log_prob(params, v)
+
+    def log_prob(self, params, v):
+        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
+        d = loc.shape[1]
+        flat = v.reshape(-1, d)
+
+        def one(m, l, logdet):
+            eps = jax.scipy.linalg.solve_triangular(l, (flat - m).T, lower=True).T
+            return _std_normal_logpdf(eps) - logdet
+
+        comps = jax.vmap(one)(loc, L, _tril_logdet(params["scale_tril"]))  # (K, N)
+        log_w = jnp.log(self.weights(params))
+        return jax.nn.logsumexp(comps + log_w[:, None], 0).reshape(v.shape[:-1])
+
+    def moments(self, params):
+        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
+        w = self.weights(params)
+        mean = w @ loc
+        dev = loc - mean
+        cov = jnp.einsum("k,kij->ij", w, L @ jnp.swapaxes(L, -1, -2)) + (dev * w[:, None]).T @ dev
         return mean, cov

@@ -1,4 +1,4 @@
-"""Gaussian families and the Gaussian mixture: normalised, samples match densities; Laplace is exact on a Gaussian model."""
+"""Gaussian families and the Gaussian mixtures: normalised, samples match densities; Laplace is exact on a Gaussian model."""
 
 import jax
 import jax.numpy as jnp
@@ -8,9 +8,9 @@ import numpyro.distributions as dist
 import pytest
 
 import provi
-from provi.guides import FullRank, GaussianMixture, LowRank, MeanField
+from provi.guides import FullRank, GaussianMixture, LowRank, MeanField, ModeMixture
 
-FAMILIES = [MeanField(), FullRank(), LowRank(rank=1), GaussianMixture(components=3, spread=1.5)]
+FAMILIES = [MeanField(), FullRank(), LowRank(rank=1), GaussianMixture(components=3, spread=1.5), ModeMixture(components=3)]
 IDS = [type(f).__name__ for f in FAMILIES]
 
 
@@ -18,6 +18,9 @@ def _params(family, seed=0):
     p = family.init(jax.random.PRNGKey(seed), 2, jnp.array([0.3, -0.2]), jnp.array([0.8, 0.5]))
     if "scale_tril" in p:  # correlate the components
         p["scale_tril"] = p["scale_tril"] + jnp.array([[0.0, 0.0], [0.4, 0.0]])
+    if "log_weights" in p:  # unequal, well-separated components
+        p["log_weights"] = jnp.log(jnp.array([0.15, 0.25, 0.6]))
+        p["loc"] = jnp.array([[-2.5, 0.0], [0.5, 2.0], [1.5, -1.5]])
     if "cov_factor" in p:
         p["cov_factor"] = jnp.array([[0.5], [-0.4]])
     return p
@@ -47,6 +50,20 @@ def test_normalised_and_samples_match_density(family):
     mean, cov = family.moments(p)
     np.testing.assert_allclose(mean, (dens[:, None] * x).sum(0) * cell, atol=2e-3)
     np.testing.assert_allclose(np.diag(cov), ((dens[:, None] * x**2).sum(0) * cell) - np.asarray(mean) ** 2, atol=5e-3)
+
+
+def test_mode_mixture_draws_components_by_weight_and_holds_the_weights():
+    """Stratified draws: component k gets n w_k draws (to within one); the weights get no gradient."""
+    family = ModeMixture(components=3)
+    p = _params(family)
+    p["scale_tril"] = jnp.broadcast_to(jnp.diag(jnp.full((2,), -4.0)), (3, 2, 2))  # narrow: each draw is nearest its own centre
+    n = 1000
+    v, _ = family.sample(p, jax.random.PRNGKey(3), n)
+    nearest = np.argmin(((np.asarray(v)[:, None] - np.asarray(p["loc"])[None]) ** 2).sum(-1), 1)
+    counts = np.bincount(nearest, minlength=3)
+    assert np.all(np.abs(counts - n * np.array([0.15, 0.25, 0.6])) <= 1), counts
+    g = jax.grad(lambda q: family.log_prob(q, v).sum() + family.sample(q, jax.random.PRNGKey(4), 8)[1].sum())(p)
+    assert np.all(np.asarray(g["log_weights"]) == 0.0) and np.any(np.asarray(g["loc"]) != 0.0)
 
 
 def _gaussian_model(X, y):

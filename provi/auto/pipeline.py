@@ -1,41 +1,5 @@
-"""`guide="auto"`: a default that is right without tuning, and says so when it cannot be.
-
-The pipeline, for a model with D unconstrained dimensions:
-
-1. **Start at the Laplace approximation.** The mode of the unconstrained log density (Newton, or
-   L-BFGS in high dimension) and the curvature there whiten the space, which fixes scale and
-   correlation before any stochastic step (`provi.engine.start`). A density with no
-   mode (a funnel) falls back to an unwhitened start, with a note.
-2. **Fit the Gaussian the dimension affords**: full-rank up to 200 dimensions, low-rank (10) up to
-   5,000, mean-field above (`provi.defaults`), by the objective with early stopping on loss
-   convergence.
-3. **Check it with PSIS** (Pareto k-hat on `provi.defaults.KHAT_DRAWS` = 20,000 draws, with its
-   Monte Carlo standard error, `provi.diagnostics.khat_se`: about 0.08 near 0.7). k-hat < 0.5:
-   done.
-4. **Otherwise (k-hat >= 0.5: the Gaussian is not close), non-centre the hierarchy**: where the
-   model has latent loc-scale sites whose location or scale depends on other latent sites (a
-   centred hierarchy, a funnel), refit the Gaussian on the model with those sites partially
-   non-centred, each site's centredness learned with the variational parameters (the
-   variationally inferred parameterisation of Gorinova, Moore & Hoffman 2020, through NumPyro's
-   `LocScaleReparam(centered=None)`; `provi.core.reparam`), and keep it if its k-hat is lower;
-   where the learned centredness stays below 0.25 (heading for 0), fit the fully non-centred
-   form too.
-   Results stay in the model's own parameterisation (the site is a deterministic site of the
-   rewritten model; `{site}_decentered` is its new latent).
-5. **If the Gaussian is still not close, up to 200 dimensions, fit a flow** (RealNVP,
-   path-gradient ELBO, early stopping) in the space whitened by the best Gaussian so far, so the
-   flow starts *as* that Gaussian and learns only what it misses; keep whichever has the lower
-   k-hat.
-6. **Report.** The fit is usable when k-hat is below 0.7 by at least one standard error
-   (`khat_usable`): then `summary()` gives PSIS-corrected (importance-weighted) moments and
-   quantiles by default, which are reliable there (Vehtari et al. 2024). Otherwise the notes and
-   `diagnostics()` say in words that the fit should not be trusted and what to try next
-   (reparameterise, another family, more steps, float64). The k-hat, its standard error and the
-   verdict are the same numbers from the same draws in auto's notes, `diagnostics()`,
-   `summary()` and `sample(correct="psis")`.
-
-Small models stay fast: a flow is fitted only where the Gaussian fails the k-hat check.
-"""
+"""The stages of `guide="auto"` in order (see `provi.auto`): the first Gaussian, non-centring,
+several modes, the flow, and the verdict."""
 
 from __future__ import annotations
 
@@ -43,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from provi.auto.modes import several_modes
 from provi.core.reparam import decentrable_sites, decentre
 from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_GOOD, KHAT_OK
 from provi.diagnostics import khat_se, khat_usable, khat_verdict, psis
@@ -73,6 +38,8 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
     best, k_best, tried = first, k1, [f"{type(first.guide.family).__name__} (k-hat {k1:.2f})"]
     if (not np.isfinite(k1) or k1 >= KHAT_GOOD) and first.stop.reason != "nonfinite":
         best, k_best = _non_centre(first, k1, tried, fit_family, objective, optimizer, steps, seed)
+    if best.stop.reason != "nonfinite":
+        best, k_best = several_modes(best, k_best, tried, fit_family, check_objective(objective), optimizer, steps, seed, _khat)
     family = best.guide.family
     dim = best.guide.space.dim
     gaussian_not_close = not np.isfinite(k_best) or k_best >= KHAT_GOOD
@@ -94,7 +61,7 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
     usable = khat_usable(k_best, se)
     best.stop.notes = list(notes) + _verdict_notes(k_best, se, tried, dim)
     best.correct = "psis" if usable else None
-    best.auto = {"tried": tried, "khat": k_best, "khat_se": se, "usable": usable}
+    best.auto = {"tried": tried, "khat": k_best, "khat_se": se, "usable": usable, **(best.auto or {})}
     return best
 
 

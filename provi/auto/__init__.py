@@ -1,0 +1,46 @@
+"""`guide="auto"`: a default that is right without tuning, and says so when it cannot be.
+
+The pipeline, for a model with D unconstrained dimensions:
+
+1. **Start at the Laplace approximation.** The mode of the unconstrained log density (Newton, or
+   L-BFGS in high dimension) and the curvature there whiten the space, which fixes scale and
+   correlation before any stochastic step (`provi.engine.start`). A density with no
+   mode (a funnel) falls back to an unwhitened start, with a note.
+2. **Fit the Gaussian the dimension affords**: full-rank up to 200 dimensions, low-rank (10) up to
+   5,000, mean-field above (`provi.defaults`), by the objective with early stopping on loss
+   convergence.
+3. **Check it with PSIS** (Pareto k-hat on `provi.defaults.KHAT_DRAWS` = 20,000 draws, with its
+   Monte Carlo standard error, `provi.diagnostics.khat_se`: about 0.08 near 0.7). k-hat < 0.5:
+   done.
+4. **Otherwise (k-hat >= 0.5: the Gaussian is not close), non-centre the hierarchy**: where the
+   model has latent loc-scale sites whose location or scale depends on other latent sites (a
+   centred hierarchy, a funnel), refit the Gaussian on the model with those sites partially
+   non-centred, each site's centredness learned with the variational parameters (the
+   variationally inferred parameterisation of Gorinova, Moore & Hoffman 2020, through NumPyro's
+   `LocScaleReparam(centered=None)`; `provi.core.reparam`), and keep it if its k-hat is lower;
+   where the learned centredness stays below 0.25 (heading for 0), fit the fully non-centred
+   form too.
+   Results stay in the model's own parameterisation (the site is a deterministic site of the
+   rewritten model; `{site}_decentered` is its new latent).
+5. **Look for other modes** (`provi.auto.modes`), up to 200 dimensions, whatever k-hat said
+   (PSIS cannot see a mode the fit never visits): Newton's method from several starts; where
+   other modes carry mass, a Gaussian at each and their mixture weighted by importance-sampled
+   masses (`provi.guides.ModeMixture`); where the fit sits in a minor mode, the main one instead.
+6. **If the Gaussian is still not close, up to 200 dimensions, fit a flow** (RealNVP,
+   path-gradient ELBO, early stopping) in the space whitened by the best Gaussian so far, so the
+   flow starts *as* that Gaussian and learns only what it misses; keep whichever has the lower
+   k-hat.
+7. **Report.** The fit is usable when k-hat is below 0.7 by at least one standard error
+   (`khat_usable`): then `summary()` gives PSIS-corrected (importance-weighted) moments and
+   quantiles by default, which are reliable there (Vehtari et al. 2024). Otherwise the notes and
+   `diagnostics()` say in words that the fit should not be trusted and what to try next
+   (reparameterise, another family, more steps, float64). The k-hat, its standard error and the
+   verdict are the same numbers from the same draws in auto's notes, `diagnostics()`,
+   `summary()` and `sample(correct="psis")`.
+
+Small models stay fast: a flow is fitted only where the Gaussian fails the k-hat check.
+"""
+
+from provi.auto.pipeline import fit_auto, path_elbo
+
+__all__ = ["fit_auto", "path_elbo"]
