@@ -26,7 +26,7 @@ from provi.core.prior import GaussianPrior
 from provi.core.reparam import decentre
 from provi.core.space import LatentSpace
 from provi.core.trace import OwnInfer, constrain_params
-from provi.defaults import KHAT_DRAWS, PSIS_MIN_DRAWS
+from provi.defaults import KHAT_DRAWS, LOG_WEIGHT_BLOCK, PSIS_MIN_DRAWS
 from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, particle_diagnostics,
                                posterior_collapse, psis, weighted_moments)
 from provi.engine.layout import join_data
@@ -265,7 +265,7 @@ class FitResult:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
         return _log_weights(self.whole[0], self.params["model"], z, log_q, self.data, self.layout)
 
-    def diagnostics(self, n: int = KHAT_DRAWS, seed: int | None = None) -> Diagnostics:
+    def diagnostics(self, n: int | None = None, seed: int | None = None) -> Diagnostics:
         """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence
         and the estimators used, with verdicts in words. For a `guide="auto"` fit, the default `n`
         and `seed` judge the very draws its pipeline judged, so the k-hat here is the one in its notes
@@ -273,8 +273,9 @@ class FitResult:
         if not self.guide.has_density:  # particles: a Stein discrepancy instead of k-hat
             particles = particle_diagnostics(self.model, self.guide, self.params, self.consts, self.data, self.layout)
             return diagnose(np.zeros((0,)), self.losses, self.stop, self.guide, particles=particles)
-        if seed is None and n == KHAT_DRAWS and self.auto is not None:
-            seed = self.seed  # fit_auto's k-hat draws: res.draws(KHAT_DRAWS, seed)
+        if n is None and seed is None and self.auto is not None:
+            n, seed = self._auto_draws, self.seed  # fit_auto's k-hat draws: res.draws(n, seed)
+        n = KHAT_DRAWS if n is None else n
         z, log_q = self.draws(n, seed)
         log_w = np.asarray(self.log_weights(z, log_q))
         try:
@@ -282,6 +283,10 @@ class FitResult:
         except Exception:  # a diagnostic must never break diagnostics
             collapse = None
         return diagnose(log_w, self.losses, self.stop, self.guide, collapse)
+
+    @property
+    def _auto_draws(self) -> int:
+        return int(self.auto.get("khat_draws", KHAT_DRAWS))  # fits saved before it was recorded: KHAT_DRAWS
 
     def posterior_collapse(self, *args, plate: str = "data", threshold: float | None = None, seed: int = 0, **kwargs):
         """KL per latent dimension and active units of an amortized Normal guide over the data at
@@ -300,7 +305,7 @@ class FitResult:
         `guide="auto"` fit, by default the very draws auto judged (and so the same k-hat): a fit is
         never "usable" in auto's notes and "unreliable" here."""
         if seed is None and self.auto is not None and m <= KHAT_DRAWS:
-            m, seed = KHAT_DRAWS, self.seed  # fit_auto's k-hat draws: res.draws(KHAT_DRAWS, seed)
+            m, seed = self._auto_draws, self.seed  # fit_auto's k-hat draws: res.draws(m, seed)
         z, log_q = self.draws(m, seed)
         lw, k = psis(np.asarray(self.log_weights(z, log_q)))
         # the margin of one standard error belongs to the decision, made once: an auto fit judged
@@ -389,8 +394,13 @@ def _is_obs_arg(a, res, obs) -> bool:
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _log_weights(model, model_params, z, log_q, data, layout):
+    """log p(x, z) - log q(z), in blocks of draws of about `LOG_WEIGHT_BLOCK` data elements each (a
+    density over N data points for S draws otherwise holds S x N values at once)."""
     args, kwargs = join_data(data, layout)
-    return model.log_density(model_params, z, args, kwargs, KeyStream(jax.random.PRNGKey(0))) - log_q
+    size = sum(int(np.size(x)) for x in jax.tree.leaves(data))
+    block = max(1, min(int(log_q.shape[0]), LOG_WEIGHT_BLOCK // max(size, 1)))
+    one = lambda v: model.log_density(model_params, v, args, kwargs, KeyStream(jax.random.PRNGKey(0)))  # noqa: E731
+    return jax.lax.map(one, z, batch_size=block) - log_q
 
 
 def load(path, model, *args, guide=None, **kwargs) -> FitResult:

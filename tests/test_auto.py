@@ -1,13 +1,17 @@
 """guide="auto": the Laplace start, a Gaussian, a flow when k-hat asks for one, verdicts in words."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from numpyro.infer.util import log_density
 
 import provi
 from provi.auto import path_elbo
+from provi.defaults import KHAT_FIRST_DRAWS
 from provi.guides import FullRank, RealNVP
 
 Y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
@@ -45,6 +49,22 @@ def test_gaussian_posterior_stops_at_the_gaussian():
     summ = res.summary(4000)
     np.testing.assert_allclose(summ["mean"].to_numpy(), m, atol=0.1 * np.sqrt(np.diag(S)).max())
     np.testing.assert_allclose(summ["sd"].to_numpy(), np.sqrt(np.diag(S)), rtol=0.1)
+    # k-hat far below 0.5 on 4,000 draws is not recomputed on 20,000; diagnostics() judge those draws
+    assert res.auto["khat_draws"] == KHAT_FIRST_DRAWS
+    assert res.diagnostics().khat == res.auto["khat"]
+
+
+def test_log_weights_in_blocks_match_the_density_draw_by_draw(monkeypatch):
+    """Importance weights are computed in blocks of draws (a remainder block included); each is
+    log p(x, z) - log q(z) with NumPyro's own log density."""
+    rng = np.random.default_rng(1)
+    X, y = jnp.asarray(rng.normal(size=(50, 3)), jnp.float32), jnp.asarray(rng.normal(size=50), jnp.float32)
+    res = provi.fit(regression, X, y, guide="fullrank", steps=200, progress=False)
+    monkeypatch.setattr(provi.result, "LOG_WEIGHT_BLOCK", 3 * 200)  # 3 draws per block: 7 = 3 + 3 + 1
+    z, log_q = res.draws(7, seed=2)
+    lw = np.asarray(dataclasses.replace(res).log_weights(z, log_q))
+    exact = [float(log_density(regression, (X, y), {}, {"beta": b})[0]) for b in np.asarray(z["beta"])]
+    np.testing.assert_allclose(lw, np.array(exact) - np.asarray(log_q), rtol=1e-5)
 
 
 def test_eight_schools_default_is_quick_and_accurate():

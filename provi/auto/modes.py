@@ -103,7 +103,7 @@ def several_modes(res, k: float, tried: list[str], fit_family, objective, optimi
         tried.append(what + f"; k-hat {k_new:.2f}, so kept the first fit, which spans them)")
         return res, k
     tried.append(what + f"; k-hat {k_new:.2f})")
-    new.auto = {"modes": {"weights": w.tolist(), "log_evidence": log_z.tolist(), "found": len(found)}}
+    new.auto = {**(new.auto or {}), "modes": {"weights": w.tolist(), "log_evidence": log_z.tolist(), "found": len(found)}}
     return new, k_new
 
 

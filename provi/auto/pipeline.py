@@ -9,7 +9,7 @@ import numpy as np
 
 from provi.auto.modes import several_modes
 from provi.core.reparam import decentrable_sites, decentre
-from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_GOOD, KHAT_OK
+from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_FIRST_DRAWS, KHAT_GOOD, KHAT_OK
 from provi.diagnostics import khat_se, khat_usable, khat_verdict, psis
 from provi.engine.step import check_objective, default_optimizer
 from provi.guides import FullRank, RealNVP
@@ -57,7 +57,7 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
             if np.isfinite(k2) and (not np.isfinite(k1) or k2 < k1):
                 best, k_best = second, k2
             best.stop.seconds = first.stop.seconds + second.stop.seconds
-    se = khat_se(k_best, KHAT_DRAWS)
+    se = khat_se(k_best, best.auto["khat_draws"])
     usable = khat_usable(k_best, se)
     best.stop.notes = list(notes) + _verdict_notes(k_best, se, tried, dim)
     best.correct = "psis" if usable else None
@@ -104,11 +104,19 @@ def _fit_decentred(res, fit_family, objective, optimizer, steps, centered=None):
 
 
 def _khat(res, seed) -> float:
-    z, log_q = res.draws(KHAT_DRAWS, seed)
-    log_w = np.asarray(res.log_weights(z, log_q))
-    if not np.all(np.isfinite(log_w)):
-        return float("inf")
-    return psis(log_w)[1]
+    """The fit's Pareto k-hat, on `KHAT_FIRST_DRAWS` draws where that already puts it below
+    `KHAT_GOOD` by two standard errors, else on `KHAT_DRAWS` (importance weights cost draws x data
+    points); the count is kept in `res.auto["khat_draws"]`, so that `diagnostics()` and the PSIS
+    corrections judge the very same draws."""
+    k = float("inf")
+    for n in (KHAT_FIRST_DRAWS, KHAT_DRAWS):
+        z, log_q = res.draws(n, seed)
+        log_w = np.asarray(res.log_weights(z, log_q))
+        k = psis(log_w)[1] if np.all(np.isfinite(log_w)) else float("inf")
+        if k + 2 * khat_se(k, n) < KHAT_GOOD:
+            break
+    res.auto = {**(res.auto or {}), "khat_draws": n}
+    return k
 
 
 def _flow_start(res, flow, seed):
