@@ -17,7 +17,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 
 from provi import bdl, distributions, estimators, gp, guides, kernels, nn, objectives, optim
 from provi.core.objective import Objective, objective
-from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, replace_grad, sim, split_auxiliary, step_count, with_observed
+from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, random_key, replace_grad, sim, split_auxiliary, step_count, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
 from provi.fit import fit
 from provi.objectives import (
@@ -64,6 +64,7 @@ __all__ = [
     "particles",
     "place",
     "step_count",
+    "random_key",
     "log_mean_exp",
     "objective",
     "Objective",

@@ -11,6 +11,11 @@ in the coordinates `Q^(1/2) x`.
 - `RBF(bandwidth=None)`: `f(s) = exp(-s)`; `bandwidth=None` takes `h = med(r2) / log(n + 1)`.
 - `IMQ(c=1.0, beta=-0.5, bandwidth=None)`: `f(s) = (c^2 + s)^beta`, heavy-tailed (Gorham & Mackey
   2017: its Stein discrepancy detects non-convergence).
+- `RandomFeatures(features=256, bandwidth=None)`: the RBF kernel through random Fourier features
+  (Rahimi & Recht 2007), `k(x, y) ~ phi(x)'phi(y)` with `phi(x) = sqrt(2/R) cos(W x + b)`, `W` and
+  `b` drawn afresh each step: the Stein direction in O(n R D) instead of O(n^2 D), for many
+  particles. Each step's kernel is an unbiased estimate of the RBF one; the bandwidth's median is
+  taken over at most `MEDIAN_SUBSET` particles.
 - `Preconditioned(base, by="mode" | "fisher")`: the matrix-valued kernel. `"mode"` takes `Q` from
   the Hessian at the mode found by provi's start (the coordinates of a particle guide are already
   whitened by it, so there `Q` is the identity); `"fisher"` re-estimates `Q` at each step from the
@@ -31,7 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Kernel", "RBF", "IMQ", "Preconditioned", "SteinInfo", "stein_direction", "ksd", "median_bandwidth", "pairwise_r2"]
+__all__ = ["Kernel", "RBF", "IMQ", "RandomFeatures", "Preconditioned", "SteinInfo", "stein_direction", "ksd",
+           "median_bandwidth", "pairwise_r2"]
+
+MEDIAN_SUBSET = 256  # RandomFeatures: the median heuristic over at most this many particles
 
 
 class SteinInfo(NamedTuple):
@@ -73,12 +81,42 @@ class IMQ(Kernel):
     beta: float = -0.5
     bandwidth: float | None = None
 
+    def __init__(self, c: float = 1.0, beta: float = -0.5, bandwidth: float | None = None):
+        self.c, self.beta, self.bandwidth = c, beta, bandwidth
+
     def __check_init__(self):
         if not -1.0 < self.beta < 0.0:
             raise ValueError(f"IMQ: beta must lie in (-1, 0), got {self.beta}")
 
     def profile(self, s):
         return (self.c**2 + s) ** self.beta
+
+
+class RandomFeatures(Kernel):
+    """The RBF kernel `exp(-r2 / h)` estimated by `features` random Fourier features, redrawn at
+    each step (`stein_direction` takes the key): the Stein direction costs O(n R D), not O(n^2 D).
+    Its `profile` is the RBF's, which the kernelised Stein discrepancy uses exactly.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from provi.kernels import RandomFeatures, stein_direction
+    >>> x = jax.random.normal(jax.random.PRNGKey(0), (2000, 2))
+    >>> phi, _ = stein_direction(RandomFeatures(), x, -x, key=jax.random.PRNGKey(1))
+    >>> phi.shape
+    (2000, 2)
+    """
+
+    features: int = 256
+    bandwidth: float | None = None
+
+    def __init__(self, features: int = 256, bandwidth: float | None = None):
+        self.features, self.bandwidth = features, bandwidth
+
+    def __check_init__(self):
+        if self.features < 1:
+            raise ValueError(f"RandomFeatures: features must be at least 1, got {self.features}")
+
+    def profile(self, s):
+        return jnp.exp(-s)
 
 
 class Preconditioned(eqx.Module):
@@ -94,7 +132,7 @@ class Preconditioned(eqx.Module):
         if self.by not in ("mode", "fisher"):
             raise ValueError(f"Preconditioned: by must be 'mode' or 'fisher', got {self.by!r}")
         if not isinstance(self.kernel, Kernel):
-            raise ValueError(f"Preconditioned takes a scalar kernel (RBF or IMQ), got {self.kernel!r}")
+            raise ValueError(f"Preconditioned takes a scalar kernel (RBF, IMQ or RandomFeatures), got {self.kernel!r}")
 
 
 def pairwise_r2(y: jax.Array) -> jax.Array:
@@ -158,14 +196,14 @@ def _gram(kernel: Kernel, x: jax.Array, M: jax.Array):
 
 
 def stein_direction(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Array, metric: jax.Array | None = None,
-                    repulsion: float = 1.0, drive: float = 1.0):
+                    repulsion: float = 1.0, drive: float = 1.0, key: jax.Array | None = None):
     """The SVGD direction at particles `x` (n, D) with scores `score` = grad log p at each (n, D):
     `(phi, SteinInfo)`, `phi_i = M^-1 mean_j [k(x_j, x_i) score_j] + mean_j grad_{x_j} k(x_j, x_i)`
     (the second term also carries `M^-1`, which cancels the metric of the kernel's gradient), the
     first term weighted by `drive` and the second by `repulsion` (both 1 in SVGD).
 
     `metric` (D, D) is the metric of a scalar kernel in these coordinates (the identity by default);
-    a `Preconditioned` kernel brings its own.
+    a `Preconditioned` kernel brings its own. `key` draws the features of a `RandomFeatures` kernel.
 
     >>> import jax.numpy as jnp
     >>> from provi.kernels import RBF, stein_direction
@@ -178,12 +216,43 @@ def stein_direction(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Ar
     M = jnp.eye(d, dtype=x.dtype) if metric is None else metric
     M = _metric(kernel, score, M)
     base = kernel.kernel if isinstance(kernel, Preconditioned) else kernel
-    k, k1, _, h = _gram(base, x, M)
     # M^-1 as a matrix (D small next to N): far cheaper on CPU than a solve with N right-hand sides
     m_inv = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(M), True), jnp.eye(d, dtype=x.dtype))
+    if isinstance(base, RandomFeatures):
+        if key is None:
+            raise ValueError("stein_direction: a RandomFeatures kernel needs a key to draw its features")
+        attract, repulse, h = _random_feature_terms(base, x, score, M, key)
+        return (drive * attract @ m_inv + repulsion * repulse) / n, SteinInfo(h, M)
+    k, k1, _, h = _gram(base, x, M)
     attract = (k @ score) @ m_inv
     repulse = 2.0 * (k1 @ x - jnp.sum(k1, 1)[:, None] * x)
     return (drive * attract + repulsion * repulse) / n, SteinInfo(h, M)
+
+
+def _random_feature_terms(kernel: RandomFeatures, x, score, M, key):
+    """`(sum_j k_ij score_j, M^-1 sum_j grad_{x_j} k_ij, h)` with `k_ij = phi(y_i)'phi(y_j)`, the
+    features of `y = x C` (M = C C'), `W ~ N(0, 2/h I)`, `b ~ U[0, 2 pi)`: O(n R D)."""
+    n, d = x.shape
+    C = jnp.linalg.cholesky(M)
+    y = x @ C
+    if kernel.bandwidth is None:
+        sub = y[: min(n, MEDIAN_SUBSET)]
+        h = jnp.maximum(median_bandwidth(pairwise_r2(sub)) * math.log(sub.shape[0] + 1) / math.log(n + 1), 1e-12)
+    else:
+        h = jnp.asarray(kernel.bandwidth, x.dtype)
+    h = jax.lax.stop_gradient(h)
+    kw, kb = jax.random.split(key)
+    w = jax.random.normal(kw, (kernel.features, d), x.dtype) * jnp.sqrt(2.0 / h)
+    b = jax.random.uniform(kb, (kernel.features,), x.dtype, 0.0, 2 * math.pi)
+    arg = y @ w.T + b  # (n, R)
+    scale = math.sqrt(2.0 / kernel.features)
+    phi = scale * jnp.cos(arg)
+    attract = phi @ (phi.T @ score)
+    # grad_{y_j} phi_r(y_j) = -scale sin(arg_jr) w_r: summed over j, one (R, D) matrix
+    grad_sum = -scale * jnp.sum(jnp.sin(arg), 0)[:, None] * w
+    # back to x: M^-1 C grad_y = C^-T grad_y, i.e. rows times C^-1
+    repulse = jax.scipy.linalg.solve_triangular(C, (phi @ grad_sum).T, lower=True, trans=1).T
+    return attract, repulse, h
 
 
 def ksd(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Array, metric: jax.Array | None = None) -> jax.Array:

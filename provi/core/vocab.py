@@ -51,6 +51,7 @@ __all__ = [
     "particles",
     "place",
     "step_count",
+    "random_key",
 ]
 
 
@@ -426,3 +427,12 @@ def step_count(guide: BoundGuide):
     if not isinstance(guide, BoundGuide):
         raise TypeError("provi.step_count takes the guide an objective receives")
     return guide.step
+
+
+def random_key(program) -> jax.Array:
+    """A fresh PRNG key from a bound program's stream, for an objective's own randomness (a
+    kernel's random features, a subsample): independent of every draw `sim` makes, and new at each
+    step of a fit."""
+    if not isinstance(program, (BoundGuide, BoundModel)):
+        raise TypeError("provi.random_key takes the guide or the model an objective receives")
+    return program.keys()

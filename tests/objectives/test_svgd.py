@@ -13,7 +13,7 @@ from scipy import stats
 import provi
 from provi.errors import ObjectiveError
 from provi.guides import Particles
-from provi.kernels import IMQ, RBF, Preconditioned
+from provi.kernels import IMQ, RBF, Preconditioned, RandomFeatures
 
 COV = np.array([[1.0, 0.6, 0.0], [0.6, 2.0, -0.5], [0.0, -0.5, 0.5]])
 MEAN = np.array([1.0, -2.0, 0.5])
@@ -28,7 +28,7 @@ def _fit(model, *args, n=100, kernel=RBF(), lr=0.1, steps=1000, spread=1.0, opt=
                      optimizer=opt or optax.adam(lr), steps=steps, progress=False, seed=seed)
 
 
-@pytest.mark.parametrize("kernel", [RBF(), Preconditioned(RBF(), by="mode")])
+@pytest.mark.parametrize("kernel", [RBF(), Preconditioned(RBF(), by="mode"), RandomFeatures(512)])
 def test_fixed_point_on_a_gaussian_matches_its_moments(kernel):
     n = 100
     res = _fit(gaussian, n=n, kernel=kernel, spread=2.0)
