@@ -569,6 +569,8 @@ def main(argv=None):
     print(f"total {time.perf_counter() - t:.0f} s")
     result = {
         "quick": a.quick,
+        "seconds": round(time.perf_counter() - t, 1),
+        "versions": {m.__name__: m.__version__ for m in (jax, numpyro, provi, blackjax) if m is not None and hasattr(m, "__version__")},
         "rows": [{"posterior": n, "method": m, **{k: _jsonable(v) for k, v in r.items()}} for (n, m), r in rows.items()],
         "summary": {m: {k: _jsonable(v) for k, v in s.items()} for m, s in summary.items()},
         "references": refs,

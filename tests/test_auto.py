@@ -12,7 +12,7 @@ from numpyro.infer.util import log_density
 import provi
 from provi.auto import path_elbo
 from provi.defaults import KHAT_FIRST_DRAWS
-from provi.guides import FullRank, RealNVP
+from provi.guides import FullRank, RealNVP, StudentT
 
 Y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 SIGMA = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
@@ -201,3 +201,16 @@ def test_gaussian_process_needs_float64(bits, tmp_path):
         assert "jax_enable_x64" in out.stdout and "float64" in out.stdout
     else:
         assert "REASON steps" in out.stdout
+
+
+def student():
+    numpyro.sample("x", dist.MultivariateStudentT(4.0, jnp.array([1.0, -1.0]), jnp.array([[1.0, 0.0], [0.8, 0.6]])))
+
+
+def test_heavy_tails_get_a_student_t():
+    """A Student-t posterior (df 4): the Gaussian's k-hat says its tails are too light; auto's
+    Student-t stage learns df near 4 and is close (k-hat < 0.5), so no flow is needed."""
+    res = provi.fit(student, progress=False)
+    assert isinstance(res.guide.family, StudentT), res.auto
+    assert res.auto["khat"] < 0.5 and res.auto["tried"][0].startswith("FullRank") and len(res.auto["tried"]) == 2
+    assert abs(float(jnp.exp(res.params["guide"]["log_df"])) - 4.0) < 0.5

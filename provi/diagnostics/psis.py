@@ -22,7 +22,9 @@ def preload_arviz() -> None:
     the beginning of the fit it runs while XLA compiles (which releases the GIL)."""
     if "arviz" in sys.modules or _preload:
         return
-    thread = threading.Thread(target=_import_quietly, args=("arviz",), name="provi-preload-arviz", daemon=True)
+    # not a daemon: a process that ends early (an error in the model) waits for the import to
+    # finish; a daemon thread still importing C extensions while Python finalises aborts it
+    thread = threading.Thread(target=_import_quietly, args=("arviz",), name="provi-preload-arviz", daemon=False)
     _preload.append(thread)
     thread.start()
 

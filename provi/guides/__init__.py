@@ -1,7 +1,7 @@
 """Variational families: distributions on the flat unconstrained latent vector.
 
 String shortcuts for `provi.fit(guide=...)`: "delta", "meanfield", "fullrank", "lowrank",
-"laplace", "flow" (RealNVP), "realnvp", "iaf", "nsf", "planar", "radial", "mixture", "auto". A
+"laplace", "flow" (RealNVP), "realnvp", "iaf", "nsf", "planar", "radial", "mixture", "studentt", "auto". A
 family object (`MeanField()`, `LowRank(rank=5)`, ...) or a NumPyro guide function with
 `numpyro.param` sites works too.
 
@@ -14,7 +14,8 @@ from provi.guides.families import Delta, Family, FullRank, Laplace, LowRank, Mea
 from provi.guides.flows import IAF, Flow, NeuralSplineFlow, Planar, Radial, RealNVP
 from provi.guides.mixture import GaussianMixture, ModeMixture
 from provi.guides.particles import Particles
+from provi.guides.student import StudentT
 
 __all__ = ["Family", "Delta", "MeanField", "FullRank", "LowRank", "Laplace",
-    "Flow", "RealNVP", "IAF", "NeuralSplineFlow", "Planar", "Radial", "GaussianMixture", "ModeMixture", "Particles"]
+    "Flow", "RealNVP", "IAF", "NeuralSplineFlow", "Planar", "Radial", "GaussianMixture", "ModeMixture", "Particles", "StudentT"]
 

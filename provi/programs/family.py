@@ -11,10 +11,10 @@ import numpy as np
 from provi.core.batching import batch_ndim, vectorise, vmap_or_call
 from provi.core.program import AbstractGuide, require_sites
 from provi.core.space import LatentSpace
-from provi.guides import Family, Flow, FullRank, GaussianMixture, Laplace, ModeMixture, Particles
+from provi.guides import Family, Flow, FullRank, GaussianMixture, Laplace, ModeMixture, Particles, StudentT
 
 # families whose preconditioner is a dense (lower-triangular) matrix; the others take a diagonal one
-DENSE_WHITENING = (FullRank, Laplace, Flow, GaussianMixture, ModeMixture, Particles)  # flows start at the Laplace approximation
+DENSE_WHITENING = (FullRank, Laplace, Flow, GaussianMixture, ModeMixture, Particles, StudentT)  # flows start at the Laplace approximation
 
 __all__ = ["FamilyGuide"]
 

@@ -8,7 +8,7 @@ from provi.core.space import LatentSpace
 from provi.defaults import AUTO_RANK, FULLRANK_MAX_DIM, LOWRANK_MAX_DIM
 from provi.errors import EstimatorError, ModelError
 from provi.estimators import Reparam
-from provi.guides import IAF, Delta, Family, FullRank, GaussianMixture, Laplace, LowRank, MeanField, ModeMixture, NeuralSplineFlow, Particles, Planar, Radial, RealNVP
+from provi.guides import IAF, Delta, Family, FullRank, GaussianMixture, Laplace, LowRank, MeanField, ModeMixture, NeuralSplineFlow, Particles, Planar, Radial, RealNVP, StudentT
 from provi.programs.family import FamilyGuide
 from provi.programs.numpyro_guide import NumPyroGuide
 
@@ -29,6 +29,7 @@ GUIDES = {
     "radial": Radial,
     "mixture": GaussianMixture,
     "particles": Particles,
+    "studentt": StudentT,
 }
 FAMILIES = {cls.__name__: cls for cls in (*GUIDES.values(), ModeMixture)}  # ModeMixture: built by auto
 

@@ -8,9 +8,10 @@ import numpyro.distributions as dist
 import pytest
 
 import provi
-from provi.guides import FullRank, GaussianMixture, LowRank, MeanField, ModeMixture
+from provi.guides import FullRank, GaussianMixture, LowRank, MeanField, ModeMixture, StudentT
 
-FAMILIES = [MeanField(), FullRank(), LowRank(rank=1), GaussianMixture(components=3, spread=1.5), ModeMixture(components=3)]
+FAMILIES = [MeanField(), FullRank(), LowRank(rank=1), GaussianMixture(components=3, spread=1.5), ModeMixture(components=3),
+            StudentT(df=8.0), StudentT()]
 IDS = [type(f).__name__ for f in FAMILIES]
 
 
@@ -64,6 +65,18 @@ def test_mode_mixture_draws_components_by_weight_and_holds_the_weights():
     assert np.all(np.abs(counts - n * np.array([0.15, 0.25, 0.6])) <= 1), counts
     g = jax.grad(lambda q: family.log_prob(q, v).sum() + family.sample(q, jax.random.PRNGKey(4), 8)[1].sum())(p)
     assert np.all(np.asarray(g["log_weights"]) == 0.0) and np.any(np.asarray(g["loc"]) != 0.0)
+
+
+def student_target():
+    numpyro.sample("x", dist.MultivariateStudentT(4.0, jnp.array([1.0, -1.0]), jnp.array([[1.0, 0.0], [0.8, 0.6]])))
+
+
+def test_student_t_learns_the_degrees_of_freedom_of_a_student_t_posterior():
+    """The family holds the target, so the KL optimum is the target itself: df 4 (reparameterized
+    through JAX's implicit gamma gradient), and importance weights near constant."""
+    res = provi.fit(student_target, guide=StudentT(), progress=False)
+    assert abs(float(jnp.exp(res.params["guide"]["log_df"])) - 4.0) < 0.5
+    assert res.diagnostics().khat < 0.3
 
 
 def _gaussian_model(X, y):
