@@ -36,6 +36,7 @@ MODE_STARTS = 8  # auto: mode searches from this many more starts (half uniform 
 #                  from the fitted Gaussian widened 3x), up to NEWTON_MAX_DIM dimensions
 MODE_MIN_WEIGHT = 0.01  # auto: a mode with less of the mass than this is left out of the mixture
 MODE_MAX = 4  # auto: at most this many modes in the mixture
+MODE_MAX_ITER = 50  # auto: Newton steps per extra start (a search that has not converged finds no mode)
 MODE_MASS_DRAWS = 4_000  # auto: draws per mode for its mass (importance sampling from its Gaussian)
 
 # --- importance-sampling diagnostics (provi.diagnostics) ---------------------------------------

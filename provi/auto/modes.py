@@ -31,7 +31,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from provi.core.mode import distinct_modes, whitening
-from provi.defaults import KHAT_GOOD, MODE_MASS_DRAWS, MODE_MAX, MODE_MIN_WEIGHT, MODE_STARTS, NEWTON_MAX_DIM
+from provi.defaults import KHAT_GOOD, MODE_MASS_DRAWS, MODE_MAX, MODE_MAX_ITER, MODE_MIN_WEIGHT, MODE_STARTS, NEWTON_MAX_DIM
 from provi.engine.start import mode_search
 from provi.guides import FullRank, ModeMixture
 from provi.programs import FamilyGuide
@@ -63,7 +63,7 @@ def find_modes(res, seed: int, starts: int = MODE_STARTS) -> tuple[list, int | N
     half = starts // 2
     points = np.concatenate([mean[None], rng.uniform(-2.0, 2.0, (half, space.dim)),
                              mean + 3.0 * rng.standard_normal((starts - half, space.dim)) @ L.T])
-    modes = mode_search(res.model, space, res.layout, res.params["model"], res.data, points)
+    modes = mode_search(res.model, space, res.layout, res.params["model"], res.data, points, MODE_MAX_ITER, tol=1e-3)
     found = distinct_modes(modes)
     home = next((j for j, (i, _) in enumerate(found) if _within(mean, modes[i], 1.0)), None)
     return [(modes[i], m) for i, m in found], home

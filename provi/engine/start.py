@@ -123,15 +123,18 @@ def _mode_start(program: FamilyGuide, model: ModelProgram, layout, optimizer) ->
     return start, with_h
 
 
-def mode_search(model: ModelProgram, space: LatentSpace, layout, model_params, data, starts: np.ndarray) -> list:
+def mode_search(model: ModelProgram, space: LatentSpace, layout, model_params, data, starts: np.ndarray, max_iter: int = 200,
+                tol: float = 1e-5) -> list:
     """Newton searches for modes of the unconstrained log density (Jacobian included) from each
     row of `starts` (S, D), each `provi.core.mode.Mode` ending with the curvature there (host
     arrays): several starts find the modes of a multimodal posterior (`provi.auto`). The compiled
-    derivatives are those of the Laplace start, so a fit that started there compiles nothing."""
+    derivatives are those of the Laplace start, so a fit that started there compiles nothing;
+    each search stops after `max_iter` Newton steps, or where the gradient is below `tol` times
+    1 + |log density|."""
     f = log_density_u(model, space, layout, jacobian=True)
     vgh = cached(("vgh", model.model, layout, False), lambda: _vgh_program(f))
     dtype = jnp.result_type(float)
-    return [newton_mode(lambda u: vgh(np.asarray(u, dtype), model_params, data), np.asarray(u0)) for u0 in np.asarray(starts)]
+    return [newton_mode(lambda u: vgh(np.asarray(u, dtype), model_params, data), np.asarray(u0), max_iter, tol) for u0 in np.asarray(starts)]
 
 
 def _vgh_program(f):
