@@ -12,11 +12,13 @@ import os
 
 os.environ.setdefault("PROVI_CACHE_DIR", "off")
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+from provi.engine.compile import clear_cache  # noqa: E402
 from provi.examples.eight_schools import model as eight_schools  # noqa: E402
 
 ES_DATA = (
@@ -24,6 +26,16 @@ ES_DATA = (
     jnp.array([15.0, 10, 16, 11, 9, 11, 10, 18]),
     jnp.array([28.0, 8, -3, 7, -1, 1, 18, 12]),
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free compiled programs after each test module. A full run in one process otherwise keeps
+    thousands of executables; twice, XLA's CPU compiler then segfaulted at the same point (about
+    40% of the suite), plausibly at the kernel's limit of 65,530 memory maps per process."""
+    yield
+    clear_cache()
+    jax.clear_caches()
 
 
 @pytest.fixture
