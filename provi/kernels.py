@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Kernel", "RBF", "IMQ", "RandomFeatures", "Preconditioned", "SteinInfo", "stein_direction", "ksd",
-           "median_bandwidth", "pairwise_r2"]
+           "median_bandwidth", "pairwise_r2", "scalar_kernel"]
 
 MEDIAN_SUBSET = 256  # RandomFeatures: the median heuristic over at most this many particles
 
@@ -135,6 +135,11 @@ class Preconditioned(eqx.Module):
             raise ValueError(f"Preconditioned takes a scalar kernel (RBF, IMQ or RandomFeatures), got {self.kernel!r}")
 
 
+def scalar_kernel(kernel: Kernel | Preconditioned) -> Kernel:
+    """The scalar kernel a matrix-valued one is built on, or `kernel` itself."""
+    return kernel.kernel if isinstance(kernel, Preconditioned) else kernel
+
+
 def pairwise_r2(y: jax.Array) -> jax.Array:
     """Squared Euclidean distances between the rows of `y` (n, D), as an (n, n) matrix."""
     sq = jnp.sum(y**2, -1)
@@ -215,7 +220,7 @@ def stein_direction(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Ar
     n, d = x.shape
     M = jnp.eye(d, dtype=x.dtype) if metric is None else metric
     M = _metric(kernel, score, M)
-    base = kernel.kernel if isinstance(kernel, Preconditioned) else kernel
+    base = scalar_kernel(kernel)
     # M^-1 as a matrix (D small next to N): far cheaper on CPU than a solve with N right-hand sides
     m_inv = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(M), True), jnp.eye(d, dtype=x.dtype))
     if isinstance(base, RandomFeatures):
@@ -270,7 +275,7 @@ def ksd(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Array, metric:
     """
     n, d = x.shape
     M = jnp.eye(d, dtype=x.dtype) if metric is None else metric
-    base = kernel.kernel if isinstance(kernel, Preconditioned) else kernel
+    base = scalar_kernel(kernel)
     k, k1, k2, _ = _gram(base, x, M)
     diff = x[:, None, :] - x[None, :, :]  # x_i - x_j
     mdiff = diff @ M  # M (x_i - x_j), M symmetric

@@ -36,7 +36,7 @@ from provi.engine.start import mode_search
 from provi.guides import FullRank, ModeMixture
 from provi.programs import FamilyGuide
 
-__all__ = ["find_modes", "several_modes"]
+__all__ = ["gaussian_u", "find_modes", "several_modes"]
 
 COVERED_MISSING = 0.05  # a fit whose importance-sampled mass is within 5% of the modes' total spans them
 
@@ -100,7 +100,7 @@ def several_modes(res, k: float, tried: list[str], fit_family, objective, optimi
     # a first Gaussian at no mode that holds all the modes' mass spans them: keep it if it is the closer
     spans = home is None and (len(fits) == 1 or _log_evidence(res, seed) >= logsumexp(log_z) + np.log(1.0 - COVERED_MISSING))
     if spans and not k_new < k:
-        tried.append(what + f"; k-hat {k_new:.2f}, so kept the first fit, which spans them)")
+        tried.append(what + f"; k-hat {k_new:.2f}, so kept the first fit, which spans {'it' if len(fits) == 1 else 'them'})")
         return res, k
     tried.append(what + f"; k-hat {k_new:.2f})")
     new.auto = {**(new.auto or {}), "modes": {"weights": w.tolist(), "log_evidence": log_z.tolist(), "found": len(found)}}

@@ -7,14 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from provi.auto.modes import several_modes
+from provi.auto.modes import gaussian_u, several_modes
 from provi.core.reparam import decentrable_sites, decentre
 from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_FIRST_DRAWS, KHAT_GOOD, KHAT_OK
 from provi.diagnostics import khat_se, khat_usable, khat_verdict, psis
 from provi.engine.step import check_objective, default_optimizer
 from provi.guides import FullRank, RealNVP, StudentT
 from provi.guides.student import DF_START
-from provi.guides.families import tril_factor
 from provi.objectives import STL
 from provi.programs import FamilyGuide
 
@@ -37,7 +36,7 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
     notes = first.stop.notes
     k1 = _khat(first, seed)
     best, k_best, tried = first, k1, [f"{type(first.guide.family).__name__} (k-hat {k1:.2f})"]
-    if (not np.isfinite(k1) or k1 >= KHAT_GOOD) and first.stop.reason != "nonfinite":
+    if _not_close(k1) and first.stop.reason != "nonfinite":
         best, k_best = _non_centre(first, k1, tried, fit_family, objective, optimizer, steps, seed)
     if best.stop.reason != "nonfinite":
         best, k_best = several_modes(best, k_best, tried, fit_family, check_objective(objective), optimizer, steps, seed, _khat)
@@ -53,7 +52,7 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
             k = _khat(res, seed)
             tried.append(f"{label} (k-hat {k:.2f})")
             seconds = best.stop.seconds + res.stop.seconds
-            if np.isfinite(k) and (not np.isfinite(k_best) or k < k_best):
+            if _better(k, k_best):
                 best, k_best = res, k
             best.stop.seconds = seconds
     se = khat_se(k_best, best.auto["khat_draws"])
@@ -73,7 +72,7 @@ def _non_centre(first, k1, tried, fit_family, objective, optimizer, steps, seed)
         nonlocal best, k_best
         k = _khat(res, seed)
         tried.append(f"{label} (k-hat {k:.2f})")
-        if np.isfinite(k) and (not np.isfinite(k_best) or k < k_best):
+        if _better(k, k_best):
             res.stop.seconds += best.stop.seconds
             best, k_best = res, k
 
@@ -122,6 +121,11 @@ def _not_close(k: float) -> bool:
     return not np.isfinite(k) or k >= KHAT_GOOD
 
 
+def _better(k: float, than: float) -> bool:
+    """Whether k-hat `k` is finite and below `than` (an infinite k-hat is the worst)."""
+    return bool(np.isfinite(k) and (not np.isfinite(than) or k < than))
+
+
 def _fit_student(gauss, fit_family, objective, optimizer, steps, seed):
     """A full-rank Student-t with learned degrees of freedom, started at the fitted Gaussian (the
     same location, scale and whitening; df 30): `(fit, label)`."""
@@ -152,13 +156,9 @@ def _flow_start(res, flow, seed):
     """The flow's parameters at the identity and the space whitened by the fitted full-rank normal
     (and the model's parameters where the fit left them: a learned centredness)."""
     program = res.guide
-    params = res.params["guide"]
-    L = tril_factor(params["scale_tril"])
-    if not bool(jnp.all(jnp.isfinite(L))) or not bool(jnp.all(jnp.isfinite(params["loc"]))):
+    shift, P = gaussian_u(res)
+    if not np.all(np.isfinite(P)) or not np.all(np.isfinite(shift)):
         return None
-    c = res.consts
-    shift = program.to_u(c, params["loc"])
-    P = c["P"] @ L if c["P"].ndim == 2 else c["P"][:, None] * L
     new = FamilyGuide(program.space, flow)
     d = program.space.dim
     fparams = flow.init(jax.random.PRNGKey(seed + 7), d, jnp.zeros((d,)), jnp.ones((d,)))

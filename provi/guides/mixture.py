@@ -44,28 +44,16 @@ class GaussianMixture(Family):
         k = loc.shape[0]
         k1, k2 = jax.random.split(key)
         comp = (jnp.arange(n) + jax.random.randint(k1, (), 0, k)) % k
-        eps = rand.normal(k2, (n, loc.shape[1]), loc.dtype)
-        v = loc[comp] + jnp.einsum("nij,nj->ni", L[comp], eps)
+        v = _draw(loc, L, comp, k2)
         return v, self.log_prob(params, v)
 
     def log_prob(self, params, v):
-        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
-        k, d = loc.shape
-        flat = v.reshape(-1, d)
-
-        def one(m, l, logdet):
-            eps = jax.scipy.linalg.solve_triangular(l, (flat - m).T, lower=True).T
-            return _std_normal_logpdf(eps) - logdet
-
-        comps = jax.vmap(one)(loc, L, _tril_logdet(params["scale_tril"]))  # (K, N)
-        return (jax.nn.logsumexp(comps, 0) - math.log(k)).reshape(v.shape[:-1])
+        k = params["loc"].shape[0]
+        return (jax.nn.logsumexp(_component_log_probs(params, v), 0) - math.log(k)).reshape(v.shape[:-1])
 
     def moments(self, params):
-        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
-        mean = jnp.mean(loc, 0)
-        dev = loc - mean
-        cov = jnp.mean(L @ jnp.swapaxes(L, -1, -2), 0) + dev.T @ dev / loc.shape[0]
-        return mean, cov
+        k = params["loc"].shape[0]
+        return _moments(params, jnp.full((k,), 1.0 / k, params["loc"].dtype))
 
 
 class ModeMixture(Family):
@@ -104,27 +92,39 @@ class ModeMixture(Family):
         k1, k2 = jax.random.split(key)
         u = (jnp.arange(n) + jax.random.uniform(k1, (), loc.dtype)) / n
         comp = jnp.minimum(jnp.searchsorted(jnp.cumsum(self.weights(params)), u, side="right"), loc.shape[0] - 1)
-        eps = rand.normal(k2, (n, loc.shape[1]), loc.dtype)
-        v = loc[comp] + jnp.einsum("nij,nj->ni", L[comp], eps)
+        v = _draw(loc, L, comp, k2)
         return v, self.log_prob(params, v)
 
     def log_prob(self, params, v):
-        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
-        d = loc.shape[1]
-        flat = v.reshape(-1, d)
-
-        def one(m, l, logdet):
-            eps = jax.scipy.linalg.solve_triangular(l, (flat - m).T, lower=True).T
-            return _std_normal_logpdf(eps) - logdet
-
-        comps = jax.vmap(one)(loc, L, _tril_logdet(params["scale_tril"]))  # (K, N)
         log_w = jnp.log(self.weights(params))
-        return jax.nn.logsumexp(comps + log_w[:, None], 0).reshape(v.shape[:-1])
+        return jax.nn.logsumexp(_component_log_probs(params, v) + log_w[:, None], 0).reshape(v.shape[:-1])
 
     def moments(self, params):
-        loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
-        w = self.weights(params)
-        mean = w @ loc
-        dev = loc - mean
-        cov = jnp.einsum("k,kij->ij", w, L @ jnp.swapaxes(L, -1, -2)) + (dev * w[:, None]).T @ dev
-        return mean, cov
+        return _moments(params, self.weights(params))
+
+
+def _draw(loc, L, comp, key):
+    """Draws from components `comp` (n,) of the Gaussians `loc` (K, D), `L` (K, D, D)."""
+    eps = rand.normal(key, (comp.shape[0], loc.shape[1]), loc.dtype)
+    return loc[comp] + jnp.einsum("nij,nj->ni", L[comp], eps)
+
+
+def _component_log_probs(params, v):
+    """log N(v; loc_k, L_k L_k^T) of every component k at the points `v` (..., D), as (K, N)."""
+    loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
+    flat = v.reshape(-1, loc.shape[1])
+
+    def one(m, l, logdet):
+        eps = jax.scipy.linalg.solve_triangular(l, (flat - m).T, lower=True).T
+        return _std_normal_logpdf(eps) - logdet
+
+    return jax.vmap(one)(loc, L, _tril_logdet(params["scale_tril"]))
+
+
+def _moments(params, w):
+    """Mean and covariance of the mixture with weights `w` (K,)."""
+    loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
+    mean = w @ loc
+    dev = loc - mean
+    cov = jnp.einsum("k,kij->ij", w, L @ jnp.swapaxes(L, -1, -2)) + (dev * w[:, None]).T @ dev
+    return mean, cov

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from provi.core.objective import objective
 from provi.core.vocab import density, particles, place, random_key, replace_grad, step_count
-from provi.kernels import RBF, Preconditioned, RandomFeatures, stein_direction
+from provi.kernels import RBF, RandomFeatures, scalar_kernel, stein_direction
 
 
 def log_target(model, guide, x, *args):
@@ -68,8 +68,7 @@ def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0, anneal: int 
     x, metric = particles(guide)
     lp, score = log_target(model, guide, x, *args)
     gamma = annealing(step_count(guide), anneal, cycles, power)
-    base = kernel.kernel if isinstance(kernel, Preconditioned) else kernel
-    key = random_key(guide) if isinstance(base, RandomFeatures) else None
+    key = random_key(guide) if isinstance(scalar_kernel(kernel), RandomFeatures) else None
     phi, _ = stein_direction(kernel, jax.lax.stop_gradient(x), score, metric, repulsion, gamma, key)
     surrogate = jnp.sum(x * jax.lax.stop_gradient(phi)) + jnp.mean(lp)
     return replace_grad(jnp.mean(lp), surrogate)
