@@ -25,7 +25,7 @@ from provi.core.objective import Objective
 from provi.core.prior import GaussianPrior
 from provi.core.reparam import decentre
 from provi.core.space import LatentSpace
-from provi.core.trace import OwnInfer, constrain_params
+from provi.core.trace import OwnInfer, Unobserved, constrain_params
 from provi.defaults import KHAT_DRAWS, LOG_WEIGHT_BLOCK, PSIS_MIN_DRAWS
 from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, particle_diagnostics,
                                posterior_collapse, psis, weighted_moments)
@@ -134,10 +134,12 @@ class FitResult:
         """The model's enumerated sites at each draw of `z` ({site: (S, ...)}, the other latent
         sites): drawn from their exact joint conditional (`temperature=1`; forward filtering,
         backward sampling along chains) or its most probable assignment (`temperature=0`; Viterbi
-        along chains). Empty for a model with no enumerated sites. Enumerated sites inside NumPyro's
-        `scan` or along a chain (an HMM) are summed out of the fit exactly but cannot be drawn yet
-        (NumPyro's `infer_discrete` does not support `scan`, and its memory grows exponentially along
-        a `markov` chain): this raises, `predictive` raises, and `sample` leaves them out."""
+        along chains). Empty for a model with no enumerated sites. A chain written with NumPyro's
+        `scan` is drawn by provi's forward filtering, backward sampling when its states are the
+        model's only enumerated sites. Other enumerated sites inside `scan`, and long chains written
+        with `markov` (along which NumPyro's `infer_discrete` needs memory exponential in the
+        length), are summed out of the fit exactly but cannot be drawn: this raises, `predictive`
+        raises, and `sample` leaves them out (`res.model.info.undrawable` says why)."""
         info = self.model.info
         if not info.enumerated:
             return {}
@@ -146,11 +148,12 @@ class FitResult:
                 f"{info.undrawable}: provi sums them out of the fit exactly but cannot draw them yet; "
                 "res.sample() returns the continuous latent sites"
             )
-        names = tuple(s.name for s in info.enumerated)
+        sites = {s.name: s.shape for s in info.enumerated}
         fixed, model = self.model_params(), self.whole[0].model
         n = len(next(iter(z.values())))
         keys = jax.random.split(jax.random.fold_in(self._key(seed), 0xD15C), n)
-        one = lambda zi, key: draw_enumerated(model, key, self.args, self.kwargs, {**fixed, **zi}, names, info.max_plate_nesting, temperature)  # noqa: E731
+        one = lambda zi, key: draw_enumerated(model, key, self.args, self.kwargs, {**fixed, **zi}, sites, info.max_plate_nesting, temperature,
+                                                    info.chain)  # noqa: E731
         return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(one))(z, keys).items()}
 
     def discrete_map(self, n: int = 1000, seed: int | None = None) -> dict:
@@ -199,16 +202,16 @@ class FitResult:
 
     def predictive(self, n: int = 1000, *args, seed: int | None = None, **kwargs) -> dict[str, np.ndarray]:
         """Posterior predictive draws of every observed site (and deterministic sites) at `args`
-        (the fitted data's arguments when none are given); observed values are set to None."""
+        (the fitted data's arguments when none are given): each observed site is drawn from its
+        distribution rather than conditioned on its data, which stays in place (so a model that
+        runs `scan` over its data, or takes sizes from it, still runs)."""
         args = args if args else self.args
         kwargs = {**self.kwargs, **kwargs}
         z, _ = self.draws(n, seed)
         z = {**z, **self.discrete(z, seed)}
         sites = list(self.model.info.observed) + list(self.model.info.deterministic)
-        pred = Predictive(OwnInfer(self.whole[0].model), posterior_samples=z, params=self.model_params(), return_sites=sites)
-        obs = set(self.model.info.observed)
-        args = tuple(None if _is_obs_arg(a, self, obs) else a for a in args)
-        kwargs = {k: (None if k in obs or _is_obs_arg(v, self, obs) else v) for k, v in kwargs.items()}
+        model = Unobserved(OwnInfer(self.whole[0].model), self.model.info.observed)
+        pred = Predictive(model, posterior_samples=z, params=self.model_params(), return_sites=sites)
         out = pred(self._key(seed), *args, **kwargs)
         return {k: np.asarray(v) for k, v in out.items()}
 
@@ -372,24 +375,6 @@ class FitResult:
             return float("nan")
         k = max(1, len(self.losses) // 10)
         return float(np.mean(self.losses[-k:]))
-
-
-def _is_obs_arg(a, res, obs) -> bool:
-    """Whether argument `a` is the very array observed at some site (to be predicted, not conditioned on)."""
-    for name in obs:
-        v = res.model.info.observed[name]
-        if v is None:
-            continue
-        if a is v:
-            return True
-        arrays = (np.ndarray, jax.Array)
-        if isinstance(a, arrays) and isinstance(v, arrays) and a.shape == v.shape and a.dtype == v.dtype:
-            try:
-                if bool(np.array_equal(np.asarray(a), np.asarray(v))):
-                    return True
-            except Exception:
-                pass
-    return False
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))

@@ -55,6 +55,7 @@ class ModelInfo:
     enumerated: tuple = ()  # discrete sites summed out of the density (infer={"enumerate": "parallel"})
     max_plate_nesting: int = 0  # how many batch dimensions the model's plates use
     undrawable: str = ""  # why the enumerated sites cannot be drawn (summed out exactly all the same), or ""
+    chain: bool = False  # the enumerated sites form one `scan` chain, summed by provi's forward algorithm
 
     @property
     def latent_names(self) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
-from numpyro.distributions import ImproperUniform, biject_to
+from numpyro.distributions import ImproperUniform, Unit, biject_to
 from numpyro.primitives import Messenger
 from numpyro.primitives import plate as numpyro_plate
 
@@ -25,6 +25,7 @@ from provi.errors import ModelError
 
 __all__ = [
     "OwnInfer",
+    "Unobserved",
     "run",
     "trace_model",
     "abstract_trace",
@@ -59,6 +60,27 @@ class OwnInfer(Messenger):
 
 
 _NUMPYRO_INFER_KEYS = ("_scan_current_index", "dim_to_name", "name_to_dim")
+
+
+class Unobserved(Messenger):
+    """Draw the observed `sites` from their distributions instead of conditioning on their data:
+    predictive draws with the model's data in place, so a model that needs its data to run (a
+    `scan` over it, sizes taken from it) still runs. `numpyro.factor` sites stay as they are.
+
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> def m(y): numpyro.sample("y", dist.Normal(0, 1), obs=y)
+    >>> float(run(Unobserved(m, {"y"}), jax.random.PRNGKey(0), (5.0,), {})["y"]["value"]) != 5.0
+    True
+    """
+
+    def __init__(self, fn=None, sites=()):
+        self.sites = frozenset(sites)
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg["is_observed"] and msg["name"] in self.sites and not isinstance(msg["fn"], Unit):
+            msg["is_observed"] = False
+            msg["value"] = None
 
 
 def run(fn: Callable, key, args: tuple, kwargs: dict, values: dict | None = None, substitute_fn=None) -> dict:

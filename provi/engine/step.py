@@ -202,7 +202,8 @@ def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | No
         args, model_kwargs = as_jax(args), as_jax(model_kwargs)
     info = inspect_model(model, args, model_kwargs)
     if info.enumerated:
-        info = dataclasses.replace(info, undrawable=check_enumerable(model, args, model_kwargs, info.max_plate_nesting))
+        undrawable, chain = check_enumerable(model, args, model_kwargs, info.max_plate_nesting)
+        info = dataclasses.replace(info, undrawable=undrawable, chain=chain)
     guide_prog = make_guide(guide, info, args, model_kwargs, seed_keys(seed)[0], estimators)
     data, layout = split_data(args, model_kwargs, constant=constant)
     return Setup(ModelProgram(model, info), guide_prog, objective, optimizer, data, layout, args, dict(model_kwargs), init)

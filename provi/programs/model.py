@@ -41,14 +41,16 @@ class ModelProgram(AbstractModel):
 
     def log_density(self, params, values, args, kwargs, keys):
         """log p(data, values); with enumerated sites, their sum out of the joint (exactly, plate by
-        plate and along `markov`/`scan` chains: NumPyro's funsor-based tensor variable elimination)."""
+        plate and along `markov`/`scan` chains: NumPyro's funsor-based tensor variable elimination, and
+        provi's forward algorithm for a `scan` chain)."""
         require_sites(values, self.info.latent_names, "the model's density")
         fixed = constrain_params(params, self.info.params)
         key = keys()
 
         def one(v):
             if self.info.enumerated:
-                return enumerated_log_density(self.model, key, args, kwargs, {**fixed, **v}, self.info.max_plate_nesting)
+                return enumerated_log_density(self.model, key, args, kwargs, {**fixed, **v}, self.info.max_plate_nesting,
+                                              self.info.chain)
             return sum_log_prob(run(self.model, key, args, kwargs, {**fixed, **v}))
 
         return vectorise(one, batch_ndim(values, self.shapes))(values)

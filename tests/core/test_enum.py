@@ -174,14 +174,87 @@ def test_hmm_state_draws_are_the_exact_smoothing_marginals_and_map_is_viterbi():
     np.testing.assert_array_equal([int(best[f"z_{t}"][0]) for t in range(OBS.shape[0])], best_path)
 
 
-@pytest.mark.parametrize("model, why", [(hmm_scan, "inside numpyro's scan"), (hmm_markov, "exponential in the chain's length")])
-def test_states_of_long_or_scanned_chains_are_summed_out_but_not_drawn_and_say_so(model, why):
-    """NumPyro's infer_discrete cannot draw sites inside scan, and along a markov chain its memory
-    is exponential in the length (2^24 states here): provi refuses to draw them (never filling them
-    from their prior), and sample() returns the continuous sites with a warning."""
+def test_scan_hmm_state_draws_are_the_exact_smoothing_marginals_and_map_is_viterbi():
+    """A chain written with scan: provi's forward filtering, backward sampling against brute force
+    over all 2^8 paths, and its Viterbi path against the most probable path."""
+    alg, _ = _density(hmm_scan, OBS)
+    assert alg.model.info.chain and not alg.model.info.undrawable
+    res = provi.FitResult.from_state(alg, alg.init(jax.random.PRNGKey(0)))
+    stay, n = 0.8, 4000
+    z = np.asarray(res.discrete({"stay": jnp.full((n,), stay)}, seed=4)["z"])
+    assert z.shape == (n, OBS.shape[0])
+    exact, best_path = smoothing(stay)
+    for t in range(OBS.shape[0]):
+        p = exact[t, 1]
+        assert abs(np.mean(z[:, t] == 1) - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3, (t, np.mean(z[:, t] == 1), p)
+    # pairs of neighbours too: a joint draw, not independent marginals
+    paths = np.array(list(itertools.product(range(2), repeat=OBS.shape[0])))
+    trans = np.array([[stay, 1 - stay], [1 - stay, stay]])
+    emit = np.asarray(dist.Normal(MEANS, 0.5).log_prob(OBS[:, None]))
+    prev = np.concatenate([np.zeros((len(paths), 1), int), paths[:, :-1]], axis=1)
+    logw = np.log(trans[prev, paths]).sum(1) + emit[np.arange(OBS.shape[0]), paths].sum(1)
+    w = np.exp(logw - logw.max()) / np.exp(logw - logw.max()).sum()
+    for t in range(1, OBS.shape[0]):
+        p = w[(paths[:, t - 1] == 1) & (paths[:, t] == 0)].sum()
+        got = np.mean((z[:, t - 1] == 1) & (z[:, t] == 0))
+        assert abs(got - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3, (t, got, p)
+    best = res.discrete({"stay": jnp.array([stay])}, temperature=0)["z"]
+    np.testing.assert_array_equal(np.asarray(best[0]), best_path)
+    # sample() carries the states, and predictive draws run the scan over the data's length
+    assert res.sample(5)["z"].shape == (5, OBS.shape[0])
+    x = res.predictive(2000, seed=3)["x"]
+    assert x.shape == (2000, OBS.shape[0]) and not np.allclose(x[0], OBS)
+
+
+def _hmm_beside_a_mixture(obs):
+    """The scan HMM, and an enumerated site outside it (one draw from a two-component mixture)."""
+    stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
+    k = numpyro.sample("k", dist.Bernoulli(0.3), infer=ENUM)
+    numpyro.sample("y", dist.Normal(3.0 * k, 1.0), obs=2.0)
+    trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
+
+    def step(z_prev, x):
+        z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
+        numpyro.sample("x", dist.Normal(MEANS[z], 0.5), obs=x)
+        return z, None
+
+    scan(step, 0, obs)
+
+
+def _two_sites_per_step(obs):
+    """Two enumerated sites in one scan step: NumPyro 0.22's scan cannot enumerate them."""
+    stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
+    trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
+
+    def step(z_prev, x):
+        z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
+        m = numpyro.sample("m", dist.Bernoulli(0.3), infer=ENUM)
+        numpyro.sample("x", dist.Normal(MEANS[z] + 2.0 * m, 0.5), obs=x)
+        return z, None
+
+    scan(step, 0, obs)
+
+
+def test_two_enumerated_sites_in_one_scan_step_fail_with_a_clear_error():
+    with pytest.raises(ModelError, match="NumPyro's enumeration cannot run .* one enumerated site per scan step"):
+        _density(_two_sites_per_step, OBS)
+
+
+@pytest.mark.parametrize("model, why", [(_hmm_beside_a_mixture, "not states of the scan chain"),
+                                        (hmm_markov, "exponential in the chain's length")])
+def test_states_provi_cannot_draw_are_summed_out_but_not_drawn_and_say_so(model, why):
+    """An enumerated site beside a scan chain, and a long `markov` chain (NumPyro's infer_discrete
+    needs 2^24 states there): summed out exactly (the first against a forward algorithm times the
+    mixture's evidence), never filled from their prior; sample() returns the continuous sites
+    with a warning."""
     obs = jnp.tile(OBS, 3)
-    alg, _ = _density(model, obs)
+    alg, f = _density(model, obs)
     assert why in alg.model.info.undrawable
+    if model is _hmm_beside_a_mixture:
+        assert alg.model.info.chain
+        stay = jnp.array(0.8)
+        mixture = jnp.logaddexp(jnp.log(0.7) + dist.Normal(0.0, 1.0).log_prob(2.0), jnp.log(0.3) + dist.Normal(3.0, 1.0).log_prob(2.0))
+        np.testing.assert_allclose(f({"stay": stay}), forward(stay, obs) + mixture, rtol=1e-5)
     res = provi.FitResult.from_state(alg, alg.init(jax.random.PRNGKey(0)))
     with pytest.raises(ModelError, match="cannot draw them yet"):
         res.discrete({"stay": jnp.full((3,), 0.8)})
@@ -192,26 +265,49 @@ def test_states_of_long_or_scanned_chains_are_summed_out_but_not_drawn_and_say_s
     assert set(draws) == {"stay"}
 
 
+def batched_hmm(obs):
+    """Independent sequences (the rows of `obs`) of the two-state HMM, in a plate."""
+    stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
+    trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
+
+    def step(z_prev, x):  # NumPyro's scan wants its plates inside the body
+        with numpyro.plate("sequences", obs.shape[0], dim=-1):
+            z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
+            numpyro.sample("x", dist.Normal(MEANS[z], 0.5), obs=x)
+        return z, None
+
+    scan(step, jnp.zeros(obs.shape[0], jnp.int32), obs.T)
+
+
+BATCH = jnp.stack([OBS, OBS[::-1] + 0.3, -OBS])  # 3 sequences of length 8
+
+
 def test_batched_hmms_in_a_plate_match_the_forward_algorithm_per_sequence():
-    obs = jnp.stack([OBS, OBS[::-1] + 0.3, -OBS])  # 3 sequences of length 8
-
-    def model(obs):
-        stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
-        trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
-
-        def step(z_prev, x):  # NumPyro's scan wants its plates inside the body
-            with numpyro.plate("sequences", obs.shape[0], dim=-1):
-                z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
-                numpyro.sample("x", dist.Normal(MEANS[z], 0.5), obs=x)
-            return z, None
-
-        scan(step, jnp.zeros(obs.shape[0], jnp.int32), obs.T)
-
-    alg, f = _density(model, obs)
+    alg, f = _density(batched_hmm, BATCH)
+    assert alg.model.info.chain
     stay = jnp.array(0.7)
     prior = dist.Beta(4.0, 1.0).log_prob(stay)
-    exact = prior + sum(forward(stay, o) - prior for o in obs)
+    exact = prior + sum(forward(stay, o) - prior for o in BATCH)
     np.testing.assert_allclose(f({"stay": stay}), exact, rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(lambda s: f({"stay": s}))(stay),
+                               jax.grad(lambda s: sum(forward(s, o) for o in BATCH) - 2 * dist.Beta(4.0, 1.0).log_prob(s))(stay), rtol=1e-4)
+
+
+def test_batched_hmm_states_are_drawn_per_sequence_from_their_smoothing_marginals():
+    """Each sequence's states drawn by forward filtering, backward sampling against brute force,
+    in the shape NumPyro's scan gives the site ((T, sequences) per draw), and each Viterbi path."""
+    alg, _ = _density(batched_hmm, BATCH)
+    res = provi.FitResult.from_state(alg, alg.init(jax.random.PRNGKey(0)))
+    stay, n = 0.7, 3000
+    z = np.asarray(res.discrete({"stay": jnp.full((n,), stay)}, seed=2)["z"])
+    assert z.shape == (n, BATCH.shape[1], BATCH.shape[0])
+    best = np.asarray(res.discrete({"stay": jnp.array([stay])}, temperature=0)["z"][0])
+    for b, obs in enumerate(BATCH):
+        exact, best_path = smoothing(stay, obs)
+        np.testing.assert_array_equal(best[:, b], best_path)
+        for t in range(obs.shape[0]):
+            p = exact[t, 1]
+            assert abs(np.mean(z[:, t, b] == 1) - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3, (b, t)
 
 
 def test_hmm_fit_matches_the_exact_posterior_by_quadrature():
