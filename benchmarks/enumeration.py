@@ -20,8 +20,22 @@ Both fit a mean-field Gaussian over the continuous sites (provi `guide="meanfiel
 ((long run - short run) / steps, both compiled; provi's from `provi.fit` with `init="prior"`,
 no early stop, no averaging; NumPyro's from `svi.update` in a jitted `lax.scan`), the two
 alternated in pairs (provi / NumPyro, median and range), the compile time of each (first call
-minus steady cost), and peak resident memory of the process. Pyro is not run here (not installed
-on the machine these results come from). Accuracy against NUTS is in tests/integration.
+minus steady cost), and peak resident memory of the process. Accuracy against NUTS is in
+tests/integration.
+
+Pyro (torch) is an optional third competitor, run only where `import pyro` succeeds (it is never a
+dependency of provi; `pip install pyro-ppl torch`), otherwise recorded as not installed. The same
+three models are written again in Pyro (`pyro_models`: same priors, likelihoods, data and
+enumeration, plates with explicit dims; the HMM's time loop is `pyro.markov` over a Python loop,
+Pyro having no scan) and fitted by `pyro.infer.SVI` with TraceEnum_ELBO and with JitTraceEnum_ELBO
+(its torch.jit-traced loss), an AutoNormal guide over the model with the enumerated sites hidden,
+Adam(1e-2), one particle, seed 0, float32, one torch thread (its tensors are small; two threads on
+two busy cores made each small op about ten times slower). Pyro is slow per step, so its figure is
+plain: the wall-clock (and CPU) time of a fixed number of steps after 5 warm-up steps, over that
+number (200, 50 for the HMM; 30 with --quick), and the first step's time apart (tracing, for the jit).
+`provi_over_pyro` is provi's steady-state step_s over that. Pyro runs after all the JAX cases, so
+their peak memory is without torch. For the HMM, Pyro's log p(x, params) at the fixed parameters
+of the check is recorded with the others.
 """
 
 import argparse
@@ -48,6 +62,10 @@ from _timing import paired_ratio, steady_state, timed  # noqa: E402
 import provi  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+PYRO, PYRO_JIT = "pyro_TraceEnum_AutoNormal", "pyro_JitTraceEnum_AutoNormal"
+# the fixed parameters of the HMM's log-joint check
+CHECK_TRANS = (np.full((4, 4), 0.1 / 3) + (0.9 - 0.1 / 3) * np.eye(4)).astype(np.float32)
+CHECK_MEANS = np.arange(4.0, dtype=np.float32)
 
 
 def mixture(x):
@@ -89,8 +107,7 @@ def hmm_log_joint_check(obs):
     from numpyro.contrib.funsor import enum  # noqa: F401  (TraceEnum_ELBO needs funsor)
     from provi.core.bound import KeyStream
 
-    trans = jnp.full((4, 4), 0.1 / 3) + (0.9 - 0.1 / 3) * jnp.eye(4)
-    means = jnp.arange(4.0)
+    trans, means = jnp.asarray(CHECK_TRANS), jnp.asarray(CHECK_MEANS)
     emit = dist.Normal(means, 0.5).log_prob(obs[:, None])
     alpha = jnp.log(trans[0]) + emit[0]
     alpha = jax.lax.scan(lambda a, e: (jax.nn.logsumexp(a[:, None] + jnp.log(trans), 0) + e, None), alpha, emit[1:])[0]
@@ -105,6 +122,133 @@ def hmm_log_joint_check(obs):
     alg = provi.setup(hmm, obs, guide="meanfield", init="prior")
     provi_value = float(alg.model.log_density({}, {"trans": trans, "means": means}, (obs,), {}, KeyStream(jax.random.PRNGKey(0))))
     return dict(exact=exact, numpyro_TraceEnum=numpyro_value, provi=provi_value)
+
+
+def pyro_models():
+    """The three models in Pyro (torch), each as its NumPyro twin above, with its plate nesting (the
+    HMM's time loop is `pyro.markov` over a Python loop: Pyro has no scan). ImportError without Pyro."""
+    import pyro
+    import pyro.distributions as pdist
+    import torch
+
+    def mixture(x):
+        w = pyro.sample("w", pdist.Dirichlet(torch.ones(3)))
+        mu = pyro.sample("mu", pdist.Normal(torch.tensor([-4.0, 0.0, 4.0]), 1.0).to_event(1))
+        sigma = pyro.sample("sigma", pdist.HalfNormal(2.0))
+        with pyro.plate("n", x.shape[0], dim=-1):
+            z = pyro.sample("z", pdist.Categorical(w), infer={"enumerate": "parallel"})
+            pyro.sample("x", pdist.Normal(mu[z], sigma), obs=x)
+
+    def annotate(labels):
+        pi = pyro.sample("pi", pdist.Dirichlet(torch.ones(3)))
+        with pyro.plate("annotator", labels.shape[1], dim=-2):
+            with pyro.plate("class", 3, dim=-1):
+                beta = pyro.sample("beta", pdist.Dirichlet(torch.ones(3) + 4.0 * torch.eye(3)))
+        with pyro.plate("item", labels.shape[0], dim=-2):
+            c = pyro.sample("c", pdist.Categorical(pi), infer={"enumerate": "parallel"})
+            with pyro.plate("position", labels.shape[1], dim=-1):
+                pyro.sample("y", pdist.Categorical(beta[torch.arange(labels.shape[1]), c]), obs=labels)
+
+    def hmm(obs):
+        trans = pyro.sample("trans", pdist.Dirichlet(torch.ones(4) + 8.0 * torch.eye(4)).to_event(1))
+        means = pyro.sample("means", pdist.Normal(torch.arange(4.0), 1.0).to_event(1))
+        z = 0
+        for t in pyro.markov(range(obs.shape[0])):
+            z = pyro.sample(f"z_{t}", pdist.Categorical(trans[z]), infer={"enumerate": "parallel"})
+            pyro.sample(f"x_{t}", pdist.Normal(means[z], 0.5), obs=obs[t])
+
+    return dict(mixture=(mixture, 1), annotate=(annotate, 2), hmm=(hmm, 0))
+
+
+def to_torch(a):
+    """A JAX array as a torch tensor (integers as int64, which torch's Categorical wants)."""
+    import torch
+
+    a = np.array(a)
+    return torch.as_tensor(a.astype(np.int64) if a.dtype.kind in "iu" else a)
+
+
+def pyro_hmm_log_joint(model, obs):
+    """Pyro's log p(obs, trans, means) at the fixed values of `hmm_log_joint_check`: minus its
+    TraceEnum_ELBO loss with a point-mass guide."""
+    import pyro
+    import pyro.distributions as pdist
+    from pyro.infer import TraceEnum_ELBO
+
+    def point(obs):
+        pyro.sample("trans", pdist.Delta(to_torch(CHECK_TRANS), event_dim=2))
+        pyro.sample("means", pdist.Delta(to_torch(CHECK_MEANS), event_dim=1))
+
+    return -float(TraceEnum_ELBO(max_plate_nesting=0).loss(model, point, obs))
+
+
+def pyro_step_time(model, args, max_plate_nesting, jit, steps, warmup=5):
+    """Seconds per `svi.step` of Pyro's SVI ((Jit)TraceEnum_ELBO, AutoNormal over the continuous
+    sites, Adam(1e-2)): `steps` steps timed after `warmup`, the first step's time apart."""
+    import pyro
+    from pyro import poutine
+    from pyro.infer import SVI, JitTraceEnum_ELBO, TraceEnum_ELBO
+    from pyro.infer.autoguide import AutoNormal
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    hidden = lambda msg: (msg.get("infer") or {}).get("enumerate") == "parallel"  # noqa: E731
+    guide = AutoNormal(poutine.block(model, hide_fn=hidden))  # the guide covers the continuous sites
+    elbo = (JitTraceEnum_ELBO if jit else TraceEnum_ELBO)(max_plate_nesting=max_plate_nesting)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), elbo)
+    t_first, _ = timed(lambda: svi.step(*args))
+    for _ in range(warmup - 1):
+        svi.step(*args)
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(steps):
+        loss = svi.step(*args)
+    return dict(step_s=(time.perf_counter() - t0) / steps, step_cpu_s=(time.process_time() - c0) / steps,
+                steps_timed=steps, warmup_steps=warmup, first_step_s=t_first, last_loss=loss)
+
+
+def failure(exc):
+    """A competitor's exception as a one-line result."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+
+
+def pyro_cases(results, quick):
+    """Add Pyro's figures to each case (after all the JAX ones: torch is imported only here)."""
+    try:
+        import pyro
+        import torch
+
+        models = pyro_models()
+    except ImportError as exc:
+        results["machine"]["pyro"] = f"not installed ({exc})"
+        for case, entry in results["cases"].items():
+            entry[PYRO] = entry[PYRO_JIT] = {"not_installed": True}
+            entry["provi_over_pyro"] = entry["provi_over_pyro_jit"] = None
+            if case == "hmm":
+                entry.setdefault("log_joint_check", {})["pyro_TraceEnum"] = "not installed"
+        return
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float32)
+    results["machine"].update(pyro=pyro.__version__, torch=torch.__version__, torch_threads=torch.get_num_threads())
+    for case, entry in results["cases"].items():
+        model, nesting = models[case]
+        args = tuple(to_torch(x) for x in data(case, quick))
+        steps = 30 if quick else 50 if case == "hmm" else 200
+        for key, ratio, jit in ((PYRO, "provi_over_pyro", False), (PYRO_JIT, "provi_over_pyro_jit", True)):
+            print(f"{case}: {key} ...", file=sys.stderr, flush=True)
+            try:
+                entry[key] = pyro_step_time(model, args, nesting, jit, steps)
+            except Exception as exc:  # a competitor's failure is a result, not a crash
+                entry[key] = {"failed": failure(exc)}
+            both = "step_s" in entry[key] and "step_s" in entry["provi"]
+            entry[ratio] = entry["provi"]["step_s"] / entry[key]["step_s"] if both else None
+        if case == "hmm":
+            check = entry.setdefault("log_joint_check", {})
+            try:
+                check["pyro_TraceEnum"] = pyro_hmm_log_joint(model, *args)
+            except Exception as exc:
+                check["pyro_TraceEnum"] = {"failed": failure(exc)}
+            print(f"hmm log p(x, params), Pyro: {entry['log_joint_check']}", file=sys.stderr, flush=True)
+        entry["peak_rss_mb_with_pyro"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def data(case, quick):
@@ -174,7 +318,7 @@ def main(argv=None):
         try:
             entry["numpyro_TraceEnum_AutoNormal"], np_run = measure(case, lambda: numpyro_runner(model, args), args, n_long, n_short, repeats)
         except Exception as exc:  # a competitor's failure is a result, not a crash
-            entry["numpyro_TraceEnum_AutoNormal"] = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            entry["numpyro_TraceEnum_AutoNormal"] = {"failed": failure(exc)}
         print(f"{case}: provi ...", file=sys.stderr, flush=True)
         try:
             entry["provi"], pv_run = measure(case, lambda: provi_runner(model, args), args, n_long, n_short, repeats)
@@ -187,19 +331,26 @@ def main(argv=None):
             print(f"hmm log p(x, params) at fixed params: {entry['log_joint_check']}", file=sys.stderr, flush=True)
         entry["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results["cases"][case] = entry
+    pyro_cases(results, a.quick)
     for case, entry in results["cases"].items():
         parts = [case.ljust(9)]
-        for name in ("numpyro_TraceEnum_AutoNormal", "provi"):
+        for name in ("numpyro_TraceEnum_AutoNormal", "provi", PYRO, PYRO_JIT):
             e = entry[name]
-            parts.append(f"{name} {1e6 * e['step_s']:.1f} us/step (compile {e['compile_s']:.2f} s)" if "step_s" in e
-                         else f"{name}: {e.get('refused') or e.get('failed')}"[:140])
+            first = f"compile {e['compile_s']:.2f} s" if "compile_s" in e else f"first step {e.get('first_step_s'):.2f} s"
+            parts.append(f"{name} {1e6 * e['step_s']:.1f} us/step ({first})" if "step_s" in e
+                         else f"{name}: {e.get('refused') or e.get('failed') or 'not installed'}"[:140])
         if "paired_provi_over_numpyro" in entry:
             pr = entry["paired_provi_over_numpyro"]
             parts.append(f"provi/numpyro paired {pr['median']:.2f} ({pr['min']:.2f}-{pr['max']:.2f})")
+        for ratio, label in (("provi_over_pyro", "provi/pyro"), ("provi_over_pyro_jit", "provi/pyro-jit")):
+            if entry.get(ratio) is not None:
+                parts.append(f"{label} {entry[ratio]:.3g}")
         print(" | ".join(parts))
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(results, indent=1, default=float))
-    print(json.dumps({k: {"provi_over_numpyro": v.get("paired_provi_over_numpyro", {}).get("median")} for k, v in results["cases"].items()}))
+    ratios = ("provi_over_pyro", "provi_over_pyro_jit")
+    print(json.dumps({k: {"provi_over_numpyro": v.get("paired_provi_over_numpyro", {}).get("median"), **{r: v.get(r) for r in ratios}}
+                      for k, v in results["cases"].items()}))
 
 
 if __name__ == "__main__":
