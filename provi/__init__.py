@@ -15,7 +15,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 10. `report`, then `cli`
 """
 
-from provi import bdl, distributions, estimators, gp, guides, kernels, nn, objectives, optim
+from provi import bdl, distributions, estimators, guides, kernels, nn, objectives, optim
 from provi.core.objective import Objective, objective
 from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, random_key, replace_grad, sim, split_auxiliary, step_count, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
@@ -94,3 +94,12 @@ __all__ = [
     "optim",
     "bdl",
 ]
+
+
+def __getattr__(name: str):
+    """`provi.gp` is imported when first used: it brings tinygp in, which nothing else needs."""
+    if name == "gp":
+        import importlib
+
+        return importlib.import_module("provi.gp")
+    raise AttributeError(f"module 'provi' has no attribute {name!r}")
