@@ -50,7 +50,8 @@ def annealing(step, steps: int, cycles: int = 1, power: float = 1.0):
 
 
 @objective
-def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0, anneal: int = 0, cycles: int = 1, power: float = 1.0):
+def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0, anneal: int = 0, cycles: int = 1, power: float = 1.0,
+         block: int | None = None):
     """Stein variational gradient descent: particle i moves along
     `phi_i = M^-1 mean_j [k(x_j, x_i) grad log p(x_j)] + repulsion * mean_j grad_{x_j} k(x_j, x_i)`
     (`provi.kernels.stein_direction`). Use it with `guide=provi.guides.Particles(n)`.
@@ -63,12 +64,14 @@ def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0, anneal: int 
     `by="fisher"` re-estimates it from the particles' scores each step. `repulsion` below 1 weakens
     the kernel's repulsive term (1 is SVGD). `anneal > 0` is annealed SVGD (ASVGD): the driving
     term's weight follows `annealing(step, anneal, cycles, power)`, so that the particles first
-    spread under the repulsion and then settle; after `anneal` steps it is SVGD.
+    spread under the repulsion and then settle; after `anneal` steps it is SVGD. `block`: an exact
+    kernel's Gram matrix is computed that many rows at a time (`provi.kernels.BLOCK_ROWS` by
+    default, past that many particles), in memory O(block n) rather than O(n^2).
     """
     x, metric = particles(guide)
     lp, score = log_target(model, guide, x, *args)
     gamma = annealing(step_count(guide), anneal, cycles, power)
     key = random_key(guide) if isinstance(scalar_kernel(kernel), RandomFeatures) else None
-    phi, _ = stein_direction(kernel, jax.lax.stop_gradient(x), score, metric, repulsion, gamma, key)
+    phi, _ = stein_direction(kernel, jax.lax.stop_gradient(x), score, metric, repulsion, gamma, key, block)
     surrogate = jnp.sum(x * jax.lax.stop_gradient(phi)) + jnp.mean(lp)
     return replace_grad(jnp.mean(lp), surrogate)
