@@ -10,9 +10,6 @@ transformations that import jax, optax and floor 1 only.
 - `fb_gvi(step_size)` and `bw_sgd(step_size)`: Gaussian VI as a Wasserstein gradient flow
   (forward-backward, Diao et al. 2023; Bures-Wasserstein SGD, Lambert et al. 2022) for
   `provi.fit(..., guide="fullrank" or "meanfield", optimizer=provi.optim.fb_gvi(0.1))`.
-- `ngvi(step_size, model_optimizer=None)`: natural-gradient Gaussian VI from the same estimates
-  (Khan & Lin 2017; for sparse GPs, Salimbeni et al. 2018), the model's `numpyro.param` sites
-  (a GP's hyperparameters) updated by an optax `model_optimizer`.
 """
 
 from provi.optim.online_newton import (
@@ -26,12 +23,11 @@ from provi.optim.online_newton import (
     ivon_value_and_grad,
 )
 
-from provi.optim.wasserstein import WassersteinState, bw_sgd, fb_gvi, hessian_from_tril, jko_entropy, ngvi
+from provi.optim.wasserstein import WassersteinState, bw_sgd, fb_gvi, hessian_from_tril, jko_entropy
 
 __all__ = [
     "fb_gvi",
     "bw_sgd",
-    "ngvi",
     "jko_entropy",
     "hessian_from_tril",
     "WassersteinState",

@@ -1,6 +1,6 @@
 """Gaussian VI as a Wasserstein gradient flow: forward-backward Gaussian VI (Diao, Balasubramanian,
 Chewi & Salim 2023) and Bures-Wasserstein SGD (Lambert et al. 2022), as optax transformations for
-provi's Gaussian families; and, from the same estimates, natural-gradient Gaussian VI (`ngvi`).
+provi's Gaussian families.
 
 With target exp(-V) and q = N(m, S), one forward-backward step of size h is
 
@@ -17,22 +17,11 @@ symmetric H (`hessian_from_tril`), so the Hessian estimate is unbiased for E_q[h
 same Monte Carlo draws. The diagonal versions do the same coordinate by coordinate for
 `guide="meanfield"`.
 
-A natural-gradient step of size rho (Khan & Lin 2017's conjugate-computation VI, the Bayesian
-learning rule; for sparse GPs, Salimbeni, Eleftheriadis & Hensman 2018) works in q's natural
-parameters:
-
-    P  <- (1 - rho) S^-1 + rho E_q[hess V],   S <- P^-1     (eigenvalues kept positive)
-    m  <- m - rho S E_q[grad V]
-
-On a Gaussian target with exact expectations, rho = 1 lands on the target in one step; with the
-Monte Carlo estimates, a rho below 1 averages their noise.
-
 Use them with the default objective, `provi.ELBO()` (its gradient carries the entropy's exact
-gradient: path-derivative objectives such as `provi.STL()` drop it). A model's `numpyro.param`
-sites (a GP's hyperparameters) are updated by `model_optimizer` (an optax optimizer):
+gradient: path-derivative objectives such as `provi.STL()` drop it), on a model with no
+`numpyro.param` sites:
 
     res = provi.fit(model, *args, guide="fullrank", optimizer=provi.optim.fb_gvi(0.1))
-    res = provi.fit(gp_model, x, y, guide="fullrank", optimizer=provi.optim.ngvi(0.5, optax.adam(1e-2)))
 
 provi fits families in a space whitened by the start's curvature, where the Hessian at the mode is
 the identity: a step size h below 1 is stable near the mode (the theory asks h <= 1 / smoothness),
@@ -40,24 +29,21 @@ and `fb_gvi()`'s default, 0.1, leaves room for curvature ten times the mode's. W
 same steps are the stochastic versions (the gradient is an unbiased estimate).
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["fb_gvi", "bw_sgd", "ngvi", "jko_entropy", "hessian_from_tril", "WassersteinState"]
+__all__ = ["fb_gvi", "bw_sgd", "jko_entropy", "hessian_from_tril", "WassersteinState"]
 
 DEFAULT_STEP = 0.1
-DEFAULT_NATURAL_STEP = 0.5
-MIN_PRECISION = 1e-6  # ngvi: the precision's eigenvalues kept above this times the largest
 
 
 class WassersteinState(NamedTuple):
-    """The step count, and the state of the optimizer of the model's `numpyro.param` sites."""
+    """The step count (the updates keep no other state)."""
 
     count: jax.Array
-    model: Any = ()
 
 
 def jko_entropy(S: jax.Array, h) -> jax.Array:
@@ -97,38 +83,13 @@ def _tril_raw(L):
     return jnp.tril(L, -1) + jnp.diag(jnp.log(jnp.diag(L)))
 
 
-def _full_hessian(raw, g_raw):
-    """`(L, E_q[hess V])` from the full-rank family's raw factor and the loss's gradient in it."""
+def _full_step(loc, raw, g_loc, g_raw, h, backward: bool):
     L = _tril_factor(raw)
     d = jnp.diag(L)
     # the loss's gradient in L: tril(E[grad V eps'] - L^-T); its diagonal came through L_ii = exp(raw_ii)
     g_L = jnp.tril(g_raw, -1) + jnp.diag(jnp.diag(g_raw) / d)
     B = g_L + jnp.diag(1.0 / d)  # tril(E[grad V eps']) = tril(H L)
-    return L, hessian_from_tril(B, L)
-
-
-def _natural_full_step(loc, raw, g_loc, g_raw, rho):
-    L, H = _full_hessian(raw, g_raw)
-    eye = jnp.eye(L.shape[0], dtype=L.dtype)
-    precision = jax.scipy.linalg.cho_solve((L, True), eye)
-    P = (1 - rho) * precision + rho * H
-    lam, U = jnp.linalg.eigh(0.5 * (P + P.T))
-    lam = jnp.maximum(lam, MIN_PRECISION * jnp.max(jnp.abs(lam)))
-    S = (U / lam) @ U.T
-    S = 0.5 * (S + S.T)
-    return loc - rho * S @ g_loc, _tril_raw(jnp.linalg.cholesky(S))
-
-
-def _natural_diag_step(loc, log_scale, g_loc, g_log, rho):
-    s2 = jnp.exp(2 * log_scale)
-    H = (g_log + 1.0) / s2  # as in _diag_step
-    p = (1 - rho) / s2 + rho * H
-    p = jnp.maximum(p, MIN_PRECISION * jnp.max(jnp.abs(p)))
-    return loc - rho * g_loc / p, -0.5 * jnp.log(p)
-
-
-def _full_step(loc, raw, g_loc, g_raw, h, backward: bool):
-    L, H = _full_hessian(raw, g_raw)
+    H = hessian_from_tril(B, L)
     S = L @ L.T
     eye = jnp.eye(L.shape[0], dtype=L.dtype)
     if backward:
@@ -152,43 +113,29 @@ def _diag_step(loc, log_scale, g_loc, g_log, h, backward: bool):
     return loc - h * g_loc, 0.5 * jnp.log(v)
 
 
-def _gaussian_update(name: str, step_size, kind: str, model_optimizer=None) -> optax.GradientTransformation:
-    """The optax transformation of `kind` ("backward", "forward" or "natural") on the Gaussian
-    guide's parameters, `model_optimizer` on the model's `numpyro.param` sites."""
+def _gaussian_update(name: str, step_size, backward: bool) -> optax.GradientTransformation:
     if not callable(step_size) and not (step_size > 0):
         raise ValueError(f"{name}: step_size must be > 0 or a schedule (an optax schedule of the step count), got {step_size!r}")
-    if kind == "natural" and not callable(step_size) and step_size > 1:
-        raise ValueError(f"{name}: step_size must be in (0, 1] (the weight of the new estimate), got {step_size!r}")
-    if model_optimizer is not None and not isinstance(model_optimizer, optax.GradientTransformation):
-        raise TypeError(f"{name}: model_optimizer must be an optax optimizer (e.g. optax.adam(1e-2)), got {model_optimizer!r}")
     step_at = step_size if callable(step_size) else (lambda count: step_size)
 
     def init(params):
-        model = model_optimizer.init(params.get("model", {})) if model_optimizer is not None else ()
-        return WassersteinState(jnp.zeros((), jnp.int32), model)
+        return WassersteinState(jnp.zeros((), jnp.int32))
 
     def update(grads, state, params=None):
         if params is None:
             raise ValueError(f"{name} needs the current parameters: optimizer.update(grads, state, params)")
         guide, g = params["guide"], grads["guide"]
-        if jax.tree.leaves(params.get("model", {})) and model_optimizer is None:
+        if jax.tree.leaves(params.get("model", {})):
             raise ValueError(
                 f"{name} updates the Gaussian guide only, and this model has numpyro.param sites "
-                f"({sorted(params['model'])}); give {name}(..., model_optimizer=optax.adam(1e-2)) for them, "
-                "make them latent sites, or use an optax optimizer"
+                f"({sorted(params['model'])}); make them latent sites or use an optax optimizer"
             )
         keys, h = set(guide), step_at(state.count)
         if keys == {"loc", "scale_tril"}:
-            if kind == "natural":
-                loc, second = _natural_full_step(guide["loc"], guide["scale_tril"], g["loc"], g["scale_tril"], h)
-            else:
-                loc, second = _full_step(guide["loc"], guide["scale_tril"], g["loc"], g["scale_tril"], h, kind == "backward")
+            loc, second = _full_step(guide["loc"], guide["scale_tril"], g["loc"], g["scale_tril"], h, backward)
             new = {"loc": loc, "scale_tril": second}
         elif keys == {"loc", "log_scale"}:
-            if kind == "natural":
-                loc, second = _natural_diag_step(guide["loc"], guide["log_scale"], g["loc"], g["log_scale"], h)
-            else:
-                loc, second = _diag_step(guide["loc"], guide["log_scale"], g["loc"], g["log_scale"], h, kind == "backward")
+            loc, second = _diag_step(guide["loc"], guide["log_scale"], g["loc"], g["log_scale"], h, backward)
             new = {"loc": loc, "log_scale": second}
         else:
             raise ValueError(
@@ -197,43 +144,20 @@ def _gaussian_update(name: str, step_size, kind: str, model_optimizer=None) -> o
             )
         updates = jax.tree.map(jnp.zeros_like, params)
         updates["guide"] = jax.tree.map(jnp.subtract, new, guide)
-        model_state = state.model
-        if model_optimizer is not None:
-            updates["model"], model_state = model_optimizer.update(grads.get("model", {}), state.model, params.get("model", {}))
-        return updates, WassersteinState(state.count + 1, model_state)
+        return updates, WassersteinState(state.count + 1)
 
     return optax.GradientTransformation(init, update)
 
 
-def fb_gvi(step_size: float | optax.Schedule = DEFAULT_STEP, model_optimizer=None) -> optax.GradientTransformation:
+def fb_gvi(step_size: float | optax.Schedule = DEFAULT_STEP) -> optax.GradientTransformation:
     """Forward-backward Gaussian VI (Diao et al. 2023) for provi's `guide="fullrank"` (and, by
     coordinate, `"meanfield"`): the module docstring gives the step. `step_size` may be an optax
     schedule: with a noisy Hessian estimate a constant step leaves the covariance inflated by
-    about h^2 times the estimate's variance, which a decreasing step removes. `model_optimizer`
-    (optax) updates the model's `numpyro.param` sites."""
-    return _gaussian_update("fb_gvi", step_size, "backward", model_optimizer)
+    about h^2 times the estimate's variance, which a decreasing step removes."""
+    return _gaussian_update("fb_gvi", step_size, backward=True)
 
 
-def bw_sgd(step_size: float | optax.Schedule = DEFAULT_STEP, model_optimizer=None) -> optax.GradientTransformation:
+def bw_sgd(step_size: float | optax.Schedule = DEFAULT_STEP) -> optax.GradientTransformation:
     """Bures-Wasserstein SGD (Lambert et al. 2022; Diao et al. 2023's explicit scheme): the
     forward-backward step with the entropy taken explicitly, S <- N S N, N = I - h (E[hess V] - S^-1)."""
-    return _gaussian_update("bw_sgd", step_size, "forward", model_optimizer)
-
-
-def ngvi(step_size: float | optax.Schedule = DEFAULT_NATURAL_STEP, model_optimizer=None) -> optax.GradientTransformation:
-    """Natural-gradient Gaussian VI for `guide="fullrank"` (and `"meanfield"`): the step in the
-    module docstring, `step_size` (rho, in (0, 1], or a schedule) the weight of each step's
-    Hessian and gradient estimate. `model_optimizer` (optax) updates the model's `numpyro.param`
-    sites, as for a sparse GP's hyperparameters (Salimbeni et al. 2018).
-
-    >>> import jax.numpy as jnp, optax
-    >>> from provi.optim import ngvi
-    >>> opt = ngvi(1.0)
-    >>> params = {"guide": {"loc": jnp.zeros(2), "log_scale": jnp.zeros(2)}, "model": {}}
-    >>> # the loss's gradient for the target N(1, 1/4) per coordinate at q = N(0, 1), exactly:
-    >>> grads = {"guide": {"loc": jnp.full(2, -4.0), "log_scale": jnp.full(2, 3.0)}, "model": {}}
-    >>> updates, _ = opt.update(grads, opt.init(params), params)
-    >>> [float(v) for v in updates["guide"]["loc"]], round(float(jnp.exp(updates["guide"]["log_scale"][0])), 3)
-    ([1.0, 1.0], 0.5)
-    """
-    return _gaussian_update("ngvi", step_size, "natural", model_optimizer)
+    return _gaussian_update("bw_sgd", step_size, backward=False)

@@ -1,7 +1,6 @@
-"""Forward-backward Gaussian VI, Bures-Wasserstein SGD and natural-gradient Gaussian VI: the JKO
-step against its closed form, the Hessian read off the ELBO's gradient against the exact Hessian
-(in standard errors), and fits against exact Gaussian targets, a converged full-rank ELBO fit and
-a sparse GP's closed-form optimum."""
+"""Forward-backward Gaussian VI and Bures-Wasserstein SGD: the JKO step against its closed form,
+the Hessian read off the ELBO's gradient against the exact Hessian (in standard errors), and fits
+against exact Gaussian targets and a converged full-rank ELBO fit."""
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ import optax
 import pytest
 
 import provi
-from provi.optim import bw_sgd, fb_gvi, hessian_from_tril, jko_entropy, ngvi
+from provi.optim import bw_sgd, fb_gvi, hessian_from_tril, jko_entropy
 
 MU = jnp.array([1.0, -2.0, 0.5])
 COV = jnp.array([[2.0, 0.8, 0.3], [0.8, 1.0, -0.2], [0.3, -0.2, 0.5]])
@@ -73,23 +72,6 @@ def test_converges_to_a_gaussian_target_from_the_prior_start(optimizer):
     np.testing.assert_allclose(np.cov(draws.T), np.asarray(COV), atol=0.06)
 
 
-def test_natural_gradient_step_of_one_lands_on_a_gaussian_target():
-    """rho = 1 from the prior start: two steps (the second with the first's nearly exact Hessian)
-    give the target's mean and covariance up to the Monte Carlo error of 4,096 particles; Adam's
-    0.05 takes hundreds of steps to get there."""
-    def fit(optimizer, steps):
-        return provi.fit(gaussian, guide="fullrank", optimizer=optimizer, objective=provi.ELBO(num_particles=4096),
-                         steps=steps, init="prior", early_stop=False, average=False, progress=False)
-
-    for res in (fit(ngvi(1.0), 2), fit(optax.adam(0.05), 300)):
-        draws = res.sample(40_000, seed=1)["x"]
-        sd = np.sqrt(np.diag(np.asarray(COV)))
-        assert np.all(np.abs(draws.mean(0) - np.asarray(MU)) < 0.05 * sd), draws.mean(0)
-        np.testing.assert_allclose(np.cov(draws.T), np.asarray(COV), atol=0.06)
-    draws = fit(optax.adam(0.05), 2).sample(40_000, seed=1)["x"]
-    assert np.max(np.abs(draws.mean(0) - np.asarray(MU))) > 0.5
-
-
 def test_diagonal_version_reaches_the_mean_field_optimum():
     """Mean-field VI of a Gaussian: exact means, variances 1 / diag(precision)."""
     res = provi.fit(gaussian, guide="meanfield", optimizer=fb_gvi(0.1), objective=provi.ELBO(num_particles=32),
@@ -123,54 +105,14 @@ def test_logistic_regression_reaches_the_full_rank_elbo_optimum():
 
     ref = provi.fit(logreg, X, y, guide="fullrank", objective=provi.ELBO(num_particles=16), optimizer=optax.adam(3e-3),
                     steps=20_000, progress=False)
-    for optimizer in (fb_gvi(0.2), ngvi(0.2)):
-        res = provi.fit(logreg, X, y, guide="fullrank", objective=provi.ELBO(num_particles=16), optimizer=optimizer,
-                        steps=1000, progress=False)
-        assert _gauss_kl(*moments(res), *moments(ref)) < 0.01, optimizer
-
-
-def test_natural_gradients_fit_a_sparse_gp_with_learned_hyperparameters():
-    """ngvi on q(u) with Adam on the kernel's length scale and the noise (numpyro.param sites):
-    q(u) at the end is the closed-form optimum for the learned hyperparameters (KL below 0.01). A
-    decreasing step averages the Monte Carlo noise of the Hessian estimates (a constant 0.3 left
-    the covariance about 10% too large: KL 0.019)."""
-    from tinygp import kernels
-
-    from provi import gp
-
-    rng = np.random.default_rng(0)
-    x = np.sort(rng.uniform(-3.0, 3.0, 200)).astype(np.float32)
-    y = (np.sin(2.0 * x) + 0.2 * rng.normal(size=200)).astype(np.float32)
-    z = np.linspace(-3.0, 3.0, 10).astype(np.float32)
-
-    def model(x, y):
-        scale = numpyro.param("scale", 1.0, constraint=dist.constraints.positive)
-        noise = numpyro.param("noise", 0.5, constraint=dist.constraints.positive)
-        svgp = gp.SVGP(kernels.ExpSquared(scale=scale), z)
-        u = svgp.inducing_values("u")
-        with numpyro.plate("data", x.shape[0]):
-            f_loc, f_var = svgp.condition(u, jnp.asarray(x))
-            gp.expected_log_likelihood("y", gp.Gaussian(noise), jnp.asarray(y), f_loc, f_var)
-
-    res = provi.fit(model, x, y, guide="fullrank", objective=provi.ELBO(num_particles=16),
-                    optimizer=ngvi(lambda t: 0.5 / (1.0 + t / 50.0), model_optimizer=optax.adam(0.02)), steps=1500,
-                    progress=False)
-    p = res.model_params()
-    assert 0.3 < float(p["scale"]) < 1.5 and 0.1 < float(p["noise"]) < 0.35, p
-    a = np.asarray(gp.SVGP(kernels.ExpSquared(scale=p["scale"]), z).project(x)[0], np.float64)
-    cov = np.linalg.inv(np.eye(10) + a.T @ a / float(p["noise"]) ** 2)
-    mean = cov @ a.T @ y / float(p["noise"]) ** 2
-    q_mean, q_cov = gp.moments(res.sample(40_000, seed=2)["u"])
-    assert _gauss_kl(np.asarray(q_mean, np.float64), np.asarray(q_cov, np.float64), mean, cov) < 0.01
+    res = provi.fit(logreg, X, y, guide="fullrank", objective=provi.ELBO(num_particles=16), optimizer=fb_gvi(0.2),
+                    steps=1000, progress=False)
+    assert _gauss_kl(*moments(res), *moments(ref)) < 0.01
 
 
 def test_clear_errors():
     with pytest.raises(ValueError, match="step_size"):
         fb_gvi(0.0)
-    with pytest.raises(ValueError, match=r"\(0, 1\]"):
-        ngvi(1.5)
-    with pytest.raises(TypeError, match="model_optimizer"):
-        ngvi(0.5, model_optimizer=0.01)
     with pytest.raises(ValueError, match="schedule"):
         bw_sgd(-1.0)
 
@@ -178,7 +120,7 @@ def test_clear_errors():
         s = numpyro.param("s", 1.0)
         numpyro.sample("x", dist.Normal(0.0, s))
 
-    with pytest.raises(ValueError, match="numpyro.param sites .* model_optimizer"):
+    with pytest.raises(ValueError, match="numpyro.param"):
         provi.fit(with_param, guide="fullrank", optimizer=fb_gvi(), steps=2, init="prior", progress=False)
     with pytest.raises(ValueError, match="fullrank"):
         provi.fit(gaussian, guide="lowrank", optimizer=fb_gvi(), steps=2, init="prior", progress=False)
