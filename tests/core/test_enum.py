@@ -208,17 +208,9 @@ def test_scan_hmm_state_draws_are_the_exact_smoothing_marginals_and_map_is_viter
 
 def _hmm_beside_a_mixture(obs):
     """The scan HMM, and an enumerated site outside it (one draw from a two-component mixture)."""
-    stay = numpyro.sample("stay", dist.Beta(4.0, 1.0))
     k = numpyro.sample("k", dist.Bernoulli(0.3), infer=ENUM)
     numpyro.sample("y", dist.Normal(3.0 * k, 1.0), obs=2.0)
-    trans = jnp.array([[stay, 1 - stay], [1 - stay, stay]])
-
-    def step(z_prev, x):
-        z = numpyro.sample("z", dist.Categorical(trans[z_prev]), infer=ENUM)
-        numpyro.sample("x", dist.Normal(MEANS[z], 0.5), obs=x)
-        return z, None
-
-    scan(step, 0, obs)
+    hmm_scan(obs)
 
 
 def _two_sites_per_step(obs):
