@@ -142,10 +142,11 @@ def scalar_kernel(kernel: Kernel | Preconditioned) -> Kernel:
     return kernel.kernel if isinstance(kernel, Preconditioned) else kernel
 
 
-def pairwise_r2(y: jax.Array) -> jax.Array:
-    """Squared Euclidean distances between the rows of `y` (n, D), as an (n, n) matrix."""
-    sq = jnp.sum(y**2, -1)
-    return jnp.maximum(sq[:, None] + sq[None, :] - 2 * y @ y.T, 0.0)
+def pairwise_r2(y: jax.Array, z: jax.Array | None = None) -> jax.Array:
+    """Squared Euclidean distances between the rows of `y` (n, D) and those of `z` (m, D; `y`
+    itself by default), as an (n, m) matrix."""
+    z = y if z is None else z
+    return jnp.maximum(jnp.sum(y**2, -1)[:, None] + jnp.sum(z**2, -1)[None, :] - 2 * y @ z.T, 0.0)
 
 
 def _order_statistics(values: jax.Array, ks) -> jax.Array:
@@ -260,18 +261,13 @@ def _blocked_terms(kernel: Kernel, x, score, M, block: int):
     y = x @ jnp.linalg.cholesky(M)
     h = _subset_bandwidth(y) if kernel.bandwidth is None else jnp.asarray(kernel.bandwidth, x.dtype)
     h = jax.lax.stop_gradient(h)
-    sq = jnp.sum(y**2, -1)
-    pad = -n % block
 
-    def rows(chunk):
-        yb, sqb = chunk
-        r2 = jnp.maximum(sqb[:, None] + sq[None, :] - 2.0 * yb @ y.T, 0.0)
-        k, k1, _ = _profile_grads(kernel, r2 / h)
+    def rows(yb):
+        k, k1, _ = _profile_grads(kernel, pairwise_r2(yb, y) / h)
         k1 = k1 / h
         return k @ score, k1 @ x, jnp.sum(k1, 1)
 
-    chunks = (jnp.pad(y, ((0, pad), (0, 0))).reshape(-1, block, d), jnp.pad(sq, (0, pad)).reshape(-1, block))
-    k_score, k1_x, k1_sum = jax.lax.map(rows, chunks)
+    k_score, k1_x, k1_sum = jax.lax.map(rows, jnp.pad(y, ((0, -n % block), (0, 0))).reshape(-1, block, d))
     return k_score.reshape(-1, d)[:n], k1_x.reshape(-1, d)[:n], k1_sum.reshape(-1)[:n], h
 
 

@@ -40,7 +40,8 @@ class Chain:
     """A scan chain's dense factors: `init` (*batch, S) and `trans` (T-1, *batch, S, S) in log
     space, `rest` (the log of every other factor, summed out), and how a joint state maps back to
     the chain's sites: `sites` (names), `sizes` (their support sizes; the joint state is their
-    row-major index), `supports` (each site's support values) and `batch` ((plate, dim) pairs)."""
+    row-major index) and `supports` (each site's support values). The batch dims are the chain's
+    plates, in the order of their dims."""
 
     init: jax.Array
     trans: jax.Array
@@ -48,7 +49,6 @@ class Chain:
     sites: tuple
     sizes: tuple
     supports: tuple
-    batch: tuple
 
 
 def chain_factors(model: Callable, key, args: tuple, kwargs: dict, values: dict, max_plate_nesting: int) -> Chain | str:
@@ -116,15 +116,14 @@ def chain_factors(model: Callable, key, args: tuple, kwargs: dict, values: dict,
         return "the chain shares enumerated sites with the rest of the model"
 
     sizes = tuple(trans.inputs[n].size for n in curr)
-    bsizes = [trans.inputs[n].size if n in trans.inputs else init.inputs[n].size for n in batch]
+    bsizes = [trans.inputs[n].size for n in batch]
     dims = {**{n: s for n, s in zip(prev, sizes)}, **{n: s for n, s in zip(curr, sizes)}, **dict(zip(batch, bsizes))}
     dims[time] = trans.inputs[time].size
     s = math.prod(sizes)
     t_dense = _dense(trans, (time, *batch, *prev, *curr), dims).reshape((dims[time], *bsizes, s, s))
     i_dense = _dense(init, (*batch, *prev), dims).reshape((*bsizes, s))
     supports = tuple(jnp.reshape(base_distribution(tr[n]["fn"]).enumerate_support(expand=False), (-1,)) for n in curr)
-    return Chain(i_dense, t_dense, jnp.asarray(rest_value.data), tuple(curr), sizes, supports,
-                 tuple((n, plate_dims[n]) for n in batch))
+    return Chain(i_dense, t_dense, jnp.asarray(rest_value.data), tuple(curr), sizes, supports)
 
 
 def _in_markov_site(tr: dict, curr: list, plate: str) -> bool:
