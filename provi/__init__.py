@@ -15,7 +15,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 10. `report`, then `cli`
 """
 
-from provi import bdl, distributions, estimators, guides, kernels, nn, objectives, optim
+from provi import distributions, estimators, guides, kernels, objectives
 from provi.core.objective import Objective, objective
 from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, random_key, replace_grad, sim, split_auxiliary, step_count, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
@@ -96,10 +96,14 @@ __all__ = [
 ]
 
 
+_LAZY = ("gp", "bdl", "nn", "optim")  # imported when first used: `import provi` stays light
+
+
 def __getattr__(name: str):
-    """`provi.gp` is imported when first used: it brings tinygp in, which nothing else needs."""
-    if name == "gp":
+    """`provi.gp`, `provi.bdl`, `provi.nn` and `provi.optim` are imported when first used: they
+    bring tinygp and the Bayesian-deep-learning and optimiser code, which `provi.fit` does not need."""
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module("provi.gp")
+        return importlib.import_module(f"provi.{name}")
     raise AttributeError(f"module 'provi' has no attribute {name!r}")

@@ -26,7 +26,7 @@ from provi.core.prior import GaussianPrior
 from provi.core.reparam import decentre
 from provi.core.space import LatentSpace
 from provi.core.trace import OwnInfer, Unobserved, constrain_params
-from provi.defaults import KHAT_DRAWS, LOG_WEIGHT_BLOCK, PSIS_MIN_DRAWS
+from provi.defaults import DRAW_BLOCK, KHAT_DRAWS, LOG_WEIGHT_BLOCK, PSIS_MIN_DRAWS
 from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, particle_diagnostics,
                                posterior_collapse, psis, weighted_moments)
 from provi.engine.layout import join_data
@@ -117,9 +117,24 @@ class FitResult:
 
     def draws(self, n: int, seed: int | None = None) -> tuple[dict, np.ndarray]:
         """`n` draws of the latent sites (constrained) from the guide, and log q of each (over the
-        whole data: subsampled plates at their full range)."""
-        z, log_q = _draw(self.whole[1], self.params["guide"], self.consts, int(n), self._key(seed), self.data, self.layout)
-        return z, log_q
+        whole data: subsampled plates at their full range). More than `DRAW_BLOCK` draws come in
+        blocks of that many (one compiled program), the first with `seed`'s key, so the first
+        `DRAW_BLOCK` of a larger set are `draws(DRAW_BLOCK, seed)`."""
+        return self._blocks(n, seed, lambda z, log_q: (z, log_q))
+
+    def weighted_draws(self, n: int, seed: int | None = None) -> tuple[dict, np.ndarray]:
+        """`draws(n, seed)` and their log importance weights log p(x, z) - log q(z) (host
+        arrays), computed block by block."""
+        z, log_w = self._blocks(n, seed, lambda z, log_q: (z, self.log_weights(z, log_q)))
+        return z, np.asarray(log_w)
+
+    def _blocks(self, n: int, seed, each) -> tuple[dict, jax.Array]:
+        n, key = int(n), self._key(seed)
+        draw = lambda size, k: each(*_draw(self.whole[1], self.params["guide"], self.consts, size, k, self.data, self.layout))  # noqa: E731
+        if n <= DRAW_BLOCK:
+            return draw(n, key)
+        parts = [draw(DRAW_BLOCK, key if i == 0 else jax.random.fold_in(key, i)) for i in range(-(-n // DRAW_BLOCK))]
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parts)
 
     def sample(self, n: int = 1000, seed: int | None = None, correct: str | None = None) -> dict[str, np.ndarray]:
         """`n` posterior draws: {site: array (n, ...)} for latent and deterministic sites, constrained."""
@@ -248,9 +263,8 @@ class FitResult:
         import arviz as az  # heavy: imported when first needed
         import xarray as xr
 
-        z, log_q = self.draws(n, seed)
+        z, log_w = self.weighted_draws(n, seed)
         draws = self._with_deterministic(z)
-        log_w = np.asarray(self.log_weights(z, log_q))
         posterior = {k: v[None] for k, v in draws.items()}
         idata = az.from_dict(
             posterior=posterior,
@@ -279,8 +293,7 @@ class FitResult:
         if n is None and seed is None and self.auto is not None:
             n, seed = self._auto_draws, self.seed  # fit_auto's k-hat draws: res.draws(n, seed)
         n = KHAT_DRAWS if n is None else n
-        z, log_q = self.draws(n, seed)
-        log_w = np.asarray(self.log_weights(z, log_q))
+        _, log_w = self.weighted_draws(n, seed)
         try:
             collapse = self.posterior_collapse()
         except Exception:  # a diagnostic must never break diagnostics
@@ -309,8 +322,8 @@ class FitResult:
         never "usable" in auto's notes and "unreliable" here."""
         if seed is None and self.auto is not None and m <= KHAT_DRAWS:
             m, seed = self._auto_draws, self.seed  # fit_auto's k-hat draws: res.draws(m, seed)
-        z, log_q = self.draws(m, seed)
-        lw, k = psis(np.asarray(self.log_weights(z, log_q)))
+        z, log_w = self.weighted_draws(m, seed)
+        lw, k = psis(log_w)
         # the margin of one standard error belongs to the decision, made once: an auto fit judged
         # usable stays so on other draws unless their k-hat crosses 0.7 itself
         se = 0.0 if self.auto is not None and self.auto.get("usable") else khat_se(k, m)

@@ -164,8 +164,8 @@ def _fit_at(res, mode, j, fit_family, objective, optimizer, steps, seed):
 
 def _log_evidence(res, seed) -> float:
     """log of the mass a Gaussian's basin carries: log E_q[p(x, u) / q(u)] by importance sampling."""
-    z, log_q = res.draws(MODE_MASS_DRAWS, seed + 3)
-    log_w = np.asarray(res.log_weights(z, log_q), np.float64)
+    _, log_w = res.weighted_draws(MODE_MASS_DRAWS, seed + 3)
+    log_w = log_w.astype(np.float64)
     if not np.all(np.isfinite(log_w)):
         return float("-inf")
     return float(logsumexp(log_w) - np.log(log_w.shape[0]))

@@ -108,8 +108,7 @@ def _khat(res, seed) -> float:
     corrections judge the very same draws."""
     k = float("inf")
     for n in (KHAT_FIRST_DRAWS, KHAT_DRAWS):
-        z, log_q = res.draws(n, seed)
-        log_w = np.asarray(res.log_weights(z, log_q))
+        _, log_w = res.weighted_draws(n, seed)
         k = psis(log_w)[1] if np.all(np.isfinite(log_w)) else float("inf")
         if k + 2 * khat_se(k, n) < KHAT_GOOD:
             break
@@ -169,16 +168,16 @@ def _verdict_notes(k: float, se: float, tried: list[str], dim: int) -> list[str]
     head = "auto: tried " + "; ".join(tried) + "."
     if np.isfinite(k) and k < KHAT_GOOD:
         return [head + f" k-hat {k:.2f} < {KHAT_GOOD}: the fit is close to the posterior; summary() reports PSIS-corrected moments."]
-    if np.isfinite(k) and k < KHAT_OK and not khat_usable(k, se):
-        return [head + " " + khat_verdict(k, se)]
-    if np.isfinite(k) and k < KHAT_OK:
+    if khat_usable(k, se):
         return [
             head + f" k-hat {k:.2f} is in [{KHAT_GOOD}, {KHAT_OK}): plain moments may be somewhat off; summary() gives "
             "PSIS-corrected moments and res.sample(n, correct='psis') importance-resampled draws."
         ]
     more = "" if dim <= FLOW_MAX_DIM else f" (no flow was tried above {FLOW_MAX_DIM} dimensions)"
+    what = (f"k-hat {k:.2f} +- {se:.2f} is within one Monte Carlo standard error of {KHAT_OK}"
+            if np.isfinite(k) and k < KHAT_OK else f"k-hat {k:.2f} >= {KHAT_OK}")
     return [
-        head + f" k-hat {k:.2f} >= {KHAT_OK}: no family tried{more} fits this posterior well; do not trust the "
+        head + f" {what}: no family tried{more} fits this posterior well; do not trust the "
         "answers. This is typical of a funnel (reparameterise the model: non-centered hierarchies), "
         "multimodality, or heavy tails; try guide=provi.guides.NeuralSplineFlow() or IAF() with more "
         "steps, or float64 (jax.config.update('jax_enable_x64', True)) if values overflow."

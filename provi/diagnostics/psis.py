@@ -85,8 +85,8 @@ def khat_verdict(k: float, se: float = 0.0) -> str:
     if k < KHAT_OK and not khat_usable(k, se):
         return (
             f"k-hat {k:.2f} +- {se:.2f} is within one Monte Carlo standard error of {KHAT_OK}: another set of draws "
-            "may well give k-hat >= 0.7, so treat the approximation as unreliable (do not rely on PSIS-corrected "
-            "estimates either). Try a richer family (guide='fullrank', a flow), a reparameterised model, or more steps."
+            "may well give k-hat >= 0.7, so treat the approximation as unreliable: do not trust its answers (nor "
+            "PSIS-corrected estimates). Try a richer family (guide='fullrank', a flow), a reparameterised model, or more steps."
         )
     if k < KHAT_OK:
         return (
