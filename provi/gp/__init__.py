@@ -10,9 +10,14 @@ equinox, tinygp and floor 1 only.
 - `provi.gp.likelihoods`: `expected_log_likelihood(name, likelihood, y, f_loc, f_var)` adds
   E[log p(y_i | f_i)] under f_i | u as a factor: exact for `Gaussian(scale)`, Gauss-Hermite for a
   function f -> NumPyro distribution.
-- `provi.gp.natgrad`: `natgrad_step`, one natural-gradient step of q(u) on a minibatch for a
-  Gaussian likelihood (Salimbeni et al. 2018), for a user's own loop.
-- `kernels`: tinygp's kernels, re-exported.
+- `provi.gp.natgrad`: `elbo`, the bound at a Gaussian q(u) = N(m, S) in closed form (Gauss-Hermite
+  for non-Gaussian likelihoods) on a minibatch, and `natgrad_step`, one natural-gradient step of
+  q(u) for any of those likelihoods (Salimbeni et al. 2018), for a user's own loop.
+- `provi.gp.multi`: `LMC(latents, mixing)`, several outputs as a linear model of coregionalisation
+  over SVGPs, with their whitened values stacked into one site; `predict`, `elbo` and
+  `natgrad_step` take it where they take an `SVGP`.
+- `kernels`: tinygp's kernels, re-exported (sums and products of kernels give additive and
+  product structure).
 
 With a Gaussian guide over u (e.g. `guide="fullrank"`), `provi.fit` maximises the SVGP bound:
 E_q(u)[sum_i E_{p(f_i|u)} log p(y_i | f_i)] - KL(q(u) || N(0, I)), Monte Carlo over u only.
@@ -20,9 +25,10 @@ E_q(u)[sum_i E_{p(f_i|u)} log p(y_i | f_i)] - KL(q(u) || N(0, I)), Monte Carlo o
 
 from tinygp import kernels
 
-from provi.gp import likelihoods, natgrad, svgp
-from provi.gp.likelihoods import Gaussian, expected_log_likelihood, gauss_hermite, gaussian_expectation, hermite_rule
-from provi.gp.natgrad import natgrad_step
+from provi.gp import likelihoods, multi, natgrad, svgp
+from provi.gp.likelihoods import Gaussian, expected_log_likelihood, expected_terms, gauss_hermite, gaussian_expectation, hermite_rule
+from provi.gp.multi import LMC
+from provi.gp.natgrad import elbo, marginals, natgrad_step
 from provi.gp.svgp import SVGP, moments, predict
 
 __all__ = [
@@ -30,7 +36,9 @@ __all__ = [
     "likelihoods",
     "natgrad",
     "svgp",
+    "multi",
     "SVGP",
+    "LMC",
     "predict",
     "moments",
     "Gaussian",
@@ -39,4 +47,7 @@ __all__ = [
     "gaussian_expectation",
     "hermite_rule",
     "natgrad_step",
+    "elbo",
+    "marginals",
+    "expected_terms",
 ]

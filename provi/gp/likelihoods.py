@@ -30,7 +30,7 @@ import numpy as np
 import numpyro
 from numpy.polynomial.hermite_e import hermegauss
 
-__all__ = ["Gaussian", "expected_log_likelihood", "gaussian_expectation", "gauss_hermite", "hermite_rule", "DEFAULT_POINTS"]
+__all__ = ["Gaussian", "expected_log_likelihood", "expected_terms", "gaussian_expectation", "gauss_hermite", "hermite_rule", "DEFAULT_POINTS"]
 
 DEFAULT_POINTS = 20  # Gauss-Hermite nodes: exact for polynomials of degree < 40
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -91,12 +91,20 @@ def expected_log_likelihood(name: str, likelihood, y, f_loc, f_var, num_points: 
     if jnp.shape(f_loc) != y.shape or jnp.shape(f_var) != y.shape:
         raise ValueError(f"{name}: y, f_loc and f_var must have one shape, got {y.shape}, {jnp.shape(f_loc)} and "
                          f"{jnp.shape(f_var)} (pass f_loc, f_var at the inputs of these observations)")
-    if isinstance(likelihood, Gaussian):
-        terms = gaussian_expectation(likelihood, y, f_loc, f_var)
-    elif callable(likelihood):
-        terms = gauss_hermite(likelihood, y, f_loc, f_var, num_points)
-    else:
-        raise TypeError(f"{name}: the likelihood must be provi.gp.Gaussian(scale) or a function f -> NumPyro "
-                        f"distribution, got {type(likelihood).__name__}")
+    try:
+        terms = expected_terms(likelihood, y, f_loc, f_var, num_points)
+    except TypeError as e:
+        raise TypeError(f"{name}: {e}") from None
     numpyro.factor(name, terms)
     return terms
+
+
+def expected_terms(likelihood, y, f_loc, f_var, num_points: int = DEFAULT_POINTS) -> jax.Array:
+    """E[log p(y_i | f_i)] under f_i ~ N(f_loc_i, f_var_i), elementwise: exact for
+    `Gaussian(scale)`, Gauss-Hermite for a function f -> NumPyro distribution."""
+    if isinstance(likelihood, Gaussian):
+        return gaussian_expectation(likelihood, y, f_loc, f_var)
+    if callable(likelihood):
+        return gauss_hermite(likelihood, y, f_loc, f_var, num_points)
+    raise TypeError(f"the likelihood must be provi.gp.Gaussian(scale) or a function f -> NumPyro distribution, "
+                    f"got {type(likelihood).__name__}")

@@ -38,7 +38,7 @@ from tinygp import kernels
 
 from provi.errors import ModelError
 
-__all__ = ["SVGP", "predict", "moments", "DEFAULT_JITTER"]
+__all__ = ["SVGP", "predict", "moments", "sample_global", "DEFAULT_JITTER"]
 
 DEFAULT_JITTER = 1e-6  # added to the diagonal of K_zz before its Cholesky factorisation
 
@@ -91,15 +91,7 @@ class SVGP(eqx.Module):
     def inducing_values(self, name: str) -> jax.Array:
         """Sample the whitened inducing values as the latent site `name` ~ N(0, I_M) and return
         them; call it outside every plate (u is global), once per model run."""
-        with handlers.trace() as tr:
-            u = numpyro.sample(name, self.prior())
-        frames = [f.name for f in tr[name]["cond_indep_stack"]]
-        if frames:
-            raise ModelError(
-                f"the inducing values {name!r} were sampled inside plate(s) {frames}: they are global, so call "
-                f"svgp.conditional / svgp.inducing_values before entering the plate and index the inputs inside it"
-            )
-        return u
+        return sample_global(name, self.prior())
 
     def conditional(self, name: str, x) -> tuple[jax.Array, jax.Array]:
         """Sample the whitened inducing values as the site `name` (see `inducing_values`) and
@@ -114,10 +106,24 @@ class SVGP(eqx.Module):
         return x
 
 
+def sample_global(name: str, prior: dist.Distribution) -> jax.Array:
+    """`numpyro.sample(name, prior)`, refused inside a plate (inducing values are global)."""
+    with handlers.trace() as tr:
+        u = numpyro.sample(name, prior)
+    frames = [f.name for f in tr[name]["cond_indep_stack"]]
+    if frames:
+        raise ModelError(
+            f"the inducing values {name!r} were sampled inside plate(s) {frames}: they are global, so call "
+            f"svgp.conditional / svgp.inducing_values before entering the plate and index the inputs inside it"
+        )
+    return u
+
+
 def predict(svgp: SVGP, x, q_mean, q_cov) -> tuple[jax.Array, jax.Array]:
     """Mean A m and variance diag(K_xx) - ||L^-1 K_zx||^2 + diag(A S A^T) of f(x) under
     q(u) = N(`q_mean`, `q_cov`) (m of shape (M,), S of shape (M, M)), each (n,): the latent
-    function's predictive; add the noise variance for a Gaussian observation's."""
+    function's predictive; add the noise variance for a Gaussian observation's. For an `LMC`
+    (provi.gp.multi), each (n, P)."""
     q_mean, q_cov = jnp.asarray(q_mean), jnp.asarray(q_cov)
     m = svgp.num_inducing
     if q_mean.shape != (m,) or q_cov.shape != (m, m):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import optax
 import numpyro.distributions as dist
 import pytest
 import tinygp
@@ -273,3 +274,121 @@ and largest 0.05 after 2,000 steps); one run must end within 0.1."""
     steps = (jnp.arange(2000, dtype=jnp.float32), jax.random.split(jax.random.PRNGKey(0), 2000))
     q, _ = jax.lax.scan(step, (jnp.zeros(12), jnp.eye(12)), steps)
     assert best - bound(*(np.asarray(t, np.float64) for t in q)) < 0.1
+
+
+def test_closed_form_bound_matches_the_oracle_and_minibatches_average_to_it():
+    """gp.elbo at any q(u) equals the bound computed by hand (float64); with the Gaussian
+    likelihood given as a function (Gauss-Hermite) it is the same; the minibatch estimates over a
+    partition of the data average to the full-data bound exactly."""
+    with jax.enable_x64(True):
+        x, y = _data(60, seed=2, dtype=np.float64)
+        svgp = gp.SVGP(kernels.ExpSquared(scale=0.7), np.linspace(-3.0, 3.0, 8))
+        _, _, _, bound = _optimum(svgp, x, y)
+        rng = np.random.default_rng(3)
+        m = rng.normal(size=8)
+        root = rng.normal(size=(8, 8)) / 3
+        s = root @ root.T + 0.1 * np.eye(8)
+        full = float(gp.elbo(svgp, m, s, x, y, gp.Gaussian(SIGMA), 60))
+        np.testing.assert_allclose(full, bound(m, s), rtol=1e-10)
+        np.testing.assert_allclose(float(gp.elbo(svgp, m, s, x, y, lambda f: dist.Normal(f, SIGMA), 60)), full, rtol=1e-8)
+        parts = np.split(rng.permutation(60), 4)
+        batches = [float(gp.elbo(svgp, m, s, x[i], y[i], SIGMA, 60)) for i in parts]
+        np.testing.assert_allclose(np.mean(batches), full, rtol=1e-10)
+        assert np.std(batches) > 1e-3  # the batches differ: the average is not trivially exact
+
+
+def test_natural_gradient_steps_for_a_non_gaussian_likelihood():
+    """Bernoulli likelihood (Gauss-Hermite): the Gaussian given as a function lands on the
+    closed-form optimum in one step of size 1 (the rule is exact for it); Bernoulli natural-gradient
+    steps of size 1 (full data) reach the maximum of the bound, where its gradient in m and S is
+    zero, each step raising the bound; 4 of them get within 0.001 nats, where 20 Adam steps on (m, chol S) are
+    still 0.1 nats short (Adam at its best rate needs about 100 here)."""
+    with jax.enable_x64(True):
+        x, y = _data(200, dtype=np.float64)
+        svgp = gp.SVGP(kernels.ExpSquared(scale=0.7), np.linspace(-3.0, 3.0, 12))
+        mean, cov, _, _ = _optimum(svgp, x, y)
+        m1, s1 = gp.natgrad_step(svgp, np.zeros(12), np.eye(12), x, y, lambda f: dist.Normal(f, SIGMA), 200, 1.0)
+        np.testing.assert_allclose(m1, mean, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(s1, cov, rtol=1e-6, atol=1e-10)
+
+        labels = (np.sin(2.0 * x) + 0.3 * np.random.default_rng(4).normal(size=200) > 0).astype(np.float64)
+        bern = lambda f: dist.Bernoulli(logits=f)  # noqa: E731
+        step = jax.jit(lambda q: gp.natgrad_step(svgp, *q, x, labels, bern, 200, 1.0))
+        bound = jax.jit(lambda m, s: gp.elbo(svgp, m, s, x, labels, bern, 200))
+        q, values = (np.zeros(12), np.eye(12)), []
+        for _ in range(12):  # the gradient falls about fivefold per step
+            q = step(q)
+            values.append(float(bound(*q)))
+        assert np.all(np.diff(values) > -1e-9), values
+        g_m, g_s = jax.grad(bound, argnums=(0, 1))(*q)
+        assert np.max(np.abs(g_m)) < 1e-6 and np.max(np.abs(g_s + g_s.T)) < 1e-6
+        assert values[-1] - values[3] < 1e-3  # within 0.001 nats of the maximum after 4 steps
+
+        def neg(p):
+            chol = jnp.tril(p["chol"], -1) + jnp.diag(jnp.exp(jnp.diag(p["chol"])))
+            return -bound(p["m"], chol @ chol.T)
+
+        opt = optax.adam(5e-2)
+        p = {"m": jnp.zeros(12), "chol": jnp.zeros((12, 12))}
+
+        @jax.jit
+        def adam(carry, _):
+            p, state = carry
+            loss, g = jax.value_and_grad(neg)(p)
+            u, state = opt.update(g, state, p)
+            return (optax.apply_updates(p, u), state), loss
+
+        _, losses = jax.lax.scan(adam, (p, opt.init(p)), None, length=400)
+        assert -losses[19] < values[3] - 0.1  # 20 Adam steps (5x as many) are far from where 4 natural-gradient steps are
+        assert abs(-losses[-1] - values[-1]) < 0.01  # and Adam climbs to the same maximum, in 400 steps
+
+
+def test_lmc_with_inducing_points_at_the_data_is_the_exact_multi_output_gp():
+    """Three outputs mixing two GPs (LMC), Z = X for both: at the optimal q(u) (one full-data
+    natural-gradient step of size 1) the bound equals the exact multi-output GP's log marginal
+    likelihood, its predictive the exact posterior (dense covariance sum_q kron(K_q, w_q w_q^T),
+    float64), and in a NumPyro model (data plate at dim -2) log p(y, u) - log q(u) is that bound
+    at every u."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(6)
+        n, sigma = 25, 0.3
+        x = np.sort(rng.uniform(-3.0, 3.0, n))
+        w = np.array([[1.0, 0.4], [-0.5, 1.2], [0.3, 0.0]])
+        ks = [kernels.ExpSquared(scale=0.8), 0.7 * kernels.Matern32(scale=1.5)]
+        lmc = gp.LMC([gp.SVGP(k, x, jitter=1e-10) for k in ks], w)
+
+        def cov(xa, xb):  # rows and columns (i, p), i major
+            return sum(np.kron(np.asarray(k(xa, xb)), np.outer(w[:, q], w[:, q])) for q, k in enumerate(ks))
+
+        k_ff = cov(x, x) + sigma**2 * np.eye(3 * n)
+        y = rng.multivariate_normal(np.zeros(3 * n), k_ff).reshape(n, 3)
+        q_mean, q_cov = gp.natgrad_step(lmc, np.zeros(2 * n), np.eye(2 * n), x, y, sigma, n, 1.0)
+        bound = float(gp.elbo(lmc, q_mean, q_cov, x, y, sigma, n))
+        np.testing.assert_allclose(bound, stats.multivariate_normal(np.zeros(3 * n), k_ff).logpdf(y.ravel()), rtol=1e-6)
+
+        x_test = np.linspace(-3.5, 3.5, 6)
+        k_tf = cov(x_test, x)
+        exact_mean = k_tf @ np.linalg.solve(k_ff, y.ravel())
+        exact_var = np.diag(cov(x_test, x_test)) - np.einsum("ij,ji->i", k_tf, np.linalg.solve(k_ff, k_tf.T))
+        f_mean, f_var = gp.predict(lmc, x_test, q_mean, q_cov)
+        assert f_mean.shape == (6, 3)
+        np.testing.assert_allclose(np.ravel(f_mean), exact_mean, rtol=1e-5, atol=1e-5)  # K_zz jitter 1e-10, 50 values
+        np.testing.assert_allclose(np.ravel(f_var), exact_var, rtol=1e-5, atol=1e-5)
+
+        def model(x, y):
+            f_loc, f_var = gp.LMC([gp.SVGP(k, x, jitter=1e-10) for k in ks], w).conditional("u", x)
+            with numpyro.plate("data", x.shape[0], dim=-2):
+                gp.expected_log_likelihood("y", gp.Gaussian(sigma), y, f_loc, f_var)
+
+        u = rng.multivariate_normal(q_mean, q_cov, size=3)
+        log_joint = jax.vmap(lambda u: log_density(model, (x, y), {}, {"u": u})[0])(u)
+        log_q = stats.multivariate_normal(q_mean, q_cov, allow_singular=True).logpdf(u)
+        np.testing.assert_allclose(log_joint - log_q, np.full(3, bound), rtol=1e-6)
+
+
+def test_lmc_refuses_a_mixing_matrix_of_the_wrong_shape():
+    z = np.linspace(0.0, 1.0, 3)
+    with pytest.raises(ValueError, match="one column per latent"):
+        gp.LMC([gp.SVGP(kernels.ExpSquared(), z)], np.ones((2, 2)))
+    with pytest.raises(TypeError, match="provi.gp.SVGP"):
+        gp.LMC([kernels.ExpSquared()], np.ones((2, 1)))
