@@ -23,7 +23,7 @@ noise); classification: the sign of the same function with 10% of labels flipped
 likelihood (GPJax's Bernoulli link), predictive p(y = 1) = Phi(mu / sqrt(1 + s^2)) for both.
 
     python benchmarks/gp_natgrad.py --quick --json      # N = 4,000, M = 32, 1,500 steps
-    python benchmarks/gp_natgrad.py --n 100000 --json   # N = 100,000, M = 100, 5,000 steps
+    python benchmarks/gp_natgrad.py --n 100000 --x64 --json   # N = 100,000, M = 100, 5,000 steps, float64
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def data(n, kind, seed=0):
         y = f + 0.1 * rng.normal(size=f.shape)
     else:
         y = np.where(rng.uniform(size=f.shape) < 0.1, f <= 0, f > 0).astype(np.float64)
-    x, y = x.astype(np.float32), y.astype(np.float32)
+    dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+    x, y = x.astype(dtype), y.astype(dtype)
     return x[:n], y[:n], x[n:], y[n:]
 
 
@@ -252,6 +253,8 @@ def one_task(kind, n, m, steps, gamma, repeats):
         curves[f"{variant}_q_only"] = np.asarray(bounds, np.float64)
         out[f"{variant}_q_only_steps_to_converge"] = converged_at(bounds, best)
         out[f"{variant}_q_only_final_gap"] = best - float(np.mean(np.asarray(bounds)[-4:]))
+    adam_level = float(np.mean(curves["adam_q_only"][-4:]))  # where Adam's q(u) ends, and when natgrad gets there
+    out["natgrad_q_only_steps_to_adam_final"] = converged_at(curves["natgrad_q_only"], adam_level, 0.0)
     a, g = out["adam_q_only_steps_to_converge"], out["natgrad_q_only_steps_to_converge"]
     out["q_only_steps_ratio"] = None if g is None else (f">{steps / g:.0f}" if a is None else a / g)
     out["q_only_optimum_per_point"] = best
@@ -273,9 +276,15 @@ def main(argv=None):
     p.add_argument("--tasks", default="regression,classification")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write the full JSON (with the bound curves) here")
+    p.add_argument("--x64", action="store_true", help="everything (GPJax too) in float64: natural-gradient steps at "
+                   "N = 100,000 lose positive definiteness in float32")
+    p.add_argument("--repeats", type=int, default=3, help="long/short timing pairs")
     args = p.parse_args(argv)
-    n, m, steps, repeats = (4000, 32, 1500, 3) if args.quick else (args.n, 100, 5000, 3)
-    result = dict(n=n, m=m, steps=steps, batch=BATCH, gamma=args.gamma, every=EVERY, tol=TOL,
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    n, m, steps = (4000, 32, 1500) if args.quick else (args.n, 100, 5000)
+    repeats = args.repeats
+    result = dict(n=n, m=m, steps=steps, batch=BATCH, gamma=args.gamma, every=EVERY, tol=TOL, x64=args.x64,
                   machine=f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s), jax {jax.__version__}")
     t0 = time.perf_counter()
     for kind in args.tasks.split(","):

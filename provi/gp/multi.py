@@ -25,17 +25,18 @@ sum_q W[p, q] W[p', q] k_q(x, x'): W W^T is each latent's coregionalisation matr
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpyro.distributions as dist
 
-from provi.gp.svgp import SVGP, sample_global
+from provi.gp.svgp import SVGP, Whitened
 
 __all__ = ["LMC"]
 
 
-class LMC(eqx.Module):
+class LMC(Whitened):
     """Outputs `mixing @ [g_1(x), ..., g_Q(x)]` of the SVGPs `latents` (a sequence of Q
     `provi.gp.SVGP`); `mixing` has shape (P, Q). Build it inside the model when W or the kernels'
-    hyperparameters are sites."""
+    hyperparameters are sites. `conditional(name, x)` samples the stacked site and returns the
+    mean and variance of f(x), each (n, P): use them inside a data plate at `dim=-2` (outputs on
+    the last axis)."""
 
     latents: tuple
     mixing: jax.Array
@@ -67,22 +68,3 @@ class LMC(eqx.Module):
         a = jnp.concatenate([w[None, :, q, None] * aq[:, None, :] for q, (aq, _) in enumerate(parts)], axis=-1)
         v = sum(w[None, :, q] ** 2 * vq[:, None] for q, (_, vq) in enumerate(parts))
         return a, v
-
-    def condition(self, u, x) -> tuple[jax.Array, jax.Array]:
-        """Mean A u and variance of f(x) given the stacked whitened values `u` (K,), each (n, P)."""
-        a, v = self.project(x)
-        return a @ u, v
-
-    def prior(self) -> dist.Distribution:
-        """The whitened prior N(0, I_K) of the stacked u."""
-        return dist.Normal(jnp.zeros(self.num_inducing), 1.0).to_event(1)
-
-    def inducing_values(self, name: str) -> jax.Array:
-        """Sample the stacked whitened inducing values as the latent site `name` ~ N(0, I_K), outside
-        every plate, and return them."""
-        return sample_global(name, self.prior())
-
-    def conditional(self, name: str, x) -> tuple[jax.Array, jax.Array]:
-        """Sample the site `name` (see `inducing_values`) and return the mean and variance of f(x)
-        given it, each (n, P): use them inside a data plate at `dim=-2` (outputs on the last axis)."""
-        return self.condition(self.inducing_values(name), x)

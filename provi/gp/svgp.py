@@ -27,6 +27,8 @@ gives the matrix `k(X1, X2)` and the diagonal `k(X)`. Inputs are arrays with a l
 [1.0, 1.0]
 """
 
+import abc
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -38,12 +40,41 @@ from tinygp import kernels
 
 from provi.errors import ModelError
 
-__all__ = ["SVGP", "predict", "moments", "sample_global", "DEFAULT_JITTER"]
+__all__ = ["SVGP", "Whitened", "predict", "moments", "sample_global", "DEFAULT_JITTER"]
 
 DEFAULT_JITTER = 1e-6  # added to the diagonal of K_zz before its Cholesky factorisation
 
 
-class SVGP(eqx.Module):
+class Whitened(eqx.Module):
+    """What the sparse GPs share (`SVGP`, `provi.gp.multi.LMC`): whitened inducing values
+    u ~ N(0, I_K) as one global latent site, and f(x) given u from `project(x) -> (A, v)`
+    (mean A u, variance v). Subclasses give `num_inducing`, K, the size of the site."""
+
+    @abc.abstractmethod
+    def project(self, x) -> tuple[jax.Array, jax.Array]:
+        """`(A, v)` at the inputs `x`: the mean of f(x) given u is A u, its variance v."""
+
+    def condition(self, u, x) -> tuple[jax.Array, jax.Array]:
+        """Mean A u and variance of f(x) given whitened inducing values `u` (K,)."""
+        a, v = self.project(x)
+        return a @ u, v
+
+    def prior(self) -> dist.Distribution:
+        """The whitened prior N(0, I) of u, event shape (K,)."""
+        return dist.Normal(jnp.zeros(self.num_inducing), 1.0).to_event(1)
+
+    def inducing_values(self, name: str) -> jax.Array:
+        """Sample the whitened inducing values as the latent site `name` ~ N(0, I_K) and return
+        them; call it outside every plate (u is global), once per model run."""
+        return sample_global(name, self.prior())
+
+    def conditional(self, name: str, x) -> tuple[jax.Array, jax.Array]:
+        """Sample the whitened inducing values as the site `name` (see `inducing_values`) and
+        return the mean and variance of f(x) given them."""
+        return self.condition(self.inducing_values(name), x)
+
+
+class SVGP(Whitened):
     """A sparse variational GP prior: a tinygp `kernel`, inducing inputs `inducing` (M,) or
     (M, d), and `jitter` added to K_zz's diagonal. Build it inside the model when the kernel's
     hyperparameters or the inducing inputs are sites (`numpyro.param` or `numpyro.sample`)."""
@@ -79,24 +110,6 @@ class SVGP(eqx.Module):
         w = solve_triangular(self.cholesky(), self.kernel(self.inducing, x), lower=True)  # L^-1 K_zx (M, n)
         return w.T, jnp.maximum(self.kernel(x) - jnp.sum(w**2, axis=0), 0.0)
 
-    def condition(self, u, x) -> tuple[jax.Array, jax.Array]:
-        """Mean A u and variance of f(x) given whitened inducing values `u` (M,), each (n,)."""
-        a, v = self.project(x)
-        return a @ u, v
-
-    def prior(self) -> dist.Distribution:
-        """The whitened prior N(0, I) of u, event shape (M,)."""
-        return dist.Normal(jnp.zeros(self.num_inducing), 1.0).to_event(1)
-
-    def inducing_values(self, name: str) -> jax.Array:
-        """Sample the whitened inducing values as the latent site `name` ~ N(0, I_M) and return
-        them; call it outside every plate (u is global), once per model run."""
-        return sample_global(name, self.prior())
-
-    def conditional(self, name: str, x) -> tuple[jax.Array, jax.Array]:
-        """Sample the whitened inducing values as the site `name` (see `inducing_values`) and
-        return the mean and variance of f(x) given them, each (n,)."""
-        return self.condition(self.inducing_values(name), x)
 
     def _inputs(self, x):
         x = jnp.asarray(x)

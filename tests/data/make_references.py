@@ -1,0 +1,32 @@
+"""Reference posterior moments of the models in tests/hard_models.py by NUTS (4 chains of 5,000
+draws after 2,000 warm-up steps, target acceptance 0.99, float64), written as
+<name>_reference.json next to this script: `python tests/data/make_references.py`."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import numpy as np  # noqa: E402
+from numpyro.diagnostics import summary  # noqa: E402
+from numpyro.infer import MCMC, NUTS  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from hard_models import gp_data, gp_hyper, holt_winters, series  # noqa: E402
+
+MODELS = {"holt_winters": (holt_winters, (series(),)), "gp_hyper": (gp_hyper, gp_data())}
+
+for name, (model, args) in MODELS.items():
+    mcmc = MCMC(NUTS(model, target_accept_prob=0.99), num_warmup=2000, num_samples=5000, num_chains=4,
+                chain_method="sequential", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), *(np.asarray(a, np.float64) for a in args))
+    stats = summary(mcmc.get_samples(group_by_chain=True))
+    out = {"method": "NUTS, 4 chains x 5,000 draws after 2,000 warm-up, target_accept_prob 0.99, float64",
+           "divergences": int(np.sum(mcmc.get_extra_fields()["diverging"])), "sites": {}}
+    for site, s in stats.items():
+        out["sites"][site] = {key: np.asarray(s[stat]).tolist() for key, stat in
+                              (("mean", "mean"), ("sd", "std"), ("n_eff", "n_eff"), ("r_hat", "r_hat"))}
+    (Path(__file__).resolve().parent / f"{name}_reference.json").write_text(json.dumps(out, indent=1))
+    print(name, "divergences", out["divergences"], {k: (v["mean"], v["sd"], v["r_hat"]) for k, v in out["sites"].items()})

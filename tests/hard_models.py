@@ -1,0 +1,65 @@
+"""Hard posteriors for guide="auto" (`tests/test_auto_hard.py`), each with its data: an additive
+Holt-Winters model (level, trend, seasonality; NumPyro `scan`) and the hyperparameters of a GP
+regression (its marginal likelihood). Their reference moments in `tests/data/*_reference.json`
+come from NUTS: `python tests/data/make_references.py`."""
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.contrib.control_flow import scan
+
+N_SEASONS = 4
+LENGTH = 40
+HW_PARAMS = ["level_smoothing", "trend_smoothing", "seasonality_smoothing", "noise", "level_init", "trend_init"]
+
+
+def series(seed: int = 0) -> np.ndarray:
+    """A standardised quarterly series: a slow trend, a seasonal swing and noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(LENGTH)
+    y = 0.04 * t + 1.2 * np.sin(2 * np.pi * t / N_SEASONS + 0.4) + 0.5 * np.cumsum(rng.normal(0, 0.15, LENGTH)) + rng.normal(0, 0.3, LENGTH)
+    return ((y - y.mean()) / y.std()).astype(np.float32)
+
+
+def holt_winters(y, n_seasons=N_SEASONS):
+    level_smoothing = numpyro.sample("level_smoothing", dist.Beta(1.0, 1.0))
+    trend_smoothing = numpyro.sample("trend_smoothing", dist.Beta(1.0, 1.0))
+    seasonality_smoothing = numpyro.sample("seasonality_smoothing", dist.Beta(1.0, 1.0))
+    adjusted = seasonality_smoothing * (1.0 - level_smoothing)
+    noise = numpyro.sample("noise", dist.HalfNormal(1.0))
+    level_init = numpyro.sample("level_init", dist.Normal(0.0, 1.0))
+    trend_init = numpyro.sample("trend_init", dist.Normal(0.0, 0.2))
+    with numpyro.plate("seasons", n_seasons):
+        season_init = numpyro.sample("season_init", dist.Normal(0.0, 1.0))
+
+    def step(carry, y_t):
+        level, trend, season = carry  # season[0]: this period's seasonal effect
+        mu = level + trend + season[0]
+        numpyro.sample("y", dist.Normal(mu, noise), obs=y_t)
+        new_level = level_smoothing * (y_t - season[0]) + (1.0 - level_smoothing) * (level + trend)
+        new_trend = trend_smoothing * (new_level - level) + (1.0 - trend_smoothing) * trend
+        new_season = adjusted * (y_t - level - trend) + (1.0 - adjusted) * season[0]
+        return (new_level, new_trend, jnp.concatenate([season[1:], new_season[None]])), mu
+
+    scan(step, (level_init, trend_init, season_init), jnp.asarray(y))
+
+
+GP_PARAMS = ["amplitude", "lengthscale", "noise"]
+
+
+def gp_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 10.0, 30)
+    return x.astype(np.float32), (np.sin(x) + 0.3 * rng.standard_normal(30)).astype(np.float32)
+
+
+def gp_hyper(x, y):
+    """GP regression with a squared-exponential kernel, f integrated out: the posterior of its
+    amplitude, length scale and noise scale."""
+    amp = numpyro.sample("amplitude", dist.LogNormal(0.0, 1.0))
+    scale = numpyro.sample("lengthscale", dist.LogNormal(0.0, 1.0))
+    noise = numpyro.sample("noise", dist.LogNormal(-1.0, 1.0))
+    d = x[:, None] - x[None, :]
+    k = amp**2 * jnp.exp(-0.5 * (d / scale) ** 2) + (noise**2 + 1e-5) * jnp.eye(x.shape[0])
+    numpyro.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), covariance_matrix=k), obs=y)

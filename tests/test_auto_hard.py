@@ -1,0 +1,36 @@
+"""guide="auto" on hard real-world posteriors, against NUTS reference moments
+(`tests/data/*_reference.json`, made by `tests/data/make_references.py`): a Holt-Winters model
+(level, trend and seasonality smoothing in (0, 1), a `scan` over the series) and the three
+hyperparameters of a GP regression (skewed, heavy right tails).
+
+Each fit must be accurate (every mean within 0.1 reference sd, every sd within [0.9, 1.1] of the
+reference, on what `summary()` reports) or flagged: not usable, with "do not trust" in its notes
+and diagnostics. Silently wrong (usable, yet off) fails.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import provi
+from hard_models import GP_PARAMS, HW_PARAMS, gp_data, gp_hyper, holt_winters, series
+
+DATA = Path(__file__).parent / "data"
+CASES = {"holt_winters": (holt_winters, (series(),), HW_PARAMS), "gp_hyper": (gp_hyper, gp_data(), GP_PARAMS)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_auto_is_accurate_or_flagged(name):
+    model, args, params = CASES[name]
+    reference = json.loads((DATA / f"{name}_reference.json").read_text())["sites"]
+    res = provi.fit(model, *args, progress=False)
+    if not res.auto["usable"]:
+        assert "do not trust" in res.stop.notes[-1] and "do not trust" in str(res.diagnostics())
+        return
+    summary = res.summary()
+    errors = {k: abs(summary.loc[k, "mean"] - reference[k]["mean"]) / reference[k]["sd"] for k in params}
+    ratios = {k: summary.loc[k, "sd"] / reference[k]["sd"] for k in params}
+    assert max(errors.values()) <= 0.1, (errors, res.auto)
+    assert all(0.9 <= r <= 1.1 for r in ratios.values()), (ratios, res.auto)
