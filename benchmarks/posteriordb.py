@@ -57,6 +57,7 @@ from numpyro.infer.util import initialize_model
 import provi
 from provi.diagnostics import psis, weighted_moments
 from provi.examples import posteriordb as pdb
+from provi.examples.hard import gp_data, gp_hyper
 
 try:
     from numpyro.infer import SVI, Trace_ELBO
@@ -135,16 +136,6 @@ def logistic(X, y=None):
         numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
 
 
-def gp_hyper(x, y=None):
-    """GP regression with an RBF kernel, hyperparameters only (the GP marginal likelihood)."""
-    amp = numpyro.sample("amplitude", dist.LogNormal(0.0, 1.0))
-    ls = numpyro.sample("lengthscale", dist.LogNormal(0.0, 1.0))
-    noise = numpyro.sample("noise", dist.LogNormal(-1.0, 1.0))
-    d = x[:, None] - x[None, :]
-    K = amp**2 * jnp.exp(-0.5 * (d / ls) ** 2) + (noise**2 + 1e-5) * jnp.eye(x.shape[0])
-    numpyro.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), covariance_matrix=K), obs=y)
-
-
 def _horseshoe_data():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((100, 20))
@@ -160,13 +151,6 @@ def _logistic_data():
     p = 1.0 / (1.0 + np.exp(-(X @ np.array([1.0, -0.5]))))
     y = (rng.uniform(size=100_000) < p).astype(np.float32)
     return jnp.asarray(X, jnp.float32), jnp.asarray(y)
-
-
-def _gp_data():
-    rng = np.random.default_rng(0)
-    x = np.linspace(0.0, 10.0, 30)
-    y = np.sin(x) + 0.3 * rng.standard_normal(30)
-    return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
 
 
 # ----------------------------------------------------------------------------- references
@@ -272,7 +256,7 @@ def load(name: str):
         return Extra(name, logistic, _logistic_data(), ("beta",),
                      lambda p: nuts_reference(p, warmup=500))
     if name == "gp_hyper":
-        return Extra(name, gp_hyper, _gp_data(), ("amplitude", "lengthscale", "noise"), nuts_reference)
+        return Extra(name, gp_hyper, tuple(jnp.asarray(a) for a in gp_data()), ("amplitude", "lengthscale", "noise"), nuts_reference)
     return pdb.load(name)
 
 

@@ -17,7 +17,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 
 from provi import distributions, estimators, guides, kernels, objectives
 from provi.core.objective import Objective, objective
-from provi.core.vocab import claim_scores, density, detach, kl, particle_mean, particles, place, random_key, replace_grad, sim, split_auxiliary, step_count, with_observed
+from provi.core.vocab import claim_scores, components, density, detach, kl, particle_mean, particles, place, random_key, replace_grad, sim, split_auxiliary, step_count, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
 from provi.fit import fit
 from provi.objectives import (
@@ -33,6 +33,7 @@ from provi.objectives import (
     RWS,
     STL,
     SVGD,
+    SteinMixture,
     VIMCO,
     ChiSquareVIS,
     DReG,
@@ -62,6 +63,7 @@ __all__ = [
     "kl",
     "split_auxiliary",
     "particles",
+    "components",
     "place",
     "step_count",
     "random_key",
@@ -75,6 +77,7 @@ __all__ = [
     "VIMCO",
     "RWS",
     "SVGD",
+    "SteinMixture",
     "Renyi",
     "CUBO",
     "ChiSquareVIS",

@@ -6,6 +6,9 @@ as a vector (`z @ means`) rather than an index; that is what lets the `GumbelSof
 pass a gradient through it, and `Enumerate` and `Reinforce` apply to it as to `Categorical`.
 `RelaxedOneHotCategorical` is the Concrete distribution on the simplex, with a reparameterized
 sampler and its exact density, for models written in relaxed form throughout.
+
+`meanfield_mixture_log_prob` is the density of an equal-weight mixture of mean-field Gaussians
+(`provi.guides.MeanFieldMixture`, and the `provi.SteinMixture` objective that moves it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from numpyro.util import not_jax_tracer
 
 from provi.core import rand
 
-__all__ = ["OneHotCategorical", "RelaxedOneHotCategorical", "one_hot"]
+__all__ = ["OneHotCategorical", "RelaxedOneHotCategorical", "one_hot", "meanfield_mixture_log_prob"]
 
 
 class _OneHot(constraints.Constraint):
@@ -152,3 +155,17 @@ class RelaxedOneHotCategorical(dist.Distribution):
     @property
     def probs(self):
         return jnp.exp(self.logits)
+
+
+def meanfield_mixture_log_prob(loc: jax.Array, log_scale: jax.Array, v: jax.Array) -> jax.Array:
+    """log (1/K) sum_k N(v; loc_k, diag(exp(log_scale_k))^2) at points `v` (..., D), for
+    components `loc`, `log_scale` (K, D): shape (...).
+
+    >>> import jax.numpy as jnp
+    >>> lp = meanfield_mixture_log_prob(jnp.zeros((2, 1)), jnp.zeros((2, 1)), jnp.zeros((1,)))
+    >>> round(float(lp), 4)  # two copies of N(0, 1) at 0
+    -0.9189
+    """
+    eps = (v[..., None, :] - loc) * jnp.exp(-log_scale)  # (..., K, D)
+    log_k = -0.5 * jnp.sum(eps**2, -1) - jnp.sum(log_scale, -1) - 0.5 * loc.shape[-1] * jnp.log(2 * jnp.pi)
+    return jax.nn.logsumexp(log_k, -1) - jnp.log(loc.shape[0])

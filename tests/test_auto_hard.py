@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import provi
-from hard_models import GP_PARAMS, HW_PARAMS, gp_data, gp_hyper, holt_winters, series
+from provi.examples.hard import GP_PARAMS, HW_PARAMS, gp_data, gp_hyper, holt_winters, series
 
 DATA = Path(__file__).parent / "data"
 CASES = {"holt_winters": (holt_winters, (series(),), HW_PARAMS), "gp_hyper": (gp_hyper, gp_data(), GP_PARAMS)}

@@ -96,6 +96,11 @@ class AbstractGuide(AbstractProgram):
         guides raise `ObjectiveError`."""
 
     @abc.abstractmethod
+    def components(self, params, consts) -> tuple[jax.Array, jax.Array]:
+        """`(loc, log_scale)`, each (K, D): the mean-field Gaussian components of a
+        `provi.guides.MeanFieldMixture` in its flat coordinates; other guides raise `ObjectiveError`."""
+
+    @abc.abstractmethod
     def place(self, consts, x: jax.Array) -> tuple[dict, jax.Array]:
         """`(values, log_jacobian)`: the latent sites' constrained values at flat coordinates `x`
         (..., D) and log |det d values / d x| (...); guides without flat coordinates raise."""

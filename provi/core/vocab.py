@@ -36,6 +36,7 @@ from provi.core.trace import is_latent, run, sum_log_prob
 from provi.errors import ModelError, ObjectiveError
 
 __all__ = [
+    "components",
     "sim",
     "with_observed",
     "density",
@@ -409,6 +410,15 @@ def particles(guide: BoundGuide) -> tuple[jax.Array, jax.Array]:
     if not isinstance(guide, BoundGuide):
         raise TypeError("provi.particles takes the guide an objective receives")
     return guide.program.positions(guide.current_params(), guide.consts)
+
+
+def components(guide: BoundGuide) -> tuple[jax.Array, jax.Array]:
+    """`(loc, log_scale)`, each (K, D): the components of a mixture-of-Gaussians guide
+    (`provi.guides.MeanFieldMixture`) in its flat coordinates (see `place`), differentiable with
+    respect to the guide's parameters; component k is N(loc_k, diag(exp(log_scale_k))^2)."""
+    if not isinstance(guide, BoundGuide):
+        raise TypeError("provi.components takes the guide an objective receives")
+    return guide.program.components(guide.current_params(), guide.consts)
 
 
 def place(guide: BoundGuide, x: jax.Array) -> tuple[dict, jax.Array]:

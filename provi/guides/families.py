@@ -50,6 +50,11 @@ class Family(eqx.Module):
         """The particles (N, D) of a particle family; other families have none."""
         raise ObjectiveError(f"{type(self).__name__} is not a set of particles: use guide=provi.guides.Particles(n)")
 
+    def component_params(self, params: dict) -> tuple[jax.Array, jax.Array]:
+        """`(loc, log_scale)` (K, D) of a `MeanFieldMixture`'s components; other families have none."""
+        raise ObjectiveError(f"{type(self).__name__} is not a mixture of mean-field Gaussians: use "
+                             "guide=provi.guides.MeanFieldMixture(k)")
+
     @abc.abstractmethod
     def init(self, key, dim: int, loc: jax.Array, scale: jax.Array) -> dict:
         """Parameters of the member with mean `loc` (D,) and, where the family can, marginal scales `scale` (D,)."""

@@ -1,8 +1,9 @@
-"""Mixtures of K full-rank Gaussians: `GaussianMixture` (equal weights, fully reparameterized,
-trainable) and `ModeMixture` (fixed, unequal weights: what `guide="auto"` builds over the modes of
-a multimodal posterior).
+"""Mixtures of K Gaussians: `GaussianMixture` (full-rank components, equal weights, fully
+reparameterized, trainable), `MeanFieldMixture` (mean-field components, equal weights: the
+family a Stein mixture moves, `provi.SteinMixture`) and `ModeMixture` (fixed, unequal weights:
+what `guide="auto"` builds over the modes of a multimodal posterior).
 
-`GaussianMixture`:
+`GaussianMixture` and `MeanFieldMixture`:
 
 Draw j of n comes from component (j + r) mod K with r uniform on {0, ..., K-1}: each draw is
 marginally a draw from the mixture (so any objective's estimate stays unbiased for any n), the
@@ -21,9 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from provi.core import rand
+from provi.distributions import meanfield_mixture_log_prob
 from provi.guides.families import Family, _std_normal_logpdf, _tril_logdet, tril_factor
 
-__all__ = ["GaussianMixture", "ModeMixture"]
+__all__ = ["GaussianMixture", "MeanFieldMixture", "ModeMixture"]
 
 
 class GaussianMixture(Family):
@@ -54,6 +56,53 @@ class GaussianMixture(Family):
     def moments(self, params):
         k = params["loc"].shape[0]
         return _moments(params, jnp.full((k,), 1.0 / k, params["loc"].dtype))
+
+
+class MeanFieldMixture(Family):
+    """(1/K) sum_k N(loc_k, diag(exp(log_scale_k))^2), K = `components`; the components start
+    at the start's mean spread by `spread` of its scales, each with the start's scales. Fit it with
+    `objective=provi.SteinMixture()` (a Stein mixture: the components repel, so they spread over
+    the posterior's modes and shape) or with any ELBO (nothing then keeps the components apart).
+
+    >>> import jax, jax.numpy as jnp
+    >>> m = MeanFieldMixture(components=2)
+    >>> params = {"loc": jnp.array([[-3.0], [3.0]]), "log_scale": jnp.full((2, 1), -1.0)}
+    >>> v, _ = m.sample(params, jax.random.PRNGKey(0), 1000)
+    >>> round(float((v > 0).mean()), 2)  # draws in balance: half from each component
+    0.5
+    """
+
+    components: int = 8
+    spread: float = 1.0
+    is_point: ClassVar[bool] = False
+
+    def __check_init__(self):
+        if int(self.components) < 1:
+            raise ValueError(f"MeanFieldMixture needs at least one component, got components={self.components}")
+
+    def init(self, key, dim, loc, scale):
+        k = self.components
+        offsets = self.spread * scale * rand.normal(key, (k, dim), loc.dtype)
+        return {"loc": loc + offsets, "log_scale": jnp.broadcast_to(jnp.log(scale), (k, dim))}
+
+    def component_params(self, params):
+        return params["loc"], params["log_scale"]
+
+    def sample(self, params, key, n):
+        loc, log_scale = params["loc"], params["log_scale"]
+        k1, k2 = jax.random.split(key)
+        comp = (jnp.arange(n) + jax.random.randint(k1, (), 0, loc.shape[0])) % loc.shape[0]
+        v = loc[comp] + jnp.exp(log_scale[comp]) * rand.normal(k2, (n, loc.shape[1]), loc.dtype)
+        return v, self.log_prob(params, v)
+
+    def log_prob(self, params, v):
+        return meanfield_mixture_log_prob(params["loc"], params["log_scale"], v)
+
+    def moments(self, params):
+        loc, var = params["loc"], jnp.exp(2 * params["log_scale"])
+        mean = jnp.mean(loc, 0)
+        dev = loc - mean
+        return mean, jnp.diag(jnp.mean(var, 0)) + dev.T @ dev / loc.shape[0]
 
 
 class ModeMixture(Family):

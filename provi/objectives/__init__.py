@@ -11,7 +11,7 @@ from provi.objectives.elbo import ELBO, STL
 from provi.objectives.hierarchical import DIWHVI, HVI, IWHVI, marginal_log_q
 from provi.objectives.iwae import CIWAE, IWAE, MIWAE, PIWAE, VIMCO, DReG
 from provi.objectives.rws import RWS
-from provi.objectives.stein import SVGD, log_target
+from provi.objectives.stein import SVGD, SteinMixture, log_target
 from provi.objectives.util import leave_one_out, log_mean_exp, normalised_weights
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "VIMCO",
     "RWS",
     "SVGD",
+    "SteinMixture",
     "log_target",
     "Renyi",
     "CUBO",

@@ -119,6 +119,9 @@ class FamilyGuide(AbstractGuide):
         P = consts["P"]
         return x, jnp.diag(P**2) if P.ndim == 1 else P.T @ P
 
+    def components(self, params, consts):
+        return self.family.component_params(params)
+
     def place(self, consts, x):
         z, ldj = vectorise(self.space.constrain, x.ndim - 1)(self.to_u(consts, x))
         return z, ldj + consts["log_det_P"]

@@ -52,6 +52,10 @@ class NumPyroGuide(AbstractGuide):
     def positions(self, params, consts):
         raise ObjectiveError(f"the NumPyro guide {self.name!r} has no particles: use guide=provi.guides.Particles(n)")
 
+    def components(self, params, consts):
+        raise ObjectiveError(f"the NumPyro guide {self.name!r} has no mixture components: use "
+                             "guide=provi.guides.MeanFieldMixture(k)")
+
     def place(self, consts, x):
         raise ObjectiveError(f"the NumPyro guide {self.name!r} has no flat coordinates: use a family from provi.guides")
 

@@ -1,9 +1,8 @@
-"""Reference posterior moments of the models in tests/hard_models.py by NUTS (4 chains of 5,000
+"""Reference posterior moments of the models in provi/examples/hard.py by NUTS (4 chains of 5,000
 draws after 2,000 warm-up steps, target acceptance 0.99, float64), written as
 <name>_reference.json next to this script: `python tests/data/make_references.py`."""
 
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -13,8 +12,7 @@ import numpy as np  # noqa: E402
 from numpyro.diagnostics import summary  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hard_models import gp_data, gp_hyper, holt_winters, series  # noqa: E402
+from provi.examples.hard import gp_data, gp_hyper, holt_winters, series  # noqa: E402
 
 MODELS = {"holt_winters": (holt_winters, (series(),)), "gp_hyper": (gp_hyper, gp_data())}
 

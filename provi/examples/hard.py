@@ -1,7 +1,8 @@
-"""Hard posteriors for guide="auto" (`tests/test_auto_hard.py`), each with its data: an additive
-Holt-Winters model (level, trend, seasonality; NumPyro `scan`) and the hyperparameters of a GP
-regression (its marginal likelihood). Their reference moments in `tests/data/*_reference.json`
-come from NUTS: `python tests/data/make_references.py`."""
+"""Hard posteriors, each with its data: an additive Holt-Winters model (level, trend and
+seasonality smoothing in (0, 1); NumPyro `scan`) and the hyperparameters of a GP regression (its
+marginal likelihood, skewed with heavy right tails). `tests/test_auto_hard.py` holds guide="auto"
+to NUTS reference moments of both (`tests/data/*_reference.json`, made by
+`python tests/data/make_references.py`); `benchmarks/posteriordb.py` runs the GP's side by side."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -54,7 +55,7 @@ def gp_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), (np.sin(x) + 0.3 * rng.standard_normal(30)).astype(np.float32)
 
 
-def gp_hyper(x, y):
+def gp_hyper(x, y=None):
     """GP regression with a squared-exponential kernel, f integrated out: the posterior of its
     amplitude, length scale and noise scale."""
     amp = numpyro.sample("amplitude", dist.LogNormal(0.0, 1.0))
