@@ -57,7 +57,7 @@ from numpyro.infer.util import initialize_model
 import provi
 from provi.diagnostics import psis, weighted_moments
 from provi.examples import posteriordb as pdb
-from provi.examples.hard import gp_data, gp_hyper
+from provi.examples.hard import gp_data, gp_hyper, horseshoe, horseshoe_data, horseshoe_noncentered
 
 try:
     from numpyro.infer import SVI, Trace_ELBO
@@ -109,40 +109,12 @@ def funnel_centered(dim: int = 9):
         numpyro.sample("x", dist.Normal(0.0, jnp.exp(v / 2)))
 
 
-def horseshoe(X, y=None):
-    """Regression with a horseshoe prior: beta_j ~ Normal(0, tau lambda_j), half-Cauchy tau, lambda."""
-    tau = numpyro.sample("tau", dist.HalfCauchy(1.0))
-    with numpyro.plate("D", X.shape[1]):
-        lam = numpyro.sample("lambda", dist.HalfCauchy(1.0))
-        beta = numpyro.sample("beta", dist.Normal(0.0, tau * lam))
-    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
-    with numpyro.plate("N", X.shape[0]):
-        numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
-
-
-def horseshoe_noncentered(X, y=None):
-    """`horseshoe` with beta non-centred (the same posterior; NUTS diverges on the centred form)."""
-    from numpyro.infer.reparam import LocScaleReparam
-
-    with numpyro.handlers.reparam(config={"beta": LocScaleReparam(centered=0)}):
-        horseshoe(X, y)
-
-
 def logistic(X, y=None):
     """Logistic regression, beta ~ MultivariateNormal(0, 4 I)."""
     d = X.shape[1]
     beta = numpyro.sample("beta", dist.MultivariateNormal(jnp.zeros(d), 4.0 * jnp.eye(d)))
     with numpyro.plate("N", X.shape[0]):
         numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
-
-
-def _horseshoe_data():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((100, 20))
-    beta = np.zeros(20)
-    beta[:3] = (3.0, -2.0, 1.5)
-    y = X @ beta + rng.standard_normal(100)
-    return jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.float32)
 
 
 def _logistic_data():
@@ -250,7 +222,7 @@ def load(name: str):
     if name == "funnel_centered":
         return Extra(name, funnel_centered, (), ("v", "x"), lambda p: funnel_reference())
     if name == "horseshoe":
-        return Extra(name, horseshoe, _horseshoe_data(), ("beta", "sigma"),
+        return Extra(name, horseshoe, tuple(jnp.asarray(a) for a in horseshoe_data()), ("beta", "sigma"),
                      lambda p: nuts_reference(p, dense=False, target_accept=0.95, model=horseshoe_noncentered))
     if name == "logistic_bigN":
         return Extra(name, logistic, _logistic_data(), ("beta",),

@@ -1,14 +1,16 @@
 """Hard posteriors, each with its data: an additive Holt-Winters model (level, trend and
-seasonality smoothing in (0, 1); NumPyro `scan`) and the hyperparameters of a GP regression (its
-marginal likelihood, skewed with heavy right tails). `tests/test_auto_hard.py` holds guide="auto"
-to NUTS reference moments of both (`tests/data/*_reference.json`, made by
-`python tests/data/make_references.py`); `benchmarks/posteriordb.py` runs the GP's side by side."""
+seasonality smoothing in (0, 1); NumPyro `scan`), the hyperparameters of a GP regression (its
+marginal likelihood, skewed with heavy right tails) and a sparse regression with a horseshoe prior
+(funnels in every coefficient). `tests/test_auto_hard.py` holds guide="auto" to NUTS reference
+moments of all three (`tests/data/*_reference.json`, made by `python tests/data/make_references.py`);
+`benchmarks/posteriordb.py` runs the GP's and the horseshoe's side by side with other methods."""
 
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.control_flow import scan
+from numpyro.infer.reparam import LocScaleReparam
 
 N_SEASONS = 4
 LENGTH = 40
@@ -64,3 +66,31 @@ def gp_hyper(x, y=None):
     d = x[:, None] - x[None, :]
     k = amp**2 * jnp.exp(-0.5 * (d / scale) ** 2) + (noise**2 + 1e-5) * jnp.eye(x.shape[0])
     numpyro.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), covariance_matrix=k), obs=y)
+
+
+def horseshoe_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """N = 100 observations of D = 20 standard normal features; three non-zero coefficients
+    (3, -2, 1.5), unit noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((100, 20))
+    beta = np.zeros(20)
+    beta[:3] = (3.0, -2.0, 1.5)
+    y = x @ beta + rng.standard_normal(100)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def horseshoe(X, y=None):
+    """Regression with a horseshoe prior: beta_j ~ Normal(0, tau lambda_j), half-Cauchy tau, lambda."""
+    tau = numpyro.sample("tau", dist.HalfCauchy(1.0))
+    with numpyro.plate("D", X.shape[1]):
+        lam = numpyro.sample("lambda", dist.HalfCauchy(1.0))
+        beta = numpyro.sample("beta", dist.Normal(0.0, tau * lam))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    with numpyro.plate("N", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
+
+
+def horseshoe_noncentered(X, y=None):
+    """`horseshoe` with beta non-centred (the same posterior; NUTS diverges on the centred form)."""
+    with numpyro.handlers.reparam(config={"beta": LocScaleReparam(centered=0)}):
+        horseshoe(X, y)

@@ -1,4 +1,5 @@
-"""Reference posterior moments of the models in provi/examples/hard.py by NUTS (4 chains of 5,000
+"""Reference posterior moments of the models in provi/examples/hard.py (the horseshoe in its
+non-centred form, the same posterior) by NUTS (4 chains of 5,000
 draws after 2,000 warm-up steps, target acceptance 0.99, float64), written as
 <name>_reference.json next to this script: `python tests/data/make_references.py`."""
 
@@ -12,9 +13,10 @@ import numpy as np  # noqa: E402
 from numpyro.diagnostics import summary  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
 
-from provi.examples.hard import gp_data, gp_hyper, holt_winters, series  # noqa: E402
+from provi.examples.hard import gp_data, gp_hyper, holt_winters, horseshoe_data, horseshoe_noncentered, series  # noqa: E402
 
-MODELS = {"holt_winters": (holt_winters, (series(),)), "gp_hyper": (gp_hyper, gp_data())}
+MODELS = {"holt_winters": (holt_winters, (series(),)), "gp_hyper": (gp_hyper, gp_data()),
+          "horseshoe": (horseshoe_noncentered, horseshoe_data())}  # the horseshoe's beta non-centred for NUTS
 
 for name, (model, args) in MODELS.items():
     mcmc = MCMC(NUTS(model, target_accept_prob=0.99), num_warmup=2000, num_samples=5000, num_chains=4,
