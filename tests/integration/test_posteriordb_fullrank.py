@@ -4,7 +4,8 @@ Near-Gaussian posteriors must be recovered: worst |mean error| <= 0.1 reference 
 in [0.9, 1.1]. Eight schools (non-centered) is near-Gaussian but skewed in log tau: the best
 full-rank Gaussian under KL(q||p) itself has tau 0.18-0.21 sd low with sd ratio 0.76-0.79
 (measured with 16 particles and 100,000 steps), so plain full-rank VI cannot meet 0.1 there; its
-test checks that provi reaches that optimum, and that the PSIS-corrected draws meet 0.1.
+test checks that provi reaches that optimum, and that the PSIS-corrected draws meet 0.1 where the
+correction is given (near k-hat 0.7 it may be refused, in words).
 """
 
 import numpy as np
@@ -54,7 +55,15 @@ def test_fullrank_eight_schools_noncentered():
     assert max(v for k, v in err.items() if k != "tau") <= 0.1
     d = res.diagnostics()
     assert d.khat < 0.7
-    err, ratio = _errors(name, res, correct="psis")
+    # this fit's k-hat is 0.52-0.66 from one set of draws to the next: on the 80,000 draws below a
+    # PSIS correction may be refused (k-hat within a standard error of 0.7), and then it must say
+    # so; given, it must be accurate (test_posteriordb_accuracy holds auto's corrected answers on
+    # this posterior to 0.1 every time)
+    try:
+        err, ratio = _errors(name, res, correct="psis")
+    except ValueError as e:
+        assert "PSIS correction is unreliable here" in str(e) and "standard error of 0.7" in str(e)
+        return
     assert max(err.values()) <= 0.1, err
     assert 0.9 <= min(ratio.values()) and max(ratio.values()) <= 1.1, ratio
 
