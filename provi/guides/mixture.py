@@ -43,10 +43,8 @@ class GaussianMixture(Family):
 
     def sample(self, params, key, n):
         loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
-        k = loc.shape[0]
         k1, k2 = jax.random.split(key)
-        comp = (jnp.arange(n) + jax.random.randint(k1, (), 0, k)) % k
-        v = _draw(loc, L, comp, k2)
+        v = _draw(loc, L, _balanced(k1, n, loc.shape[0]), k2)
         return v, self.log_prob(params, v)
 
     def log_prob(self, params, v):
@@ -91,7 +89,7 @@ class MeanFieldMixture(Family):
     def sample(self, params, key, n):
         loc, log_scale = params["loc"], params["log_scale"]
         k1, k2 = jax.random.split(key)
-        comp = (jnp.arange(n) + jax.random.randint(k1, (), 0, loc.shape[0])) % loc.shape[0]
+        comp = _balanced(k1, n, loc.shape[0])
         v = loc[comp] + jnp.exp(log_scale[comp]) * rand.normal(k2, (n, loc.shape[1]), loc.dtype)
         return v, self.log_prob(params, v)
 
@@ -99,10 +97,9 @@ class MeanFieldMixture(Family):
         return meanfield_mixture_log_prob(params["loc"], params["log_scale"], v)
 
     def moments(self, params):
-        loc, var = params["loc"], jnp.exp(2 * params["log_scale"])
-        mean = jnp.mean(loc, 0)
-        dev = loc - mean
-        return mean, jnp.diag(jnp.mean(var, 0)) + dev.T @ dev / loc.shape[0]
+        loc = params["loc"]
+        covs = jax.vmap(jnp.diag)(jnp.exp(2 * params["log_scale"]))
+        return _mixture_moments(loc, covs, jnp.full((loc.shape[0],), 1.0 / loc.shape[0], loc.dtype))
 
 
 class ModeMixture(Family):
@@ -171,9 +168,19 @@ def _component_log_probs(params, v):
 
 
 def _moments(params, w):
-    """Mean and covariance of the mixture with weights `w` (K,)."""
-    loc, L = params["loc"], jax.vmap(tril_factor)(params["scale_tril"])
+    """Mean and covariance of the full-rank mixture with weights `w` (K,)."""
+    L = jax.vmap(tril_factor)(params["scale_tril"])
+    return _mixture_moments(params["loc"], L @ jnp.swapaxes(L, -1, -2), w)
+
+
+def _mixture_moments(loc, covs, w):
+    """Mean and covariance of sum_k w_k N(loc_k, covs_k): loc (K, D), covs (K, D, D), w (K,)."""
     mean = w @ loc
     dev = loc - mean
-    cov = jnp.einsum("k,kij->ij", w, L @ jnp.swapaxes(L, -1, -2)) + (dev * w[:, None]).T @ dev
-    return mean, cov
+    return mean, jnp.einsum("k,kij->ij", w, covs) + (dev * w[:, None]).T @ dev
+
+
+def _balanced(key, n: int, k: int) -> jax.Array:
+    """The component of each of `n` draws from an equal-weight mixture of `k`: draw j from
+    component (j + r) mod k, r uniform on {0, ..., k-1} (see the module's docstring)."""
+    return (jnp.arange(n) + jax.random.randint(key, (), 0, k)) % k
