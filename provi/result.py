@@ -88,6 +88,9 @@ class FitResult:
     correct: str | None = None  # the correction summary() applies by default ("psis" when guide="auto" advises it)
     auto: dict | None = None  # what guide="auto" tried, and the k-hat of the fit it kept
     reparam: dict | None = None  # {"sites", "centered"}: the sites auto non-centred (provi.core.reparam)
+    # log importance weights already computed, {(n, seed): (params, log_w)}: auto's k-hat, diagnostics()
+    # and the PSIS corrections judge the same draws, computed once (valid while `params` is the same object)
+    _log_w_memo: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     # --- draws -------------------------------------------------------------------------------
     def _key(self, seed):
@@ -125,8 +128,17 @@ class FitResult:
     def weighted_draws(self, n: int, seed: int | None = None) -> tuple[dict, np.ndarray]:
         """`draws(n, seed)` and their log importance weights log p(x, z) - log q(z) (host
         arrays), computed block by block."""
+        memo = self._log_w_memo.get((int(n), seed))
+        if memo is not None and memo[0] is self.params:
+            return self.draws(n, seed)[0], memo[1]  # the guide's draws alone: no model density
         z, log_w = self._blocks(n, seed, lambda z, log_q: (z, self.log_weights(z, log_q)))
+        self._log_w_memo[(int(n), seed)] = (self.params, np.asarray(log_w))
         return z, np.asarray(log_w)
+
+    def importance_log_weights(self, n: int, seed: int | None = None) -> np.ndarray:
+        """The log importance weights of `weighted_draws(n, seed)`, computed once per `(n, seed)`."""
+        memo = self._log_w_memo.get((int(n), seed))
+        return memo[1] if memo is not None and memo[0] is self.params else self.weighted_draws(n, seed)[1]
 
     def _blocks(self, n: int, seed, each) -> tuple[dict, jax.Array]:
         n, key = int(n), self._key(seed)
@@ -293,7 +305,7 @@ class FitResult:
         if n is None and seed is None and self.auto is not None:
             n, seed = self._auto_draws, self.seed  # fit_auto's k-hat draws: res.draws(n, seed)
         n = KHAT_DRAWS if n is None else n
-        _, log_w = self.weighted_draws(n, seed)
+        log_w = self.importance_log_weights(n, seed)
         try:
             collapse = self.posterior_collapse()
         except Exception:  # a diagnostic must never break diagnostics

@@ -36,7 +36,10 @@ The pipeline, for a model with D unconstrained dimensions:
 7. **If still not close, fit a flow** (RealNVP,
    path-gradient ELBO, early stopping) in the space whitened by the best Gaussian so far, so the
    flow starts *as* that Gaussian and learns only what it misses; keep whichever has the lower
-   k-hat.
+   k-hat. Where the best fit is already usable (k-hat in [0.5, 0.7), below 0.7 by a standard
+   error) and the Student-t did not lower k-hat by at least a standard error, auto settles
+   without the flow: on non-centred eight schools (k-hat 0.52; Student-t 0.59, df 214) the flow
+   came out at 0.62 and cost 2.2 s of the README's main job.
 8. **Report.** The fit is usable when k-hat is below 0.7 by at least one standard error
    (`khat_usable`): then `summary()` gives PSIS-corrected (importance-weighted) moments and
    quantiles by default, which are reliable there (Vehtari et al. 2024). Otherwise the notes and

@@ -52,9 +52,12 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
             k = _khat(res, seed)
             tried.append(f"{label} (k-hat {k:.2f})")
             seconds = best.stop.seconds + res.stop.seconds
+            improved = _better(k, k_best - khat_se(k_best, best.auto["khat_draws"]))
             if _better(k, k_best):
                 best, k_best = res, k
             best.stop.seconds = seconds
+            if khat_usable(k_best, khat_se(k_best, best.auto["khat_draws"])) and not improved:
+                break  # usable, and the next family did not do better by a standard error: settle
     se = khat_se(k_best, best.auto["khat_draws"])
     usable = khat_usable(k_best, se)
     best.stop.notes = list(notes) + _verdict_notes(k_best, se, tried, dim)
@@ -108,7 +111,7 @@ def _khat(res, seed) -> float:
     corrections judge the very same draws."""
     k = float("inf")
     for n in (KHAT_FIRST_DRAWS, KHAT_DRAWS):
-        _, log_w = res.weighted_draws(n, seed)
+        log_w = res.importance_log_weights(n, seed)
         k = psis(log_w)[1] if np.all(np.isfinite(log_w)) else float("inf")
         if k + 2 * khat_se(k, n) < KHAT_GOOD:
             break

@@ -28,6 +28,8 @@ from numpyro.distributions import constraints
 from numpyro.infer.inspect import get_dependencies
 from numpyro.infer.reparam import LocScaleReparam
 
+from provi.core.trace import abstract_trace
+
 __all__ = ["decentrable_sites", "decentre", "LOC_SCALE_FAMILIES"]
 
 # distributions NumPyro's LocScaleReparam rebuilds from loc, scale (and the listed shape parameters)
@@ -47,7 +49,7 @@ def decentrable_sites(model: Callable, args: tuple, kwargs: dict) -> tuple[str, 
     model cannot be inspected this way (dependency tracing fails on some models)."""
     try:
         deps = get_dependencies(model, args, kwargs)["prior_dependencies"]
-        tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(*args, **kwargs)
+        tr = abstract_trace(model, args, kwargs)  # no prior draws: nothing computed, nothing compiled
     except Exception:  # noqa: BLE001 - an inspection that fails means: no automatic reparameterisation
         return ()
     latent = {n for n, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
