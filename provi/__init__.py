@@ -10,7 +10,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 5. `engine` (loss, the public step API, start, compiled loop, driver, checkpoints, sharding)
 6. `diagnostics` (PSIS, verdicts, collapse, evaluation)
 7. `result` | `nn`
-8. `auto`
+8. `auto` | `saved` (a saved fit loaded back)
 9. `fit`
 10. `report`, then `cli`
 """
@@ -40,7 +40,8 @@ from provi.objectives import (
     Renyi,
     log_mean_exp,
 )
-from provi.result import FitResult, load
+from provi.result import FitResult
+from provi.saved import load
 
 __version__ = "0.1.0"
 

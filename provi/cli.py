@@ -28,7 +28,7 @@ from provi.examples import eight_schools
 from provi.fit import fit
 from provi.programs import GUIDES
 from provi.report import jsonable, write_outputs
-from provi.result import load
+from provi.saved import load
 
 __all__ = ["main", "load_model", "load_data", "UsageError"]
 

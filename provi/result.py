@@ -23,7 +23,6 @@ from provi.core.bound import KeyStream
 from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
 from provi.core.prior import GaussianPrior
-from provi.core.reparam import decentre
 from provi.core.space import LatentSpace
 from provi.core.trace import OwnInfer, Unobserved, constrain_params
 from provi.defaults import DRAW_BLOCK, KHAT_DRAWS, LOG_WEIGHT_BLOCK, PSIS_MIN_DRAWS
@@ -31,12 +30,12 @@ from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_us
                                posterior_collapse, psis, weighted_moments)
 from provi.engine.layout import join_data
 from provi.engine.schedule import StopInfo
-from provi.engine.step import Setup, VIState, setup
+from provi.engine.step import Setup, VIState
 from provi.errors import ModelError
-from provi.persist import atomic_write, flatten_tree, unflatten_tree
-from provi.programs import FamilyGuide, guide_from_spec
+from provi.persist import atomic_write, flatten_tree
+from provi.programs import FamilyGuide
 
-__all__ = ["FitResult", "load", "FORMAT"]
+__all__ = ["FitResult", "FORMAT"]
 
 # provi-fit/2: Gaussian scales are stored as logarithms (provi-fit/1 stored softplus inverses, which
 # would load into the same names with another meaning, so version 1 files are refused).
@@ -411,48 +410,6 @@ def _log_weights(model, model_params, z, log_q, data, layout):
     block = max(1, min(int(log_q.shape[0]), LOG_WEIGHT_BLOCK // max(size, 1)))
     one = lambda v: model.log_density(model_params, v, args, kwargs, KeyStream(jax.random.PRNGKey(0)))  # noqa: E731
     return jax.lax.map(one, z, batch_size=block) - log_q
-
-
-def load(path, model, *args, guide=None, **kwargs) -> FitResult:
-    """Load a fit saved by `FitResult.save` for `model(*args, **kwargs)`.
-
-    Family guides are rebuilt from the saved metadata; for a NumPyro guide pass it as `guide=`.
-    The default correction (`correct`, PSIS where guide="auto" advised it) and auto's record come
-    back with it; estimator states (baselines) and the optimiser state do not: a loaded fit is for
-    results, a checkpoint (`provi.fit(checkpoint=...)`) for resuming.
-    """
-    path = pathlib.Path(path)
-    meta = json.loads((path / "meta.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(
-            f"{path} holds a fit in format {meta.get('format')!r}; this provi reads {FORMAT!r} "
-            "(older versions stored Gaussian scales differently): fit the model again and save it"
-        )
-    if guide is None:
-        guide = guide_from_spec(meta["guide"])
-    key = jax.random.PRNGKey(meta["seed"])
-    if meta.get("reparam"):  # the fit was of the model with these sites non-centred: rebuild that model
-        model = decentre(model, tuple(meta["reparam"]["sites"]), meta["reparam"]["centered"])
-    alg = setup(model, *args, guide=guide, seed=meta["seed"], **kwargs)
-    model_prog, guide_prog = alg.model, alg.guide
-    if "latent_sites" in meta and list(model_prog.info.latent_names) != list(meta["latent_sites"]):
-        raise ModelError(f"the saved fit in {str(path)!r} has latent sites {meta['latent_sites']}, the model given has "
-                         f"{list(model_prog.info.latent_names)}: load it with the model it was fitted to")
-    with np.load(path / "params.npz") as f:
-        arrays = dict(f)
-    template = {"model": model_prog.init_params(), "guide": guide_prog.init_params(key)}
-    params = jax.tree.map(jnp.asarray, unflatten_tree(template, arrays, what=f"saved fit {str(path)!r}"))
-    with np.load(path / "consts.npz") as f:
-        consts = {k.strip("[]'"): jnp.asarray(v) for k, v in f.items()}
-    s = meta["stop"]
-    seconds = s.get("seconds")  # absent from fits saved before it was kept
-    stop = StopInfo(reason=s["reason"], steps=s["steps"], message=s["message"], notes=s["notes"],
-                    seconds=float("nan") if seconds is None else float(seconds))
-    return FitResult(
-        data=alg.data, layout=alg.layout, model=model_prog, guide=guide_prog, params=params, consts=consts,
-        losses=np.load(path / "losses.npy"), args=alg.args, kwargs=alg.kwargs, objective=meta["objective"], stop=stop,
-        seed=meta["seed"], correct=meta.get("correct"), auto=meta.get("auto"), reparam=meta.get("reparam"),
-    )
 
 
 def _fitted_space(guide, info) -> LatentSpace:

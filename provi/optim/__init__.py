@@ -10,6 +10,10 @@ transformations that import jax, optax and floor 1 only.
 - `fb_gvi(step_size)` and `bw_sgd(step_size)`: Gaussian VI as a Wasserstein gradient flow
   (forward-backward, Diao et al. 2023; Bures-Wasserstein SGD, Lambert et al. 2022) for
   `provi.fit(..., guide="fullrank" or "meanfield", optimizer=provi.optim.fb_gvi(0.1))`.
+- `natgrad(step_size, others=None)`: natural-gradient Gaussian VI (the Bayesian learning rule,
+  Khan & Rue 2023, kept positive definite as Lin, Schmidt & Khan 2020) for the same families;
+  `others` (an optax transformation) moves the model's `numpyro.param` sites, as it does for
+  `fb_gvi` and `bw_sgd`.
 """
 
 from provi.optim.online_newton import (
@@ -23,10 +27,13 @@ from provi.optim.online_newton import (
     ivon_value_and_grad,
 )
 
+from provi.optim.natural import natgrad, natural_precision
 from provi.optim.wasserstein import WassersteinState, bw_sgd, fb_gvi, hessian_from_tril, jko_entropy
 
 __all__ = [
     "fb_gvi",
+    "natgrad",
+    "natural_precision",
     "bw_sgd",
     "jko_entropy",
     "hessian_from_tril",

@@ -18,8 +18,8 @@ same Monte Carlo draws. The diagonal versions do the same coordinate by coordina
 `guide="meanfield"`.
 
 Use them with the default objective, `provi.ELBO()` (its gradient carries the entropy's exact
-gradient: path-derivative objectives such as `provi.STL()` drop it), on a model with no
-`numpyro.param` sites:
+gradient: path-derivative objectives such as `provi.STL()` drop it); the model's `numpyro.param`
+sites, if any, follow the optax transformation given as `others`:
 
     res = provi.fit(model, *args, guide="fullrank", optimizer=provi.optim.fb_gvi(0.1))
 
@@ -29,21 +29,25 @@ and `fb_gvi()`'s default, 0.1, leaves room for curvature ten times the mode's. W
 same steps are the stochastic versions (the gradient is an unbiased estimate).
 """
 
-from typing import NamedTuple
+import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["fb_gvi", "bw_sgd", "jko_entropy", "hessian_from_tril", "WassersteinState"]
+__all__ = ["fb_gvi", "bw_sgd", "jko_entropy", "hessian_from_tril", "WassersteinState", "gaussian_transform",
+           "gaussian_expectations", "diagonal_expectations"]
 
 DEFAULT_STEP = 0.1
 
 
 class WassersteinState(NamedTuple):
-    """The step count (the updates keep no other state)."""
+    """The step count, and the state of the transformation of the model's `numpyro.param` sites
+    (`others`; () without one)."""
 
     count: jax.Array
+    others: Any = ()
 
 
 def jko_entropy(S: jax.Array, h) -> jax.Array:
@@ -79,17 +83,31 @@ def _tril_factor(raw):
     return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diag(raw)))
 
 
-def _tril_raw(L):
+def scale_tril_raw(L):
+    """The full-rank family's stored `scale_tril` for the Cholesky factor `L` (log diagonal)."""
     return jnp.tril(L, -1) + jnp.diag(jnp.log(jnp.diag(L)))
 
 
-def _full_step(loc, raw, g_loc, g_raw, h, backward: bool):
+def gaussian_expectations(loc, raw, g_loc, g_raw):
+    """`(L, E_q[grad V], E_q[hess V])` read off the loss gradient of a full-rank Gaussian
+    (`loc`, `scale_tril` as the family stores it): the module docstring says how."""
     L = _tril_factor(raw)
     d = jnp.diag(L)
     # the loss's gradient in L: tril(E[grad V eps'] - L^-T); its diagonal came through L_ii = exp(raw_ii)
     g_L = jnp.tril(g_raw, -1) + jnp.diag(jnp.diag(g_raw) / d)
     B = g_L + jnp.diag(1.0 / d)  # tril(E[grad V eps']) = tril(H L)
-    H = hessian_from_tril(B, L)
+    return L, g_loc, hessian_from_tril(B, L)
+
+
+def diagonal_expectations(log_scale, g_log):
+    """`(s^2, E_q[hess V]'s diagonal)` read off the loss gradient of a mean-field Gaussian: by
+    Stein, E[d_i V eps_i] = E[d_ii V] s_i, and d loss / d log s_i = (E[d_i V eps_i] - 1 / s_i) s_i."""
+    s2 = jnp.exp(2 * log_scale)
+    return s2, (g_log + 1.0) / s2
+
+
+def _full_step(loc, raw, g_loc, g_raw, h, backward: bool):
+    L, g_loc, H = gaussian_expectations(loc, raw, g_loc, g_raw)
     S = L @ L.T
     eye = jnp.eye(L.shape[0], dtype=L.dtype)
     if backward:
@@ -99,12 +117,11 @@ def _full_step(loc, raw, g_loc, g_raw, h, backward: bool):
         N = eye - h * (H - jnp.linalg.inv(S))
         S = N @ S @ N
     S = 0.5 * (S + S.T)
-    return loc - h * g_loc, _tril_raw(jnp.linalg.cholesky(S))
+    return loc - h * g_loc, scale_tril_raw(jnp.linalg.cholesky(S))
 
 
 def _diag_step(loc, log_scale, g_loc, g_log, h, backward: bool):
-    s2 = jnp.exp(2 * log_scale)
-    H = (g_log + 1.0) / s2  # Stein: E[d_i V eps_i] = E[d_ii V] s_i, and d loss / d log s_i = (E[d_i V eps_i] - 1 / s_i) s_i
+    s2, H = diagonal_expectations(log_scale, g_log)
     if backward:
         v = (1 - h * H) ** 2 * s2
         v = 0.5 * (v + 2 * h + jnp.sqrt(v * (v + 4 * h)))
@@ -113,29 +130,36 @@ def _diag_step(loc, log_scale, g_loc, g_log, h, backward: bool):
     return loc - h * g_loc, 0.5 * jnp.log(v)
 
 
-def _gaussian_update(name: str, step_size, backward: bool) -> optax.GradientTransformation:
+def gaussian_transform(name: str, step_size, full_step: Callable, diag_step: Callable,
+                       others: optax.GradientTransformation | None = None) -> optax.GradientTransformation:
+    """An optax transformation that moves provi's Gaussian guide (`"fullrank"`: `loc`,
+    `scale_tril`; `"meanfield"`: `loc`, `log_scale`) by `full_step(loc, raw, g_loc, g_raw, h)` or
+    `diag_step(loc, log_scale, g_loc, g_log, h)` (each returns the new pair), with step size `h`
+    (a number or an optax schedule), and the model's `numpyro.param` sites by `others`."""
     if not callable(step_size) and not (step_size > 0):
         raise ValueError(f"{name}: step_size must be > 0 or a schedule (an optax schedule of the step count), got {step_size!r}")
     step_at = step_size if callable(step_size) else (lambda count: step_size)
 
     def init(params):
-        return WassersteinState(jnp.zeros((), jnp.int32))
+        model = params.get("model", {}) if isinstance(params, dict) else {}
+        return WassersteinState(jnp.zeros((), jnp.int32), others.init(model) if others is not None else ())
 
     def update(grads, state, params=None):
         if params is None:
             raise ValueError(f"{name} needs the current parameters: optimizer.update(grads, state, params)")
         guide, g = params["guide"], grads["guide"]
-        if jax.tree.leaves(params.get("model", {})):
+        if jax.tree.leaves(params.get("model", {})) and others is None:
             raise ValueError(
-                f"{name} updates the Gaussian guide only, and this model has numpyro.param sites "
-                f"({sorted(params['model'])}); make them latent sites or use an optax optimizer"
+                f"{name} updates the Gaussian guide, and this model has numpyro.param sites "
+                f"({sorted(params['model'])}): give an optax optimizer for them, {name}(..., others=optax.adam(1e-2)), "
+                f"or make them latent sites"
             )
         keys, h = set(guide), step_at(state.count)
         if keys == {"loc", "scale_tril"}:
-            loc, second = _full_step(guide["loc"], guide["scale_tril"], g["loc"], g["scale_tril"], h, backward)
+            loc, second = full_step(guide["loc"], guide["scale_tril"], g["loc"], g["scale_tril"], h)
             new = {"loc": loc, "scale_tril": second}
         elif keys == {"loc", "log_scale"}:
-            loc, second = _diag_step(guide["loc"], guide["log_scale"], g["loc"], g["log_scale"], h, backward)
+            loc, second = diag_step(guide["loc"], guide["log_scale"], g["loc"], g["log_scale"], h)
             new = {"loc": loc, "log_scale": second}
         else:
             raise ValueError(
@@ -144,20 +168,29 @@ def _gaussian_update(name: str, step_size, backward: bool) -> optax.GradientTran
             )
         updates = jax.tree.map(jnp.zeros_like, params)
         updates["guide"] = jax.tree.map(jnp.subtract, new, guide)
-        return updates, WassersteinState(state.count + 1)
+        other_state = state.others
+        if others is not None:
+            updates["model"], other_state = others.update(grads["model"], state.others, params["model"])
+        return updates, WassersteinState(state.count + 1, other_state)
 
     return optax.GradientTransformation(init, update)
 
 
-def fb_gvi(step_size: float | optax.Schedule = DEFAULT_STEP) -> optax.GradientTransformation:
+def fb_gvi(step_size: float | optax.Schedule = DEFAULT_STEP,
+           others: optax.GradientTransformation | None = None) -> optax.GradientTransformation:
     """Forward-backward Gaussian VI (Diao et al. 2023) for provi's `guide="fullrank"` (and, by
     coordinate, `"meanfield"`): the module docstring gives the step. `step_size` may be an optax
     schedule: with a noisy Hessian estimate a constant step leaves the covariance inflated by
-    about h^2 times the estimate's variance, which a decreasing step removes."""
-    return _gaussian_update("fb_gvi", step_size, backward=True)
+    about h^2 times the estimate's variance, which a decreasing step removes. `others`: an optax
+    transformation for the model's `numpyro.param` sites (required where it has any)."""
+    return gaussian_transform("fb_gvi", step_size, functools.partial(_full_step, backward=True),
+                              functools.partial(_diag_step, backward=True), others)
 
 
-def bw_sgd(step_size: float | optax.Schedule = DEFAULT_STEP) -> optax.GradientTransformation:
+def bw_sgd(step_size: float | optax.Schedule = DEFAULT_STEP,
+           others: optax.GradientTransformation | None = None) -> optax.GradientTransformation:
     """Bures-Wasserstein SGD (Lambert et al. 2022; Diao et al. 2023's explicit scheme): the
-    forward-backward step with the entropy taken explicitly, S <- N S N, N = I - h (E[hess V] - S^-1)."""
-    return _gaussian_update("bw_sgd", step_size, backward=False)
+    forward-backward step with the entropy taken explicitly, S <- N S N, N = I - h (E[hess V] - S^-1).
+    `others` as in `fb_gvi`."""
+    return gaussian_transform("bw_sgd", step_size, functools.partial(_full_step, backward=False),
+                              functools.partial(_diag_step, backward=False), others)

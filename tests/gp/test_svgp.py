@@ -189,6 +189,31 @@ def test_hyperparameters_and_inducing_inputs_as_params(learn_z):
         assert at_fit > grid - 0.01, (at_fit, grid)
 
 
+def test_natural_gradients_inside_fit_with_adam_on_the_hyperparameters():
+    """`provi.optim.natgrad` moves q(u) inside provi.fit and Adam the length scale (`others`): in
+    1,500 steps q(u) is optimal for the fitted scale (the bound equals the closed-form optimum
+    there, within 0.15 nats and 4 SE) and the scale is the best on a fine grid (within 0.05 nats);
+    Adam on everything needed 11,000 steps (its early stop) for the same on this problem."""
+    x, y = _data(100, seed=2)
+    z0 = np.linspace(-2.5, 2.5, 8).astype(np.float32)
+
+    def model(x, y):
+        scale = numpyro.param("scale", 2.0, constraint=dist.constraints.positive)
+        svgp = gp.SVGP(kernels.ExpSquared(scale=scale), z0)
+        f_loc, f_var = svgp.conditional("u", x)
+        with numpyro.plate("data", x.shape[0]):
+            gp.expected_log_likelihood("y", gp.Gaussian(SIGMA), y, f_loc, f_var)
+
+    res = provi.fit(model, x, y, guide="fullrank", optimizer=provi.optim.natgrad(0.5, others=optax.adam(1e-2)),
+                    objective=provi.ELBO(num_particles=8), steps=1500, seed=0, progress=False)
+    assert res.stop.reason == "steps"
+    at_fit = _collapsed(kernels.ExpSquared(scale=res.model_params()["scale"]), z0, x, y)
+    elbo, se = res.evaluate(provi.ELBO(), n=2000)
+    assert abs(at_fit - elbo) < 0.15 + 4 * se, (at_fit, elbo, se)
+    grid = max(_collapsed(kernels.ExpSquared(scale=s), z0, x, y) for s in np.linspace(0.3, 2.0, 69))
+    assert at_fit > grid - 0.05, (at_fit, grid)
+
+
 def test_latent_hyperparameters_with_priors():
     """Amplitude and noise scale as latent sites with priors, fitted jointly with u: the noise
     scale's posterior mean is near the true 0.2, and draws of every site are finite."""
