@@ -202,13 +202,13 @@ def run_gpjax(x, y, xt, yt, z0, kind, steps, repeats):
     return {f"gpjax_{k}": v for k, v in out.items()} | dict(gpjax_ms_per_step=1e3 * timing["step_s"])
 
 
-def converged_at(bounds, best, tol=TOL, smooth=1):
-    """The first step after which the bound (per point, every EVERY steps; a running mean over
+def converged_at(bounds, best, tol=TOL, smooth=1, every=EVERY):
+    """The first step after which the bound (per point, every `every` steps; a running mean over
     `smooth` evaluations against minibatch noise) stays within `tol` of `best`; None if never."""
     c = np.convolve(np.asarray(bounds), np.ones(smooth) / smooth, "valid")
     bad = np.nonzero(c < best - tol)[0]
     first = 0 if bad.size == 0 else bad[-1] + 1
-    return None if first >= c.size else int((first + smooth) * EVERY)
+    return None if first >= c.size else int((first + smooth) * every)
 
 
 def optimum(x, y, h, kind, m):

@@ -87,8 +87,8 @@ class FitResult:
     correct: str | None = None  # the correction summary() applies by default ("psis" when guide="auto" advises it)
     auto: dict | None = None  # what guide="auto" tried, and the k-hat of the fit it kept
     reparam: dict | None = None  # {"sites", "centered"}: the sites auto non-centred (provi.core.reparam)
-    # log importance weights already computed, {(n, seed): (params, log_w)}: auto's k-hat, diagnostics()
-    # and the PSIS corrections judge the same draws, computed once (valid while `params` is the same object)
+    # log importance weights already computed, {(n, seed): (params, consts, log_w)}: auto's k-hat, diagnostics()
+    # and the PSIS corrections judge the same draws, computed once (valid while params and consts are the same objects)
     _log_w_memo: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     # --- draws -------------------------------------------------------------------------------
@@ -127,17 +127,22 @@ class FitResult:
     def weighted_draws(self, n: int, seed: int | None = None) -> tuple[dict, np.ndarray]:
         """`draws(n, seed)` and their log importance weights log p(x, z) - log q(z) (host
         arrays), computed block by block."""
-        memo = self._log_w_memo.get((int(n), seed))
-        if memo is not None and memo[0] is self.params:
-            return self.draws(n, seed)[0], memo[1]  # the guide's draws alone: no model density
+        memo = self._memo(n, seed)
+        if memo is not None:
+            return self.draws(n, seed)[0], memo  # the guide's draws alone: no model density
         z, log_w = self._blocks(n, seed, lambda z, log_q: (z, self.log_weights(z, log_q)))
-        self._log_w_memo[(int(n), seed)] = (self.params, np.asarray(log_w))
-        return z, np.asarray(log_w)
+        log_w = np.asarray(log_w)
+        self._log_w_memo[(int(n), seed)] = (self.params, self.consts, log_w)
+        return z, log_w
 
     def importance_log_weights(self, n: int, seed: int | None = None) -> np.ndarray:
         """The log importance weights of `weighted_draws(n, seed)`, computed once per `(n, seed)`."""
-        memo = self._log_w_memo.get((int(n), seed))
-        return memo[1] if memo is not None and memo[0] is self.params else self.weighted_draws(n, seed)[1]
+        memo = self._memo(n, seed)
+        return memo if memo is not None else self.weighted_draws(n, seed)[1]
+
+    def _memo(self, n: int, seed) -> np.ndarray | None:
+        params, consts, log_w = self._log_w_memo.get((int(n), seed), (None, None, None))
+        return log_w if params is self.params and consts is self.consts else None
 
     def _blocks(self, n: int, seed, each) -> tuple[dict, jax.Array]:
         n, key = int(n), self._key(seed)

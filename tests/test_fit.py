@@ -72,6 +72,17 @@ def test_sample_predictive_summary_arviz(es):
     d = res.diagnostics(4000)
     assert np.isfinite(d.khat) and "k-hat" in str(d)
 
+    # log importance weights are computed once per (n, seed) and parameters: new parameters, new weights
+    z, lw = res.weighted_draws(3000, seed=5)
+    assert res.importance_log_weights(3000, seed=5) is lw
+    np.testing.assert_array_equal(res.weighted_draws(3000, seed=5)[0]["mu"], z["mu"])
+    fitted = res.params
+    res.params = jax.tree.map(lambda a: a + 0.1, fitted)
+    moved = res.importance_log_weights(3000, seed=5)
+    assert moved is not lw and not np.allclose(moved, lw)
+    res.params = fitted
+    np.testing.assert_allclose(res.importance_log_weights(3000, seed=5), lw, rtol=1e-6)
+
 
 def test_save_and_load_round_trip(es, tmp_path):
     model, data = es

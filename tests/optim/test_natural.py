@@ -1,9 +1,8 @@
 """Natural-gradient Gaussian VI (`provi.optim.natgrad`): the corrected precision step stays positive
 definite for any Hessian estimate and has the ELBO's optimum as its fixed point; with exact
-expectations it converges to a Gaussian target; inside `provi.fit` it reaches an exact 3-d Gaussian
-target (full-rank) and the mean-field optimum from the prior start."""
+expectations it converges to a Gaussian target. Its fits of an exact 3-d Gaussian target (full-rank,
+and the mean-field optimum) run with the Wasserstein steps' in test_wasserstein.py."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -55,26 +54,6 @@ def test_step_with_exact_expectations_converges_to_a_gaussian_target():
     np.testing.assert_allclose(np.asarray(loc), np.asarray(MU), atol=1e-4)
     np.testing.assert_allclose(np.asarray(L @ L.T), np.asarray(COV), atol=1e-4)
     np.testing.assert_allclose(np.asarray(scale_tril_raw(L)), np.asarray(raw), atol=1e-6)
-
-
-@pytest.mark.parametrize("step_size", [0.1, lambda t: 0.5 / (1.0 + t / 50.0)], ids=["constant", "schedule"])
-def test_fit_converges_to_a_gaussian_target_from_the_prior_start(step_size):
-    res = provi.fit(gaussian, guide="fullrank", optimizer=natgrad(step_size), objective=provi.ELBO(num_particles=32),
-                    steps=1500, init="prior", progress=False)
-    draws = res.sample(40_000, seed=1)["x"]
-    sd = np.sqrt(np.diag(np.asarray(COV)))
-    assert np.all(np.abs(draws.mean(0) - np.asarray(MU)) < 0.05 * sd), draws.mean(0)
-    np.testing.assert_allclose(np.cov(draws.T), np.asarray(COV), atol=0.06)
-
-
-def test_diagonal_version_reaches_the_mean_field_optimum():
-    """Mean-field VI of a Gaussian: exact means, variances 1 / diag(precision)."""
-    res = provi.fit(gaussian, guide="meanfield", optimizer=natgrad(0.1), objective=provi.ELBO(num_particles=32),
-                    steps=1500, init="prior", progress=False)
-    draws = res.sample(40_000, seed=1)["x"]
-    mf_var = 1 / np.diag(np.linalg.inv(np.asarray(COV)))
-    assert np.all(np.abs(draws.mean(0) - np.asarray(MU)) < 0.05 * np.sqrt(mf_var))
-    np.testing.assert_allclose(draws.var(0), mf_var, rtol=0.06)
 
 
 def test_clear_errors():

@@ -1,4 +1,4 @@
-"""Forward-backward Gaussian VI and Bures-Wasserstein SGD: the JKO step against its closed form,
+"""Forward-backward Gaussian VI, Bures-Wasserstein SGD (and natural-gradient VI's fits): the JKO step against its closed form,
 the Hessian read off the ELBO's gradient against the exact Hessian (in standard errors), and fits
 against exact Gaussian targets and a converged full-rank ELBO fit."""
 
@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import provi
-from provi.optim import bw_sgd, fb_gvi, hessian_from_tril, jko_entropy
+from provi.optim import bw_sgd, fb_gvi, hessian_from_tril, jko_entropy, natgrad
 
 MU = jnp.array([1.0, -2.0, 0.5])
 COV = jnp.array([[2.0, 0.8, 0.3], [0.8, 1.0, -0.2], [0.3, -0.2, 0.5]])
@@ -61,8 +61,9 @@ def test_hessian_from_one_particle_gradient_is_unbiased():
     assert np.all(np.abs(mean - exact) < 4 * se + 1e-4), (mean, exact, se)
 
 
-@pytest.mark.parametrize("optimizer", [fb_gvi(0.1), bw_sgd(0.1), fb_gvi(lambda t: 0.3 / (1.0 + t / 100.0))],
-                         ids=["fb_gvi", "bw_sgd", "fb_gvi_schedule"])
+@pytest.mark.parametrize("optimizer", [fb_gvi(0.1), bw_sgd(0.1), fb_gvi(lambda t: 0.3 / (1.0 + t / 100.0)), natgrad(0.1),
+                                       natgrad(lambda t: 0.5 / (1.0 + t / 50.0))],
+                         ids=["fb_gvi", "bw_sgd", "fb_gvi_schedule", "natgrad", "natgrad_schedule"])
 def test_converges_to_a_gaussian_target_from_the_prior_start(optimizer):
     res = provi.fit(gaussian, guide="fullrank", optimizer=optimizer, objective=provi.ELBO(num_particles=32),
                     steps=1500, init="prior", progress=False)
@@ -72,9 +73,10 @@ def test_converges_to_a_gaussian_target_from_the_prior_start(optimizer):
     np.testing.assert_allclose(np.cov(draws.T), np.asarray(COV), atol=0.06)
 
 
-def test_diagonal_version_reaches_the_mean_field_optimum():
+@pytest.mark.parametrize("optimizer", [fb_gvi(0.1), natgrad(0.1)], ids=["fb_gvi", "natgrad"])
+def test_diagonal_version_reaches_the_mean_field_optimum(optimizer):
     """Mean-field VI of a Gaussian: exact means, variances 1 / diag(precision)."""
-    res = provi.fit(gaussian, guide="meanfield", optimizer=fb_gvi(0.1), objective=provi.ELBO(num_particles=32),
+    res = provi.fit(gaussian, guide="meanfield", optimizer=optimizer, objective=provi.ELBO(num_particles=32),
                     steps=1500, init="prior", progress=False)
     draws = res.sample(40_000, seed=1)["x"]
     mf_var = 1 / np.diag(np.linalg.inv(np.asarray(COV)))
