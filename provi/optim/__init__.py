@@ -11,7 +11,7 @@ transformations that import jax, optax and floor 1 only.
   (forward-backward, Diao et al. 2023; Bures-Wasserstein SGD, Lambert et al. 2022) for
   `provi.fit(..., guide="fullrank" or "meanfield", optimizer=provi.optim.fb_gvi(0.1))`.
 - `natgrad(step_size, others=None)`: natural-gradient Gaussian VI (the Bayesian learning rule,
-  Khan & Rue 2023, kept positive definite as Lin, Schmidt & Khan 2020) for the same families;
+  Khan & Rue 2023, with the Hessian estimate's positive part) for the same families;
   `others` (an optax transformation) moves the model's `numpyro.param` sites, as it does for
   `fb_gvi` and `bw_sgd`.
 """
