@@ -9,6 +9,7 @@ and diagnostics. Silently wrong (usable, yet off) fails.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +39,18 @@ def test_auto_is_accurate_or_flagged(name):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:the loss of objective:RuntimeWarning")  # auto's flow stage diverges and says so
 def test_horseshoe_recovers_the_non_zero_coefficients_and_is_flagged():
     """A horseshoe regression with three non-zero coefficients among 20 (N = 100): auto's means of
     the non-zero coefficients are within 0.1 posterior sd of NUTS's (non-centred, 20,000 draws)
     and their sds within 25%; the funnels of the zero coefficients' local scales are beyond every
-    family auto tries, so the fit as a whole is flagged (k-hat 1.1 when measured), not usable."""
+    family auto tries, so the fit as a whole is flagged (k-hat 1.1 when measured), not usable.
+    Auto's flow stage diverges there: that is a note of the result, not a warning to the user."""
     reference = json.loads((DATA / "horseshoe_reference.json").read_text())["sites"]["beta"]
-    res = provi.fit(horseshoe, *horseshoe_data(), progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = provi.fit(horseshoe, *horseshoe_data(), progress=False)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert any(n.startswith("auto: the RealNVP") and "non-finite" in n for n in res.stop.notes), res.stop.notes
     beta = res.sample(20_000)["beta"][:, :3]
     mean, sd = np.asarray(reference["mean"][:3]), np.asarray(reference["sd"][:3])
     assert np.all(np.abs(beta.mean(0) - mean) <= 0.1 * sd), (beta.mean(0) - mean) / sd

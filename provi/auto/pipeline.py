@@ -3,6 +3,8 @@ several modes, the flow, and the verdict."""
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +35,8 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
     model=None)` runs one family fit and returns its `FitResult` (`start=None`: the Laplace start;
     else `(program, params, consts)` to start from; `model`: another model than the user's)."""
     first = fit_family("auto", check_objective(objective), optimizer, steps, None)
-    notes = first.stop.notes
+    notes, stage_notes = first.stop.notes, []
+    fit_family = _stage_warnings_as_notes(fit_family, stage_notes)  # the later stages: auto may discard them
     k1 = _khat(first, seed)
     best, k_best, tried = first, k1, [f"{type(first.guide.family).__name__} (k-hat {k1:.2f})"]
     if _not_close(k1) and first.stop.reason != "nonfinite":
@@ -60,10 +63,29 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
                 break  # usable, and the next family did not do better by a standard error: settle
     se = khat_se(k_best, best.auto["khat_draws"])
     usable = khat_usable(k_best, se)
-    best.stop.notes = list(notes) + _verdict_notes(k_best, se, tried, dim)
+    best.stop.notes = list(notes) + stage_notes + _verdict_notes(k_best, se, tried, dim)
     best.correct = "psis" if usable else None
     best.auto = {"tried": tried, "khat": k_best, "khat_se": se, "usable": usable, **(best.auto or {})}
     return best
+
+
+def _stage_warnings_as_notes(fit_family, notes: list):
+    """`fit_family` with the RuntimeWarnings of each fit (a loss that turned non-finite, which
+    stops that fit at its last finite state) kept as `notes` of the final result instead of shown:
+    auto judges each stage by its k-hat and may discard it. Other warnings pass through."""
+
+    def run(guide, *args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = fit_family(guide, *args, **kwargs)
+        for w in caught:
+            if issubclass(w.category, RuntimeWarning):
+                notes.append(f"auto: the {res.guide.name} stage: {w.message}")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return res
+
+    return run
 
 
 def _non_centre(first, k1, tried, fit_family, objective, optimizer, steps, seed):

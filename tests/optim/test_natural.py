@@ -5,21 +5,13 @@ and the mean-field optimum) run with the Wasserstein steps' in test_wasserstein.
 
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
-import pytest
 
-import provi
-from provi.optim import natgrad, natural_precision
+from provi.optim import natural_precision
 from provi.optim.natural import _full_step, psd
 from provi.optim.wasserstein import scale_tril_raw
 
 MU = jnp.array([1.0, -2.0, 0.5])
 COV = jnp.array([[2.0, 0.8, 0.3], [0.8, 1.0, -0.2], [0.3, -0.2, 0.5]])
-
-
-def gaussian():
-    numpyro.sample("x", dist.MultivariateNormal(MU, COV))
 
 
 def test_precision_step_is_positive_definite_for_any_symmetric_estimate():
@@ -57,17 +49,3 @@ def test_step_with_exact_expectations_converges_to_a_gaussian_target():
     np.testing.assert_allclose(np.asarray(loc), np.asarray(MU), atol=1e-4)
     np.testing.assert_allclose(np.asarray(L @ L.T), np.asarray(COV), atol=1e-4)
     np.testing.assert_allclose(np.asarray(scale_tril_raw(L)), np.asarray(raw), atol=1e-6)
-
-
-def test_clear_errors():
-    with pytest.raises(ValueError, match="step_size"):
-        natgrad(1.5)
-
-    def with_param():
-        s = numpyro.param("s", 1.0)
-        numpyro.sample("x", dist.Normal(0.0, s))
-
-    with pytest.raises(ValueError, match="others=optax.adam"):
-        provi.fit(with_param, guide="fullrank", optimizer=natgrad(), steps=2, init="prior", progress=False)
-    with pytest.raises(ValueError, match="fullrank"):
-        provi.fit(gaussian, guide="lowrank", optimizer=natgrad(), steps=2, init="prior", progress=False)

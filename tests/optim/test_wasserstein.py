@@ -122,7 +122,10 @@ def test_clear_errors():
         s = numpyro.param("s", 1.0)
         numpyro.sample("x", dist.Normal(0.0, s))
 
-    with pytest.raises(ValueError, match="numpyro.param"):
-        provi.fit(with_param, guide="fullrank", optimizer=fb_gvi(), steps=2, init="prior", progress=False)
-    with pytest.raises(ValueError, match="fullrank"):
-        provi.fit(gaussian, guide="lowrank", optimizer=fb_gvi(), steps=2, init="prior", progress=False)
+    with pytest.raises(ValueError, match="step_size"):
+        natgrad(1.5)
+    for make in (fb_gvi, natgrad):  # params need an optax transformation (others=); only Gaussian families
+        with pytest.raises(ValueError, match=r"numpyro.param.*others=optax.adam"):
+            provi.fit(with_param, guide="fullrank", optimizer=make(), steps=2, init="prior", progress=False)
+        with pytest.raises(ValueError, match="fullrank"):
+            provi.fit(gaussian, guide="lowrank", optimizer=make(), steps=2, init="prior", progress=False)
