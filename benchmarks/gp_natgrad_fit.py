@@ -35,13 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import optax
-import tinygp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import provi  # noqa: E402
 from provi import gp  # noqa: E402
-from provi.gp import kernels  # noqa: E402
-from gp_natgrad import converged_at, data  # noqa: E402
+from gp_natgrad import build, converged_at, data, hyper0  # noqa: E402
 
 BATCH = 256
 LR = 1e-2
@@ -50,17 +48,15 @@ DRAWS = 20_000
 
 
 def make_model(z0):
+    """The SVGP as a NumPyro model, its hyperparameters and inducing inputs (gp_natgrad's `hyper0`
+    and `build`) as `numpyro.param` sites."""
+
     def model(x, y, batch=None):
-        log_amp = numpyro.param("log_amp", jnp.zeros(()))
-        log_scale = numpyro.param("log_scale", jnp.zeros(2))
-        log_noise = numpyro.param("log_noise", jnp.log(0.3))
-        z = numpyro.param("z", jnp.asarray(z0))
-        kernel = jnp.exp(2 * log_amp) * tinygp.transforms.Linear(jnp.exp(-log_scale), kernels.ExpSquared())
-        svgp = gp.SVGP(kernel, z)
+        svgp, lik = build({k: numpyro.param(k, v) for k, v in hyper0(z0, "regression").items()}, "regression")
         u = svgp.inducing_values("u")
         with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
             f_loc, f_var = svgp.condition(u, x[idx])
-            gp.expected_log_likelihood("y", gp.Gaussian(jnp.exp(log_noise)), y[idx], f_loc, f_var)
+            gp.expected_log_likelihood("y", lik, y[idx], f_loc, f_var)
 
     return model
 
@@ -75,10 +71,9 @@ def variants():
 
 
 def bound_per_point(res, x, y):
-    p = res.model_params()
-    kernel = jnp.exp(2 * p["log_amp"]) * tinygp.transforms.Linear(jnp.exp(-p["log_scale"]), kernels.ExpSquared())
+    svgp, lik = build(res.model_params(), "regression")
     m, S = gp.moments(res.sample(DRAWS, seed=1)["u"])
-    return float(gp.elbo(gp.SVGP(kernel, p["z"]), m, S, x, y, gp.Gaussian(jnp.exp(p["log_noise"])), x.shape[0]) / x.shape[0])
+    return float(gp.elbo(svgp, m, S, x, y, lik, x.shape[0]) / x.shape[0])
 
 
 def curve(model, x, y, optimizer, particles, steps, seed=0):

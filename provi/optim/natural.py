@@ -58,7 +58,7 @@ def natural_precision(P: jax.Array, H: jax.Array, r) -> jax.Array:
 
 
 def _full_step(loc, raw, g_loc, g_raw, r):
-    L, g_loc, H = gaussian_expectations(loc, raw, g_loc, g_raw)
+    L, H = gaussian_expectations(raw, g_raw)
     eye = jnp.eye(L.shape[0], dtype=L.dtype)
     L_inv = jax.scipy.linalg.solve_triangular(L, eye, lower=True)
     P = natural_precision(L_inv.T @ L_inv, H, r)

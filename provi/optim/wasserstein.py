@@ -88,15 +88,15 @@ def scale_tril_raw(L):
     return jnp.tril(L, -1) + jnp.diag(jnp.log(jnp.diag(L)))
 
 
-def gaussian_expectations(loc, raw, g_loc, g_raw):
-    """`(L, E_q[grad V], E_q[hess V])` read off the loss gradient of a full-rank Gaussian
-    (`loc`, `scale_tril` as the family stores it): the module docstring says how."""
+def gaussian_expectations(raw, g_raw):
+    """`(L, E_q[hess V])` read off the loss gradient `g_raw` in a full-rank Gaussian's stored
+    `scale_tril` (`raw`); E_q[grad V] is the gradient in `loc` itself. The module docstring says how."""
     L = _tril_factor(raw)
     d = jnp.diag(L)
     # the loss's gradient in L: tril(E[grad V eps'] - L^-T); its diagonal came through L_ii = exp(raw_ii)
     g_L = jnp.tril(g_raw, -1) + jnp.diag(jnp.diag(g_raw) / d)
     B = g_L + jnp.diag(1.0 / d)  # tril(E[grad V eps']) = tril(H L)
-    return L, g_loc, hessian_from_tril(B, L)
+    return L, hessian_from_tril(B, L)
 
 
 def diagonal_expectations(log_scale, g_log):
@@ -107,7 +107,7 @@ def diagonal_expectations(log_scale, g_log):
 
 
 def _full_step(loc, raw, g_loc, g_raw, h, backward: bool):
-    L, g_loc, H = gaussian_expectations(loc, raw, g_loc, g_raw)
+    L, H = gaussian_expectations(raw, g_raw)
     S = L @ L.T
     eye = jnp.eye(L.shape[0], dtype=L.dtype)
     if backward:
@@ -141,8 +141,7 @@ def gaussian_transform(name: str, step_size, full_step: Callable, diag_step: Cal
     step_at = step_size if callable(step_size) else (lambda count: step_size)
 
     def init(params):
-        model = params.get("model", {}) if isinstance(params, dict) else {}
-        return WassersteinState(jnp.zeros((), jnp.int32), others.init(model) if others is not None else ())
+        return WassersteinState(jnp.zeros((), jnp.int32), others.init(params.get("model", {})) if others is not None else ())
 
     def update(grads, state, params=None):
         if params is None:
