@@ -60,7 +60,7 @@ ENUMERATE_MEMORY_BUDGET = 2**31  # bytes: the largest log-density factor enumera
 DRAW_ENUMERATED_MAX_JOINT = 4096  # chains of enumerated sites are drawn (infer_discrete) up to this many joint states
 
 # --- data (provi.core.plates) ------------------------------------------------------------------
-EXACT_SUBSAMPLE_MAX = 1 << 16  # plates up to this size are subsampled exactly without replacement
+EXACT_SUBSAMPLE_FRACTION = 0.125  # a minibatch of at least this fraction of its plate is drawn without replacement
 
 # --- compilation (provi.engine.compile) --------------------------------------------------------
 # LLVM at -O1 for the loop: its kernels run as fast as at the default level (measured on the eight

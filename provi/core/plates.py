@@ -11,9 +11,13 @@ installs it around each step's objective with a key folded from the step key, so
 fresh indices; NumPyro's plate then scales the log density of its sites by N / B, which makes the
 minibatch objective and its gradient unbiased for the full-data ones.
 
-Indices are drawn uniformly without replacement when N <= `provi.defaults.EXACT_SUBSAMPLE_MAX`
-(a permutation of N), and uniformly with replacement above (O(B) work per step instead of O(N log N)); both give every datum
-inclusion weight B / N, hence the same unbiased N / B scaling.
+Indices are drawn uniformly without replacement when the minibatch is at least
+`provi.defaults.EXACT_SUBSAMPLE_FRACTION` (1/8) of the plate, and uniformly with replacement below;
+both give every datum inclusion weight B / N, hence the same unbiased N / B scaling. Without
+replacement, the variance of a minibatch sum is (N - B) / (N - 1) times the with-replacement one:
+at least 12.5% lower at B / N >= 1/8, under that below, where it costs O(N) work per step against
+O(B) (on this 2-core CPU, 100 us at N = 4,000 and 670 us at N = 65,536, more than a B = 256 step
+of a sparse GP; drawing B indices with replacement costs 10-15 us).
 
 Plates whose value is already given (no subsampling, or a value substituted by the user) are left
 alone. The handler sits outside NumPyro's `seed`, so it overrides NumPyro's own draw.
@@ -29,7 +33,7 @@ import jax.numpy as jnp
 from numpyro.primitives import Messenger
 
 from provi.core.trace import abstract_trace
-from provi.defaults import EXACT_SUBSAMPLE_MAX
+from provi.defaults import EXACT_SUBSAMPLE_FRACTION
 from provi.errors import ModelError
 
 SUBSAMPLE_TAG = 0x5B5A  # folded into a step key to make the key of its subsample indices
@@ -56,12 +60,12 @@ def plate_id(name: str) -> int:
 def subsample_indices(key, size: int, subsample_size: int) -> jax.Array:
     """`subsample_size` indices into `range(size)`, each datum included with weight B / N.
 
-    Up to `EXACT_SUBSAMPLE_MAX`, without replacement: the indices of the B largest of N uniform keys (a
-    uniformly random subset in random order; `lax.top_k` is a partial sort, 4-5x faster on CPU
-    than `jax.random.choice`'s full shuffle; keys tie with probability about N / 2^23 per draw,
-    and a tie goes to the lower index). Above it, with replacement.
+    For B >= `EXACT_SUBSAMPLE_FRACTION` N, without replacement: the indices of the B largest of N
+    uniform keys (a uniformly random subset in random order; `lax.top_k` is a partial sort, 4-5x
+    faster on CPU than `jax.random.choice`'s full shuffle; keys tie with probability about N / 2^23
+    per draw, and a tie goes to the lower index). Smaller minibatches, with replacement.
     """
-    if size <= EXACT_SUBSAMPLE_MAX:
+    if subsample_size >= EXACT_SUBSAMPLE_FRACTION * size:
         return jax.lax.top_k(jax.random.uniform(key, (size,)), subsample_size)[1]
     return jax.random.randint(key, (subsample_size,), 0, size)
 
