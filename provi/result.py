@@ -92,8 +92,12 @@ class FitResult:
     _log_w_memo: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     # --- draws -------------------------------------------------------------------------------
+    def _seed(self, seed) -> int:
+        """The seed draws use: `seed`, or the fit's seed + 1 for None."""
+        return self.seed + 1 if seed is None else int(seed)
+
     def _key(self, seed):
-        return jax.random.PRNGKey(self.seed + 1 if seed is None else seed)
+        return jax.random.PRNGKey(self._seed(seed))
 
     @classmethod
     def from_state(cls, alg: Setup, state: VIState, losses=None, seed: int = 0, stop: StopInfo | None = None) -> "FitResult":
@@ -122,17 +126,24 @@ class FitResult:
         whole data: subsampled plates at their full range). More than `DRAW_BLOCK` draws come in
         blocks of that many (one compiled program), the first with `seed`'s key, so the first
         `DRAW_BLOCK` of a larger set are `draws(DRAW_BLOCK, seed)`."""
-        return self._blocks(n, seed, lambda z, log_q: (z, log_q))
+        return self._blocks(n, seed, lambda i, z, log_q: (z, log_q))
 
     def weighted_draws(self, n: int, seed: int | None = None) -> tuple[dict, np.ndarray]:
         """`draws(n, seed)` and their log importance weights log p(x, z) - log q(z) (host
-        arrays), computed block by block."""
+        arrays), computed block by block; a first block whose weights are known (from
+        `importance_log_weights(DRAW_BLOCK, seed)`, as auto's k-hat computes first) is not
+        weighed again."""
         memo = self._memo(n, seed)
         if memo is not None:
             return self.draws(n, seed)[0], memo  # the guide's draws alone: no model density
-        z, log_w = self._blocks(n, seed, lambda z, log_q: (z, self.log_weights(z, log_q)))
+        first = self._memo(DRAW_BLOCK, seed) if n > DRAW_BLOCK else None  # the first block's weights, known
+
+        def each(i, z, log_q):
+            return (z, first) if i == 0 and first is not None else (z, self.log_weights(z, log_q))
+
+        z, log_w = self._blocks(n, seed, each)
         log_w = np.asarray(log_w)
-        self._log_w_memo[(int(n), seed)] = (self.params, self.consts, log_w)
+        self._log_w_memo[(int(n), self._seed(seed))] = (self.params, self.consts, log_w)
         return z, log_w
 
     def importance_log_weights(self, n: int, seed: int | None = None) -> np.ndarray:
@@ -141,15 +152,15 @@ class FitResult:
         return memo if memo is not None else self.weighted_draws(n, seed)[1]
 
     def _memo(self, n: int, seed) -> np.ndarray | None:
-        params, consts, log_w = self._log_w_memo.get((int(n), seed), (None, None, None))
+        params, consts, log_w = self._log_w_memo.get((int(n), self._seed(seed)), (None, None, None))
         return log_w if params is self.params and consts is self.consts else None
 
     def _blocks(self, n: int, seed, each) -> tuple[dict, jax.Array]:
         n, key = int(n), self._key(seed)
-        draw = lambda size, k: each(*_draw(self.whole[1], self.params["guide"], self.consts, size, k, self.data, self.layout))  # noqa: E731
+        draw = lambda i, size, k: each(i, *_draw(self.whole[1], self.params["guide"], self.consts, size, k, self.data, self.layout))  # noqa: E731
         if n <= DRAW_BLOCK:
-            return draw(n, key)
-        parts = [draw(DRAW_BLOCK, key if i == 0 else jax.random.fold_in(key, i)) for i in range(-(-n // DRAW_BLOCK))]
+            return draw(0, n, key)
+        parts = [draw(i, DRAW_BLOCK, key if i == 0 else jax.random.fold_in(key, i)) for i in range(-(-n // DRAW_BLOCK))]
         return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parts)
 
     def sample(self, n: int = 1000, seed: int | None = None, correct: str | None = None) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import pytest
 from numpyro.distributions import constraints
 
 import provi
+from provi.defaults import DRAW_BLOCK
 from provi.errors import ModelError
 
 
@@ -82,6 +83,17 @@ def test_sample_predictive_summary_arviz(es):
     assert moved is not lw and not np.allclose(moved, lw)
     res.params = fitted
     np.testing.assert_allclose(res.importance_log_weights(3000, seed=5), lw, rtol=1e-6)
+    assert res.importance_log_weights(1000) is res.importance_log_weights(1000, seed=res.seed + 1)  # seed=None's draws
+    # a larger set's first block is the DRAW_BLOCK set of the same seed: its known weights are reused
+    first = res.importance_log_weights(DRAW_BLOCK, seed=7)
+    calls = []
+    res.log_weights = lambda z, log_q: calls.append(1) or provi.FitResult.log_weights(res, z, log_q)
+    z2, lw2 = res.weighted_draws(2 * DRAW_BLOCK, seed=7)
+    del res.log_weights
+    assert len(calls) == 1 and lw2.shape == (2 * DRAW_BLOCK,)
+    np.testing.assert_array_equal(lw2[:DRAW_BLOCK], first)
+    np.testing.assert_allclose(res.log_weights({k: v[:DRAW_BLOCK] for k, v in z2.items()}, res.draws(DRAW_BLOCK, seed=7)[1]),
+                               first, rtol=1e-5, atol=1e-5)  # the reused block is that set's own weights
 
 
 def test_save_and_load_round_trip(es, tmp_path):
