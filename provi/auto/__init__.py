@@ -21,7 +21,9 @@ The pipeline, for a model with D unconstrained dimensions:
    variationally inferred parameterisation of Gorinova, Moore & Hoffman 2020, through NumPyro's
    `LocScaleReparam(centered=None)`; `provi.core.reparam`), and keep it if its k-hat is lower;
    where the learned centredness stays below 0.25 (heading for 0), fit the fully non-centred
-   form too.
+   form too. A latent multivariate normal whose mean or covariance depends on other latent
+   sites (a Gaussian process's values given its hyperparameters) is non-centred fully, through
+   the covariance's Cholesky factor, in the same refit.
    Results stay in the model's own parameterisation (the site is a deterministic site of the
    rewritten model; `{site}_decentered` is its new latent).
 5. **Look for other modes** (`provi.auto.modes`), up to 200 dimensions, whatever k-hat said

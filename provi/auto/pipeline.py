@@ -105,8 +105,10 @@ def _non_centre(first, k1, tried, fit_family, objective, optimizer, steps, seed)
     if vip is None:
         return best, k_best
     learned = {k[: -len("_centered")]: np.asarray(v) for k, v in vip.model_params().items() if k.endswith("_centered")}
-    consider(vip, "the same with learned non-centring (VIP; centredness "
-             + ", ".join(f"{k} {float(np.mean(v)):.2f}" for k, v in learned.items()) + ")")
+    fully = [s for s in vip.reparam["sites"] if s not in learned]  # multivariate normals: non-centred fully
+    what = ([f"VIP; centredness {', '.join(f'{k} {float(np.mean(v)):.2f}' for k, v in learned.items())}"] if learned else []) + \
+        ([f"{', '.join(fully)} fully, through the Cholesky factor"] if fully else [])
+    consider(vip, f"the same with {'learned ' if learned else ''}non-centring ({'; '.join(what)})")
     if k_best >= KHAT_GOOD and learned and max(float(np.max(v)) for v in learned.values()) < NONCENTRED_BELOW:
         # VIP heads for the fully non-centred form but need not get there: fit that form too
         consider(_fit_decentred(first, fit_family, objective, optimizer, steps, centered=0.0), "the same fully non-centred")

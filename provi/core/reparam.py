@@ -10,6 +10,11 @@ learns with the variational parameters by maximising the ELBO. `x` stays in the 
 deterministic site, so results are reported in the model's own parameterisation;
 `{name}_decentered` is the new latent site.
 
+A latent `f ~ MultivariateNormal(loc, K)` whose `loc` or `K` depends on other latent sites (a
+Gaussian process's latent values given its amplitude and length scale) is non-centred fully, as
+`f = loc + chol(K) f_decentered` with `f_decentered ~ N(0, I)`: partial centring has no closed
+form for a matrix scale, so its centredness is 0 whatever `centered` is asked for.
+
     >>> import numpyro, numpyro.distributions as dist
     >>> def model():
     ...     tau = numpyro.sample("tau", dist.HalfNormal(1.0))
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
@@ -30,11 +36,12 @@ from numpyro.infer.reparam import LocScaleReparam
 
 from provi.core.trace import abstract_trace
 
-__all__ = ["decentrable_sites", "decentre", "LOC_SCALE_FAMILIES"]
+__all__ = ["decentrable_sites", "decentre", "LOC_SCALE_FAMILIES", "MATRIX_SCALE_FAMILIES"]
 
 # distributions NumPyro's LocScaleReparam rebuilds from loc, scale (and the listed shape parameters)
 LOC_SCALE_FAMILIES = {dist.Normal: (), dist.StudentT: ("df",), dist.Cauchy: (), dist.Laplace: (), dist.Logistic: (),
                       dist.Gumbel: ()}
+MATRIX_SCALE_FAMILIES = (dist.MultivariateNormal,)  # non-centred fully through the Cholesky factor
 
 
 def _base(fn):
@@ -44,8 +51,9 @@ def _base(fn):
 
 
 def decentrable_sites(model: Callable, args: tuple, kwargs: dict) -> tuple[str, ...]:
-    """The latent sites of `model` with a loc-scale distribution (`LOC_SCALE_FAMILIES`) on the
-    real line whose parameters depend on another latent site, in the model's order; () when the
+    """The latent sites of `model` with a loc-scale distribution on the real line
+    (`LOC_SCALE_FAMILIES`) or a multivariate normal (`MATRIX_SCALE_FAMILIES`) whose parameters
+    depend on another latent site, in the model's order; () when the
     model cannot be inspected this way (dependency tracing fails on some models)."""
     try:
         deps = get_dependencies(model, args, kwargs)["prior_dependencies"]
@@ -58,9 +66,9 @@ def decentrable_sites(model: Callable, args: tuple, kwargs: dict) -> tuple[str, 
         if name not in latent or site["infer"].get("enumerate"):
             continue
         base = _base(site["fn"])
-        if base.support is not constraints.real:
-            continue
-        if type(base) in LOC_SCALE_FAMILIES and (set(deps.get(name, {})) & latent) - {name}:
+        decentrable = ((type(base) in LOC_SCALE_FAMILIES and base.support is constraints.real)
+                       or type(base) in MATRIX_SCALE_FAMILIES)
+        if decentrable and (set(deps.get(name, {})) & latent) - {name}:
             out.append(name)
     return tuple(out)
 
@@ -73,8 +81,22 @@ def decentre(model: Callable, sites: tuple[str, ...], centered: float | None = N
 
 class _Centring(LocScaleReparam):
     """`LocScaleReparam(centered)` with the distribution's shape parameters (StudentT's df)
-    carried over, found from the site's distribution when it is met."""
+    carried over, found from the site's distribution when it is met; a multivariate normal is
+    non-centred through its Cholesky factor instead."""
 
     def __call__(self, name, fn, obs):
+        if type(_base(fn)) in MATRIX_SCALE_FAMILIES:
+            return _non_centre_matrix(self, name, fn, obs)
         self.shape_params = LOC_SCALE_FAMILIES.get(type(_base(fn)), ())
         return super().__call__(name, fn, obs)
+
+
+def _non_centre_matrix(reparam: LocScaleReparam, name: str, fn, obs):
+    """`f = loc + L z`, `z ~ N(0, I)` (the site `{name}_decentered`), L the Cholesky factor of a
+    multivariate normal `fn` (batched and `to_event` wrappers kept); `f` a deterministic site."""
+    assert obs is None, "a non-centred multivariate normal cannot be observed"
+    base, expand_shape, event_dim = reparam._unwrap(fn)
+    loc = jnp.broadcast_to(base.loc, base.batch_shape + base.event_shape)
+    noise = reparam._wrap(dist.Normal(jnp.zeros_like(loc), 1.0).to_event(1), expand_shape, event_dim)
+    z = numpyro.sample(f"{name}_decentered", noise)
+    return None, loc + jnp.squeeze(base.scale_tril @ z[..., None], -1)

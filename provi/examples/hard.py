@@ -1,8 +1,8 @@
 """Hard posteriors, each with its data: an additive Holt-Winters model (level, trend and
 seasonality smoothing in (0, 1); NumPyro `scan`), the hyperparameters of a GP regression (its
-marginal likelihood, skewed with heavy right tails) and a sparse regression with a horseshoe prior
-(funnels in every coefficient). `tests/test_auto_hard.py` holds guide="auto" to NUTS reference
-moments of all three (`tests/data/*_reference.json`, made by `python tests/data/make_references.py`);
+marginal likelihood, skewed with heavy right tails), a Poisson regression on a latent GP (the
+latent values centred: a funnel) and a sparse regression with a horseshoe prior (funnels in every
+coefficient). `tests/test_auto_hard.py` holds guide="auto" to NUTS reference moments of all four (`tests/data/*_reference.json`, made by `python tests/data/make_references.py`);
 `benchmarks/posteriordb.py` runs the GP's and the horseshoe's side by side with other methods."""
 
 import jax.numpy as jnp
@@ -66,6 +66,26 @@ def gp_hyper(x, y=None):
     d = x[:, None] - x[None, :]
     k = amp**2 * jnp.exp(-0.5 * (d / scale) ** 2) + (noise**2 + 1e-5) * jnp.eye(x.shape[0])
     numpyro.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), covariance_matrix=k), obs=y)
+
+
+def gp_poisson_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Ten counts at x = 0, 1, ..., 9, Poisson with log rate 1 + sin(x)."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 9.0, 10)
+    return x.astype(np.float32), rng.poisson(np.exp(1.0 + np.sin(x))).astype(np.int32)
+
+
+def gp_poisson(x, y=None):
+    """Poisson regression on a latent GP: f ~ MVN(mean, K(amplitude, lengthscale)) at the inputs,
+    y_i ~ Poisson(exp(f_i)); 13 latent dimensions, f centred (its covariance depends on the
+    hyperparameters: a funnel between the amplitude and f)."""
+    amp = numpyro.sample("amplitude", dist.LogNormal(0.0, 1.0))
+    scale = numpyro.sample("lengthscale", dist.LogNormal(1.0, 0.5))
+    mean = numpyro.sample("mean", dist.Normal(0.0, 2.0))
+    d = x[:, None] - x[None, :]
+    k = amp**2 * jnp.exp(-0.5 * (d / scale) ** 2) + 1e-5 * jnp.eye(x.shape[0])
+    f = numpyro.sample("f", dist.MultivariateNormal(mean * jnp.ones(x.shape[0]), covariance_matrix=k))
+    numpyro.sample("y", dist.Poisson(jnp.exp(f)), obs=y)
 
 
 def horseshoe_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,11 @@
 """Reference posterior moments of the models in provi/examples/hard.py (the horseshoe in its
 non-centred form, the same posterior) by NUTS (4 chains of 5,000
 draws after 2,000 warm-up steps, target acceptance 0.99, float64), written as
-<name>_reference.json next to this script: `python tests/data/make_references.py`."""
+<name>_reference.json next to this script: `python tests/data/make_references.py [NAME ...]`
+(all of them by default)."""
 
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -13,15 +15,20 @@ import numpy as np  # noqa: E402
 from numpyro.diagnostics import summary  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
 
-from provi.examples.hard import gp_data, gp_hyper, holt_winters, horseshoe_data, horseshoe_noncentered, series  # noqa: E402
+from provi.examples.hard import (gp_data, gp_hyper, gp_poisson, gp_poisson_data, holt_winters, horseshoe_data,  # noqa: E402
+                                 horseshoe_noncentered, series)
 
 MODELS = {"holt_winters": (holt_winters, (series(),)), "gp_hyper": (gp_hyper, gp_data()),
-          "horseshoe": (horseshoe_noncentered, horseshoe_data())}  # the horseshoe's beta non-centred for NUTS
+          "horseshoe": (horseshoe_noncentered, horseshoe_data()),  # the horseshoe's beta non-centred for NUTS
+          "gp_poisson": (gp_poisson, gp_poisson_data())}
 
 for name, (model, args) in MODELS.items():
+    if sys.argv[1:] and name not in sys.argv[1:]:
+        continue
     mcmc = MCMC(NUTS(model, target_accept_prob=0.99), num_warmup=2000, num_samples=5000, num_chains=4,
                 chain_method="sequential", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(0), *(np.asarray(a, np.float64) for a in args))
+    mcmc.run(jax.random.PRNGKey(0), *(np.asarray(a, np.float64) if np.issubdtype(np.asarray(a).dtype, np.floating) else np.asarray(a)
+                                      for a in args))
     stats = summary(mcmc.get_samples(group_by_chain=True))
     out = {"method": "NUTS, 4 chains x 5,000 draws after 2,000 warm-up, target_accept_prob 0.99, float64",
            "divergences": int(np.sum(mcmc.get_extra_fields()["diverging"])), "sites": {}}
