@@ -69,4 +69,4 @@ LOOP_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 # programs that run once per fit (the start, the k-hat draws) skip LLVM's expensive passes
 ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 COMPILED_CACHE_SIZE = 64  # compiled programs kept in the process (least recently used dropped)
-PERSISTENT_CACHE_MIN_SECONDS = 0.0  # JAX's on-disk cache keeps every program: even a small one costs 10-60 ms to compile, 1-5 ms to load
+PERSISTENT_CACHE_MIN_SECONDS = 0.2  # JAX's on-disk cache keeps programs that took this long to compile

@@ -5,8 +5,7 @@ A fit compiles a start program and a training loop. `cached` keeps them in the p
 what they are specialised to, so fitting the same model again, even on new data of the same
 shapes, compiles nothing. With the persistent cache, a new process fitting the same model (the
 command line, a rerun of a script) loads them from disk: `$PROVI_CACHE_DIR`, else
-`~/.cache/provi/xla` (every program however small: the eight schools fit writes about 30 files,
-under 1 MB; delete the folder to empty it); `PROVI_CACHE_DIR=off` disables it; a cache directory the user configured in
+`~/.cache/provi/xla`; `PROVI_CACHE_DIR=off` disables it; a cache directory the user configured in
 JAX is left alone.
 """
 
