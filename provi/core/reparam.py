@@ -86,17 +86,16 @@ class _Centring(LocScaleReparam):
 
     def __call__(self, name, fn, obs):
         if type(_base(fn)) in MATRIX_SCALE_FAMILIES:
-            return _non_centre_matrix(self, name, fn, obs)
+            return self._through_cholesky(name, fn, obs)
         self.shape_params = LOC_SCALE_FAMILIES.get(type(_base(fn)), ())
         return super().__call__(name, fn, obs)
 
-
-def _non_centre_matrix(reparam: LocScaleReparam, name: str, fn, obs):
-    """`f = loc + L z`, `z ~ N(0, I)` (the site `{name}_decentered`), L the Cholesky factor of a
-    multivariate normal `fn` (batched and `to_event` wrappers kept); `f` a deterministic site."""
-    assert obs is None, "a non-centred multivariate normal cannot be observed"
-    base, expand_shape, event_dim = reparam._unwrap(fn)
-    loc = jnp.broadcast_to(base.loc, base.batch_shape + base.event_shape)
-    noise = reparam._wrap(dist.Normal(jnp.zeros_like(loc), 1.0).to_event(1), expand_shape, event_dim)
-    z = numpyro.sample(f"{name}_decentered", noise)
-    return None, loc + jnp.squeeze(base.scale_tril @ z[..., None], -1)
+    def _through_cholesky(self, name, fn, obs):
+        """`f = loc + L z`, `z ~ N(0, I)` (the site `{name}_decentered`), L the Cholesky factor of
+        a multivariate normal `fn` (batched and `to_event` wrappers kept); `f` a deterministic site."""
+        assert obs is None, "a non-centred multivariate normal cannot be observed"
+        base, expand_shape, event_dim = self._unwrap(fn)
+        loc = jnp.broadcast_to(base.loc, base.batch_shape + base.event_shape)
+        noise = self._wrap(dist.Normal(jnp.zeros_like(loc), 1.0).to_event(1), expand_shape, event_dim)
+        z = numpyro.sample(f"{name}_decentered", noise)
+        return None, loc + jnp.squeeze(base.scale_tril @ z[..., None], -1)

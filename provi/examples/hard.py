@@ -2,8 +2,9 @@
 seasonality smoothing in (0, 1); NumPyro `scan`), the hyperparameters of a GP regression (its
 marginal likelihood, skewed with heavy right tails), a Poisson regression on a latent GP (the
 latent values centred: a funnel) and a sparse regression with a horseshoe prior (funnels in every
-coefficient). `tests/test_auto_hard.py` holds guide="auto" to NUTS reference moments of all four (`tests/data/*_reference.json`, made by `python tests/data/make_references.py`);
-`benchmarks/posteriordb.py` runs the GP's and the horseshoe's side by side with other methods."""
+coefficient). `tests/test_auto_hard.py` holds guide="auto" to NUTS reference moments of all four
+(`tests/data/*_reference.json`, made by `python tests/data/make_references.py`);
+`benchmarks/posteriordb.py` runs all but Holt-Winters side by side with other methods."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -75,15 +76,20 @@ def gp_poisson_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), rng.poisson(np.exp(1.0 + np.sin(x))).astype(np.int32)
 
 
-def gp_poisson(x, y=None):
-    """Poisson regression on a latent GP: f ~ MVN(mean, K(amplitude, lengthscale)) at the inputs,
-    y_i ~ Poisson(exp(f_i)); 13 latent dimensions, f centred (its covariance depends on the
-    hyperparameters: a funnel between the amplitude and f)."""
+def _gp_poisson_prior(x):
+    """The hyperparameters' sites and what they give: the GP's mean and covariance at `x`."""
     amp = numpyro.sample("amplitude", dist.LogNormal(0.0, 1.0))
     scale = numpyro.sample("lengthscale", dist.LogNormal(1.0, 0.5))
     mean = numpyro.sample("mean", dist.Normal(0.0, 2.0))
     d = x[:, None] - x[None, :]
-    k = amp**2 * jnp.exp(-0.5 * (d / scale) ** 2) + 1e-5 * jnp.eye(x.shape[0])
+    return mean, amp**2 * jnp.exp(-0.5 * (d / scale) ** 2) + 1e-5 * jnp.eye(x.shape[0])
+
+
+def gp_poisson(x, y=None):
+    """Poisson regression on a latent GP: f ~ MVN(mean, K(amplitude, lengthscale)) at the inputs,
+    y_i ~ Poisson(exp(f_i)); 13 latent dimensions, f centred (its covariance depends on the
+    hyperparameters: a funnel between the amplitude and f)."""
+    mean, k = _gp_poisson_prior(x)
     f = numpyro.sample("f", dist.MultivariateNormal(mean * jnp.ones(x.shape[0]), covariance_matrix=k))
     numpyro.sample("y", dist.Poisson(jnp.exp(f)), obs=y)
 
@@ -91,11 +97,7 @@ def gp_poisson(x, y=None):
 def gp_poisson_noncentered(x, y=None):
     """`gp_poisson` with f = mean + chol(K) z, z ~ N(0, I): the same posterior, easier for NUTS in
     float32 (the reference of benchmarks/posteriordb.py)."""
-    amp = numpyro.sample("amplitude", dist.LogNormal(0.0, 1.0))
-    scale = numpyro.sample("lengthscale", dist.LogNormal(1.0, 0.5))
-    mean = numpyro.sample("mean", dist.Normal(0.0, 2.0))
-    d = x[:, None] - x[None, :]
-    k = amp**2 * jnp.exp(-0.5 * (d / scale) ** 2) + 1e-5 * jnp.eye(x.shape[0])
+    mean, k = _gp_poisson_prior(x)
     z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0]]).to_event(1))
     f = numpyro.deterministic("f", mean + jnp.linalg.cholesky(k) @ z)
     numpyro.sample("y", dist.Poisson(jnp.exp(f)), obs=y)
