@@ -35,7 +35,8 @@ pooled weights.
     python benchmarks/posteriordb.py [--quick] [--only NAME,...] [--methods auto,fullrank,...] [--json] [--write]
 
 `--quick` runs two posteriors with few steps (a check that the script runs). Every run but a
-quick one writes benchmarks/results/posteriordb.json; `--json` also prints it as the last line.
+quick one writes benchmarks/results/posteriordb.json (a run with `--only A,B` writes
+posteriordb_A_B.json instead); `--json` also prints it as the last line.
 `--write` replaces the posteriordb section of benchmarks/RESULTS.md.
 """
 
@@ -582,9 +583,10 @@ def main(argv=None):
         "references": refs,
         "checks": checks(rows, refs),
     }
-    if not a.quick:
-        JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
-        JSON_PATH.write_text(json.dumps(result, indent=1) + "\n")
+    if not a.quick:  # a run of some posteriors (--only) goes to its own file, not over the full run's
+        path = JSON_PATH.with_name(f"posteriordb_{'_'.join(names)}.json") if a.only else JSON_PATH
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
     if a.write:
         write_results(f"{SECTION}\n\n" + "\n\n".join(__doc__.split("\n\n")[1:4]) + f"\n\n{md}\n")
     if a.json:
