@@ -85,7 +85,9 @@ def paired_ratio(run_a, run_b, n_long, n_short, pairs=15):
 
     Each pair times a then b back to back, each step cost from the fastest of two long and two
     short runs, so that the machine's slow spells (minutes long on small shared machines) hit both
-    sides of a ratio alike. Returns the median, min and max ratio over ``pairs``.
+    sides of a ratio alike. A pair in which either side's long run was not slower than its short
+    one measured noise, not a step, and is dropped (counted in ``dropped``). Returns the median,
+    min and max ratio over the pairs kept (None when none was).
     """
     def step(run):
         fastest = {n: min(timed(lambda: run(n))[0] for _ in range(2)) for n in (n_long, n_short)}
@@ -93,7 +95,9 @@ def paired_ratio(run_a, run_b, n_long, n_short, pairs=15):
 
     ratios = []
     for _ in range(pairs):
-        a = step(run_a)
-        ratios.append(step(run_b) / a)
-    return dict(median=statistics.median(ratios), min=min(ratios), max=max(ratios), pairs=pairs,
-                n_long=n_long, n_short=n_short)
+        a, b = step(run_a), step(run_b)
+        if a > 0 and b > 0:
+            ratios.append(b / a)
+    stats = dict(median=statistics.median(ratios), min=min(ratios), max=max(ratios)) if ratios else (
+        dict(median=None, min=None, max=None))
+    return dict(stats, pairs=pairs, dropped=pairs - len(ratios), n_long=n_long, n_short=n_short)

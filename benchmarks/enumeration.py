@@ -339,7 +339,7 @@ def main(argv=None):
             first = f"compile {e['compile_s']:.2f} s" if "compile_s" in e else f"first step {e.get('first_step_s'):.2f} s"
             parts.append(f"{name} {1e6 * e['step_s']:.1f} us/step ({first})" if "step_s" in e
                          else f"{name}: {e.get('refused') or e.get('failed') or 'not installed'}"[:140])
-        if "paired_provi_over_numpyro" in entry:
+        if entry.get("paired_provi_over_numpyro", {}).get("median") is not None:
             pr = entry["paired_provi_over_numpyro"]
             parts.append(f"provi/numpyro paired {pr['median']:.2f} ({pr['min']:.2f}-{pr['max']:.2f})")
         for ratio, label in (("provi_over_pyro", "provi/pyro"), ("provi_over_pyro_jit", "provi/pyro-jit")):

@@ -40,7 +40,11 @@ def test_overhead_quick_writes_json(tmp_path):
         for key in ("wall_s", "wall_auto_s", "wall_warm_cache_s"):
             assert math.isfinite(provi_es[key]) and provi_es[key] > 0, key
         paired = results["cases"]["eight_schools"]["paired_provi_over_hand"]
-        assert paired["pairs"] == 2 and 0 < paired["min"] <= paired["median"] <= paired["max"]
+        assert paired["pairs"] == 2 and 0 <= paired["dropped"] <= 2
+        if paired["dropped"] < 2:  # a pair is dropped only when its timing measured noise, not a step
+            assert 0 < paired["min"] <= paired["median"] <= paired["max"]
+        else:
+            assert paired["median"] is None
 
 
 def _estimators():
