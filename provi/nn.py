@@ -3,7 +3,9 @@
 Floor 7 (beside `provi.result`): modelling helpers for users' models, and evaluation of fits.
 
 - `bayesian_module(name, net, prior=)` makes each weight array of an equinox module a latent sample
-  site with a prior (Bayes by backprop: `provi.fit` with a mean-field or low-rank family fits it).
+  site with a prior (Bayes by backprop: `provi.fit` with a mean-field or low-rank family fits it);
+  under `provi.estimators.LocalReparam` its dense layers become `LocalLinear`s, which sample
+  pre-activations from the mean-field guide's moments.
 - `module(name, net)` registers an equinox module's arrays as one `numpyro.param` site (NumPyro's
   own `numpyro.contrib.module.eqx_module`), so `provi.fit` learns a decoder in the model
   (`params["model"]`) and an encoder in the guide (`params["guide"]`).
@@ -20,15 +22,17 @@ from typing import Any, Callable
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import eqx_module
 
+from provi.core.local import local_moments, per_example_normal
 from provi.core.pointwise import Pointwise, pointwise_density
 from provi.diagnostics import evaluation
 
-__all__ = ["bayesian_module", "module", "Pointwise", "pointwise_density", "log_likelihood"]
+__all__ = ["bayesian_module", "LocalLinear", "module", "Pointwise", "pointwise_density", "log_likelihood"]
 
 
 def module(name: str, net: Any):
@@ -67,6 +71,11 @@ def bayesian_module(name: str, net: Any, prior: dist.Distribution | Callable | N
     likelihood's sites in `numpyro.handlers.scale(scale=1 / T)`) targets p(w) p(D | w)^(1/T); an
     ELBO with its KL term weighted by beta has the same optimum as T = beta (it is beta times the
     tempered ELBO), so cold posteriors are this one knob.
+
+    With `provi.estimators.LocalReparam()` on a layer's weight site (and optionally its bias) in
+    a mean-field fit, each `eqx.nn.Linear` so marked samples its pre-activations, per data point
+    and particle, from the guide's moments instead of using the drawn weights (`LocalReparam`);
+    anywhere else (NUTS, plain NumPyro) the module is the drawn one.
     """
     if not isinstance(net, eqx.Module):
         raise TypeError(f"provi.nn.bayesian_module({name!r}, ...) takes an equinox Module, got {type(net).__name__}")
@@ -78,7 +87,69 @@ def bayesian_module(name: str, net: Any, prior: dist.Distribution | Callable | N
             continue
         site = ".".join([name] + [_path_key(k) for k in path])
         drawn.append(numpyro.sample(site, _weight_prior(prior, site, leaf)))
-    return jax.tree_util.tree_unflatten(treedef, drawn)
+    return _localised(name, jax.tree_util.tree_unflatten(treedef, drawn))
+
+
+def _localised(name: str, net):
+    """`net` with each `eqx.nn.Linear` whose weight site has local moments replaced by a
+    `LocalLinear` (`provi.core.local`); `net` itself where none has."""
+    is_linear = lambda x: isinstance(x, eqx.nn.Linear)
+    for path, layer in jax.tree_util.tree_flatten_with_path(net, is_leaf=is_linear)[0]:
+        if not is_linear(layer):
+            continue
+        prefix = ".".join([name] + [_path_key(k) for k in path])
+        moments = local_moments(prefix + ".weight")
+        if moments is None:
+            continue
+        bias = local_moments(prefix + ".bias") if layer.use_bias else None
+        if bias is None:
+            bias = (layer.bias, None) if layer.use_bias else (None, None)
+        local = LocalLinear(moments[0], moments[1], bias[0], bias[1], layer.in_features, layer.out_features,
+                            numpyro.prng_key(), jax.lax.stop_gradient(layer.weight))
+        net = eqx.tree_at(lambda n, path=path: _at(n, path), net, local)
+    return net
+
+
+def _at(tree, path):
+    for k in path:
+        if isinstance(k, jax.tree_util.GetAttrKey):
+            tree = getattr(tree, k.name)
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            tree = tree[k.idx]
+        else:
+            tree = tree[k.key]
+    return tree
+
+
+class LocalLinear(eqx.Module):
+    """A dense layer whose weights are independent normals N(loc, scale^2) (and bias N(bias_loc,
+    bias_scale^2), or the fixed `bias_loc` when `bias_scale` is None): each call draws its output
+    x @ W + b from N(loc @ x + bias_loc, scale^2 @ x^2 + bias_scale^2), with noise independent
+    across every vmap around it (`provi.core.local.per_example_normal`; `witness`, the drawn
+    weights, carries the particle axis). Built by `bayesian_module` under `LocalReparam`.
+    """
+
+    loc: jax.Array
+    scale: jax.Array
+    bias_loc: jax.Array | None
+    bias_scale: jax.Array | None
+    in_features: Any = eqx.field(static=True)
+    out_features: Any = eqx.field(static=True)
+    key: jax.Array
+    witness: jax.Array
+
+    def __call__(self, x, *, key=None):
+        x = jnp.reshape(x, (1,)) if self.in_features == "scalar" else x
+        mean, var = self.loc @ x, jnp.square(self.scale) @ jnp.square(x)
+        if self.bias_loc is not None:
+            mean = mean + self.bias_loc
+        if self.bias_scale is not None:
+            var = var + jnp.square(self.bias_scale)
+        eps = per_example_normal(self.key, mean.shape, mean.dtype, x, self.witness)
+        positive = var > 0
+        sd = jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)  # no infinite gradient at 0
+        y = mean + sd * eps
+        return jnp.reshape(y, ()) if self.out_features == "scalar" else y
 
 
 def _path_key(key) -> str:

@@ -106,6 +106,11 @@ class AbstractGuide(AbstractProgram):
         (..., D) and log |det d values / d x| (...); guides without flat coordinates raise."""
 
     @abc.abstractmethod
+    def local_moments(self, params, consts) -> dict:
+        """`{site: (loc, scale)}`: the Gaussian marginals of the sites fitted with `LocalReparam`
+        (`provi.core.local`), in each site's shape; empty for guides without such sites."""
+
+    @abc.abstractmethod
     def spec(self) -> dict:
         """A JSON description from which `provi.programs.make_guide` rebuilds the guide (saved fits)."""
 

@@ -7,6 +7,7 @@ from typing import Callable
 import jax
 
 from provi.core.bound import BoundGuide, BoundModel, KeyStream
+from provi.core.local import LocalMoments
 from provi.core.objective import Objective
 from provi.core.plates import SUBSAMPLE_TAG, SharedSubsample
 from provi.core.program import AbstractGuide, AbstractModel
@@ -33,7 +34,8 @@ def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, 
         keys = KeyStream(key)
         bound_model = BoundModel(model, params["model"], keys, args, kwargs)
         bound_guide = BoundGuide(guide, params["guide"], consts, keys, args, kwargs, branching=state, step=step)
-        with SharedSubsample(key=jax.random.fold_in(keys.root, SUBSAMPLE_TAG)):  # one set of plate indices per step
+        # one set of plate indices per step; LocalReparam sites' moments for the model's dense layers
+        with SharedSubsample(key=jax.random.fold_in(keys.root, SUBSAMPLE_TAG)), LocalMoments(guide.local_moments(params["guide"], consts)):
             value = objective.value(bound_model, bound_guide)
         return value, bound_guide.ledger
 

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from provi.core.enum import check_enumerable
+from provi.core.local import LocalMoments
 from provi.core.model import inspect_model
 from provi.core.trace import as_jax, trace_model
 from provi.core.objective import Objective
@@ -37,7 +38,8 @@ from provi.engine.loss import make_loss
 from provi.engine.start import init_kind, initialise_family, point_start
 from provi.estimators.surrogate import init_states, update_state
 from provi.guides import Particles
-from provi.objectives import ELBO, SVGD
+from provi.errors import EstimatorError
+from provi.objectives import ELBO, STL, SVGD
 from provi.programs import FamilyGuide, ModelProgram, make_guide
 
 __all__ = ["VIState", "StepInfo", "Setup", "setup", "make_update", "step_key", "loop_keys", "seed_keys",
@@ -205,8 +207,32 @@ def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | No
         undrawable, chain = check_enumerable(model, args, model_kwargs, info.max_plate_nesting)
         info = dataclasses.replace(info, undrawable=undrawable, chain=chain)
     guide_prog = make_guide(guide, info, args, model_kwargs, seed_keys(seed)[0], estimators)
+    if isinstance(guide_prog, FamilyGuide) and guide_prog.local:
+        check_local(model, guide_prog, objective, args, model_kwargs)
     data, layout = split_data(args, model_kwargs, constant=constant)
     return Setup(ModelProgram(model, info), guide_prog, objective, optimizer, data, layout, args, dict(model_kwargs), init)
+
+
+def check_local(model: Callable, guide: FamilyGuide, objective: Objective, args: tuple, kwargs: dict) -> None:
+    """Refuse `LocalReparam` sites that no dense layer samples through, and objectives that it
+    would bias: only an ELBO's expectation is linear in each data point's likelihood, which is all
+    that per-data-point pre-activation noise keeps."""
+    if objective.fn not in (ELBO.fn, STL.fn):
+        raise EstimatorError(
+            f"site {guide.local[0]!r}: LocalReparam keeps only the ELBO unbiased (each data point draws its own "
+            f"pre-activations), and {objective.name} needs one weight draw shared by all data points per particle; "
+            "use objective=provi.ELBO(...) or provi.STL(...), or drop LocalReparam"
+        )
+    shapes = guide.shapes
+    asking = LocalMoments({s: (jnp.zeros(shapes[s]), jnp.ones(shapes[s])) for s in guide.local})
+    with asking:
+        trace_model(model, args, kwargs, np.zeros(2, np.uint32))
+    unused = [s for s in guide.local if s not in asking.asked]
+    if unused:
+        raise EstimatorError(
+            f"site {unused[0]!r}: LocalReparam applies to the weight (and bias) sites of the eqx.nn.Linear layers "
+            "that provi.nn.bayesian_module samples, and no such layer uses this site; drop it from estimators="
+        )
 
 
 _CONCRETE_ERRORS = (

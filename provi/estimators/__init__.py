@@ -12,13 +12,14 @@ from provi.estimators.enumerate import Enumerate
 from provi.estimators.mvd import MVD
 from provi.estimators.registry import REGISTRY, applicable, default_estimator, resolve
 from provi.estimators.relax import GumbelSoftmax
-from provi.estimators.reparam import ImplicitReparam, RejectionReparam, Reparam
+from provi.estimators.reparam import ImplicitReparam, LocalReparam, RejectionReparam, Reparam
 from provi.estimators.score import LeaveOneOut, Learned, NoBaseline, Reinforce, RunningAverage
 from provi.estimators.surrogate import combine, init_states, surrogate, update_state
 
 __all__ = [
     "Estimator",
     "Reparam",
+    "LocalReparam",
     "ImplicitReparam",
     "RejectionReparam",
     "Reinforce",

@@ -112,6 +112,10 @@ class MeanField(Family):
     def moments(self, params):
         return params["loc"], jnp.diag(jnp.exp(2 * params["log_scale"]))
 
+    def marginals(self, params):
+        """`(loc, scale)`, each (D,): every coordinate's normal."""
+        return params["loc"], jnp.exp(params["log_scale"])
+
 
 def tril_factor(raw):
     """The Cholesky factor stored as `scale_tril`: its strict lower triangle is `raw`'s and its

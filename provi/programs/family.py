@@ -24,11 +24,14 @@ class FamilyGuide(AbstractGuide):
     """A family over the preconditioned unconstrained latent space `u = shift + P v`.
 
     `consts` holds `shift` (D,), `P` ((D,) diagonal or (D, D) lower triangular) and `log_det_P`;
-    they are fixed during optimisation. All its sites are drawn pathwise (no estimators).
+    they are fixed during optimisation. All its sites are drawn pathwise; `local` names the sites
+    whose dense layers sample pre-activations from the guide's moments (`LocalReparam`: mean-field
+    families only).
     """
 
     space: LatentSpace
     family: Family
+    local: tuple = ()
 
     @property
     def sites(self) -> tuple:
@@ -121,6 +124,17 @@ class FamilyGuide(AbstractGuide):
 
     def components(self, params, consts):
         return self.family.component_params(params)
+
+    def local_moments(self, params, consts):
+        if not self.local:
+            return {}
+        loc, scale = self.family.marginals(params)
+        P = consts["P"]  # diagonal: a mean-field family's preconditioner
+        loc, scale = consts["shift"] + P * loc, jnp.abs(P) * scale
+        off = dict(zip(self.space.names, zip(self.space.offsets, self.space.offsets[1:])))
+        shapes = self.shapes
+        return {s: (loc[off[s][0]:off[s][1]].reshape(shapes[s]), scale[off[s][0]:off[s][1]].reshape(shapes[s]))
+                for s in self.local}
 
     def place(self, consts, x):
         z, ldj = vectorise(self.space.constrain, x.ndim - 1)(self.to_u(consts, x))

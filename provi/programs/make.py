@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from numpyro.distributions.transforms import IdentityTransform, IndependentTransform
+
 from provi.core.model import ModelInfo
 from provi.core.program import AbstractGuide
 from provi.core.space import LatentSpace
 from provi.defaults import AUTO_RANK, FULLRANK_MAX_DIM, LOWRANK_MAX_DIM
 from provi.errors import EstimatorError, ModelError
-from provi.estimators import Reparam
+from provi.estimators import LocalReparam, Reparam
 from provi.guides import IAF, Delta, Family, FullRank, GaussianMixture, Laplace, LowRank, MeanField, ModeMixture, NeuralSplineFlow, Particles, Planar, Radial, RealNVP, StudentT
 from provi.programs.family import FamilyGuide
 from provi.programs.numpyro_guide import NumPyroGuide
@@ -75,13 +77,37 @@ def make_guide(guide, info: ModelInfo, args, kwargs, key, estimators) -> Abstrac
         if unknown:
             raise ModelError(f"estimators given for unknown site(s) {unknown}; latent sites are {list(info.latent_names)}")
         for site, est in estimators.items():
-            if not isinstance(est, Reparam):
+            if not isinstance(est, (Reparam, LocalReparam)):
                 raise EstimatorError(
                     f"site {site!r}: a family guide draws every site by reparameterization, so {est!r} cannot apply; "
                     "to choose a site's estimator, write a NumPyro guide function with a sample statement for it"
                 )
     space = LatentSpace.of(info.latents)
-    return FamilyGuide(space, family_for(guide, space.dim))
+    family = family_for(guide, space.dim)
+    local = tuple(s for s, est in (estimators or {}).items() if isinstance(est, LocalReparam))
+    if local:
+        _check_local(local, family, info)
+    return FamilyGuide(space, family, local)
+
+
+def _check_local(local: tuple, family: Family, info: ModelInfo) -> None:
+    """Refuse `LocalReparam` where it cannot be exact: another family than mean-field, or a site
+    off the real line (`provi.engine.step` checks that a dense layer uses each site)."""
+    if type(family) is not MeanField:
+        raise EstimatorError(
+            f"site {local[0]!r}: LocalReparam samples pre-activations from independent weight normals, so it needs "
+            f"guide='meanfield', not {family!r} (whose weights are correlated)"
+        )
+    sites = {s.name: s for s in info.latents}
+    for name in local:
+        t = sites[name].transform
+        while isinstance(t, IndependentTransform):
+            t = t.base_transform
+        if not isinstance(t, IdentityTransform):
+            raise EstimatorError(
+                f"site {name!r}: LocalReparam needs a weight on the real line (its prior has support "
+                f"{sites[name].support}); give the weights a prior on the reals"
+            )
 
 
 def guide_from_spec(spec: dict) -> Family:

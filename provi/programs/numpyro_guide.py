@@ -59,6 +59,9 @@ class NumPyroGuide(AbstractGuide):
     def place(self, consts, x):
         raise ObjectiveError(f"the NumPyro guide {self.name!r} has no flat coordinates: use a family from provi.guides")
 
+    def local_moments(self, params, consts):
+        return {}  # LocalReparam does not apply to a NumPyro guide's sites (`resolve` refuses it)
+
     @property
     def name(self) -> str:
         return getattr(self.guide, "__name__", "guide")  # a functools.partial has no name
