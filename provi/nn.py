@@ -5,7 +5,7 @@ Floor 7 (beside `provi.result`): modelling helpers for users' models, and evalua
 - `bayesian_module(name, net, prior=)` makes each weight array of an equinox module a latent sample
   site with a prior (Bayes by backprop: `provi.fit` with a mean-field or low-rank family fits it);
   under `provi.estimators.LocalReparam` its dense layers become `LocalLinear`s, which sample
-  pre-activations from the mean-field guide's moments.
+  pre-activations from the mean-field guide's moments, and its convolutions `FlipoutConv`s.
 - `module(name, net)` registers an equinox module's arrays as one `numpyro.param` site (NumPyro's
   own `numpyro.contrib.module.eqx_module`), so `provi.fit` learns a decoder in the model
   (`params["model"]`) and an encoder in the guide (`params["guide"]`).
@@ -32,7 +32,7 @@ from provi.core.local import local_moments, per_example_normal
 from provi.core.pointwise import Pointwise, pointwise_density
 from provi.diagnostics import evaluation
 
-__all__ = ["bayesian_module", "LocalLinear", "module", "Pointwise", "pointwise_density", "log_likelihood"]
+__all__ = ["bayesian_module", "LocalLinear", "FlipoutConv", "module", "Pointwise", "pointwise_density", "log_likelihood"]
 
 
 def module(name: str, net: Any):
@@ -74,8 +74,9 @@ def bayesian_module(name: str, net: Any, prior: dist.Distribution | Callable | N
 
     With `provi.estimators.LocalReparam()` on a layer's weight site (and optionally its bias) in
     a mean-field fit, each `eqx.nn.Linear` so marked samples its pre-activations, per data point
-    and particle, from the guide's moments instead of using the drawn weights (`LocalReparam`);
-    anywhere else (NUTS, plain NumPyro) the module is the drawn one.
+    and particle, from the guide's moments instead of using the drawn weights (`LocalLinear`), and
+    each `eqx.nn.Conv` decorrelates data points by Flipout (`FlipoutConv`); anywhere else (NUTS,
+    plain NumPyro) the module is the drawn one.
     """
     if not isinstance(net, eqx.Module):
         raise TypeError(f"provi.nn.bayesian_module({name!r}, ...) takes an equinox Module, got {type(net).__name__}")
@@ -91,21 +92,28 @@ def bayesian_module(name: str, net: Any, prior: dist.Distribution | Callable | N
 
 
 def _localised(name: str, net):
-    """`net` with each `eqx.nn.Linear` whose weight site has local moments replaced by a
-    `LocalLinear` (`provi.core.local`); `net` itself where none has."""
-    is_linear = lambda x: isinstance(x, eqx.nn.Linear)
-    for path, layer in jax.tree_util.tree_flatten_with_path(net, is_leaf=is_linear)[0]:
-        if not is_linear(layer):
+    """`net` with each `eqx.nn.Linear` (`eqx.nn.Conv`) whose weight site has local moments
+    replaced by a `LocalLinear` (`FlipoutConv`); `net` itself where none has."""
+    is_layer = lambda x: isinstance(x, (eqx.nn.Linear, eqx.nn.Conv))
+    for path, layer in jax.tree_util.tree_flatten_with_path(net, is_leaf=is_layer)[0]:
+        if not is_layer(layer):
             continue
         prefix = ".".join([name] + [_path_key(k) for k in path])
         moments = local_moments(prefix + ".weight")
         if moments is None:
             continue
         bias = local_moments(prefix + ".bias") if layer.use_bias else None
-        if bias is None:
-            bias = (layer.bias, None) if layer.use_bias else (None, None)
-        local = LocalLinear(moments[0], moments[1], bias[0], bias[1], layer.in_features, layer.out_features,
-                            numpyro.prng_key(), jax.lax.stop_gradient(layer.weight))
+        bias_loc, bias_scale = bias if bias is not None else (layer.bias, None)
+        key, witness = numpyro.prng_key(), jax.lax.stop_gradient(layer.weight)
+        if isinstance(layer, eqx.nn.Linear):
+            local = LocalLinear(moments[0], moments[1], bias_loc, bias_scale, layer.in_features, layer.out_features, key, witness)
+        else:
+            mean = eqx.tree_at(lambda l: l.weight, layer, moments[0])
+            perturbation = eqx.tree_at(lambda l: l.weight, layer, layer.weight - moments[0])
+            if layer.use_bias:
+                mean = eqx.tree_at(lambda l: l.bias, mean, bias_loc)
+                perturbation = eqx.tree_at(lambda l: l.bias, perturbation, jnp.zeros_like(layer.bias))
+            local = FlipoutConv(mean, perturbation, bias_scale, key)
         net = eqx.tree_at(lambda n, path=path: _at(n, path), net, local)
     return net
 
@@ -150,6 +158,35 @@ class LocalLinear(eqx.Module):
         sd = jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)  # no infinite gradient at 0
         y = mean + sd * eps
         return jnp.reshape(y, ()) if self.out_features == "scalar" else y
+
+
+class FlipoutConv(eqx.Module):
+    """A convolution whose weights are independent normals N(loc, scale^2): every output position
+    of a data point shares that data point's weights, so its pre-activations cannot be drawn one by
+    one; instead each call (data point, particle) flips the signs of the drawn perturbation
+    W - loc by input and output channel (Flipout, Wen et al. 2018): x -> conv(x, loc) + r *
+    conv(s * x, W - loc) with random signs r, s. Each data point's weights then have exactly the
+    guide's distribution (the perturbation is symmetric), so the ELBO gradient stays unbiased,
+    and data points no longer share their noise. A bias with moments is drawn per call from
+    N(bias loc, `bias_scale`^2). Built by `bayesian_module` under `LocalReparam`.
+    """
+
+    mean: eqx.nn.Conv  # the layer with weight loc (and the bias loc, or the drawn bias)
+    perturbation: eqx.nn.Conv  # the layer with weight W - loc and a zero bias
+    bias_scale: jax.Array | None
+    key: jax.Array
+
+    def __call__(self, x, *, key=None):
+        c_in, c_out = self.mean.in_channels, self.mean.out_channels
+        ones = (1,) * self.mean.num_spatial_dims
+        e = per_example_normal(self.key, (c_in + c_out,), x.dtype, x, self.perturbation.weight)
+        signs = jnp.where(e >= 0, 1.0, -1.0).astype(x.dtype)
+        s, r = signs[:c_in].reshape((c_in,) + ones), signs[c_in:].reshape((c_out,) + ones)
+        y = self.mean(x) + r * self.perturbation(s * x)
+        if self.bias_scale is not None:
+            key = jax.random.fold_in(self.key, 1)
+            y = y + self.bias_scale * per_example_normal(key, self.bias_scale.shape, x.dtype, x, self.perturbation.weight)
+        return y
 
 
 def _path_key(key) -> str:

@@ -230,8 +230,9 @@ def check_local(model: Callable, guide: FamilyGuide, objective: Objective, args:
     unused = [s for s in guide.local if s not in asking.asked]
     if unused:
         raise EstimatorError(
-            f"site {unused[0]!r}: LocalReparam applies to the weight (and bias) sites of the eqx.nn.Linear layers "
-            "that provi.nn.bayesian_module samples, and no such layer uses this site; drop it from estimators="
+            f"site {unused[0]!r}: LocalReparam applies to the weight (and bias) sites of the eqx.nn.Linear and "
+            "eqx.nn.Conv layers that provi.nn.bayesian_module samples, and no such layer uses this site; drop it "
+            "from estimators="
         )
 
 

@@ -51,7 +51,9 @@ class LocalReparam(Estimator):
     less variance, and no per-weight noise on the forward pass.
 
     It applies to the `weight` (and `bias`) sites of the `eqx.nn.Linear` layers of
-    `provi.nn.bayesian_module`, fitted with `guide="meanfield"` and `provi.ELBO` (or `provi.STL`):
+    `provi.nn.bayesian_module`, fitted with `guide="meanfield"` and `provi.ELBO` (or `provi.STL`);
+    its convolutions (`eqx.nn.Conv`), whose output positions share weights, decorrelate data points
+    by Flipout's sign flips (Wen et al. 2018) instead, which is unbiased too:
     `provi.fit(model, ..., guide="meanfield", estimators={"net.layers.0.weight": LocalReparam()})`.
     The weight draw still gives the prior and entropy terms. Objectives that need one joint weight
     draw per particle (IWAE, VIMCO, ...) would be biased by it and are refused, as are other
