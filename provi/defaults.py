@@ -46,6 +46,7 @@ KHAT_DRAWS = 20_000  # draws for k-hat (fewer make it unstable near 0.5-0.7)
 DRAW_BLOCK = 4_000  # results draw more than this many in blocks of it: one compiled program per size, and
 #                    the first n draws of a larger set are the set of n (a k-hat on 4,000, then 20,000)
 KHAT_FIRST_DRAWS = DRAW_BLOCK  # auto: k-hat on this many first; enough where it is far below KHAT_GOOD
+DETERMINISTIC_BLOCK = 1_000  # deterministic sites are computed for this many draws at a time: one program for any n
 LOG_WEIGHT_BLOCK = 2**26  # importance weights are computed in blocks of draws x data elements of about this size
 PSIS_MIN_DRAWS = 16_000  # importance-weighted sds and tails need more draws than plain ones
 COLLAPSE_THRESHOLD = 0.01  # a latent unit with activity below this is inactive (Burda et al. 2016)

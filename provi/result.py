@@ -24,8 +24,8 @@ from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
 from provi.core.prior import GaussianPrior
 from provi.core.space import LatentSpace
-from provi.core.trace import OwnInfer, Unobserved, constrain_params
-from provi.defaults import DRAW_BLOCK, KHAT_DRAWS, LOG_WEIGHT_BLOCK, PSIS_MIN_DRAWS
+from provi.core.trace import OwnInfer, Unobserved, constrain_params, run
+from provi.defaults import DETERMINISTIC_BLOCK, DRAW_BLOCK, KHAT_DRAWS, LOG_WEIGHT_BLOCK, PSIS_MIN_DRAWS
 from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, particle_diagnostics,
                                posterior_collapse, psis, weighted_moments)
 from provi.engine.layout import join_data
@@ -213,12 +213,19 @@ class FitResult:
             )
             return {k: np.asarray(v) for k, v in z.items()}
         z = {**z, **self.discrete(z, seed)}
-        names = list(self.model.info.deterministic)
+        names = tuple(self.model.info.deterministic)
         out = {k: np.asarray(v) for k, v in z.items()}
         if names:
-            pred = Predictive(OwnInfer(self.whole[0].model), posterior_samples=z, params=self.model_params(), return_sites=names)
-            det = pred(jax.random.PRNGKey(0), *self.args, **self.kwargs)
-            out.update({k: np.asarray(v) for k, v in det.items()})
+            n = len(next(iter(z.values())))
+            size = min(n, DETERMINISTIC_BLOCK)  # blocks of one shape: one compiled program for any n
+            parts = []
+            for start in range(0, n, size):
+                block = {k: v[start:start + size] for k, v in z.items()}
+                short = size - len(next(iter(block.values())))
+                if short:  # the last block, padded with its first draws
+                    block = {k: np.concatenate([v, v[:short]]) for k, v in block.items()}
+                parts.append(_deterministic(self.whole[0], names, self.model_params(), block, self.data, self.layout))
+            out.update({k: np.concatenate([np.asarray(p[k]) for p in parts])[:n] for k in names})
         return out
 
     def as_prior(self, model: Callable | None = None, sites=None, n: int = KHAT_DRAWS, seed: int | None = None) -> Callable:
@@ -417,15 +424,28 @@ class FitResult:
         return float(np.mean(self.losses[-k:]))
 
 
+def _draws_per_block(n: int, data) -> int:
+    """Draws per block of a per-draw model evaluation: about `LOG_WEIGHT_BLOCK` data elements in
+    all (a density over N data points for S draws otherwise holds S x N values at once)."""
+    size = sum(int(np.size(x)) for x in jax.tree.leaves(data))
+    return max(1, min(int(n), LOG_WEIGHT_BLOCK // max(size, 1)))
+
+
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _log_weights(model, model_params, z, log_q, data, layout):
-    """log p(x, z) - log q(z), in blocks of draws of about `LOG_WEIGHT_BLOCK` data elements each (a
-    density over N data points for S draws otherwise holds S x N values at once)."""
+    """log p(x, z) - log q(z), in blocks of draws (`_draws_per_block`)."""
     args, kwargs = join_data(data, layout)
-    size = sum(int(np.size(x)) for x in jax.tree.leaves(data))
-    block = max(1, min(int(log_q.shape[0]), LOG_WEIGHT_BLOCK // max(size, 1)))
     one = lambda v: model.log_density(model_params, v, args, kwargs, KeyStream(jax.random.PRNGKey(0)))  # noqa: E731
-    return jax.lax.map(one, z, batch_size=block) - log_q
+    return jax.lax.map(one, z, batch_size=_draws_per_block(log_q.shape[0], data)) - log_q
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 5))
+def _deterministic(model, names, model_params, z, data, layout):
+    """The model's deterministic sites `names` at each draw of `z` (one compiled program, in
+    blocks of draws as `_log_weights`)."""
+    args, kwargs = join_data(data, layout)
+    one = lambda v: {k: run(model.model, jax.random.PRNGKey(0), args, kwargs, {**model_params, **v})[k]["value"] for k in names}  # noqa: E731
+    return jax.lax.map(one, z, batch_size=_draws_per_block(len(next(iter(z.values()))), data))
 
 
 def _fitted_space(guide, info) -> LatentSpace:
