@@ -155,6 +155,7 @@ class Setup:
 
     def start(self, key) -> tuple[VIState, list]:
         """`(state, notes)`: the starting state and what the start found (notes in words)."""
+        key = raw_key(key)
         model_params = self.model.init_params()
         notes: list = []
         if isinstance(self.guide, FamilyGuide):
@@ -181,6 +182,7 @@ class Setup:
 
     def step(self, state: VIState, key) -> tuple[VIState, StepInfo]:
         """One optimisation step with randomness from `key` (one PRNG key, or a pair from `loop_keys`)."""
+        key = raw_key(key)
         params, opt_state, value = self.update(state.params, state.opt_state, state.consts, key, self.data, state.step)
         return VIState(params, opt_state, state.consts, state.step + 1), StepInfo(-value)
 
@@ -211,6 +213,13 @@ def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | No
         check_local(model, guide_prog, objective, args, model_kwargs)
     data, layout = split_data(args, model_kwargs, constant=constant)
     return Setup(ModelProgram(model, info), guide_prog, objective, optimizer, data, layout, args, dict(model_kwargs), init)
+
+
+def raw_key(key):
+    """`key` as raw uint32 key data: new-style typed keys (`jax.random.key`) and old-style ones
+    (`jax.random.PRNGKey`) are both accepted by the step API."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
 def check_local(model: Callable, guide: FamilyGuide, objective: Objective, args: tuple, kwargs: dict) -> None:

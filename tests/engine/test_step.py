@@ -39,6 +39,21 @@ def test_scanned_step_matches_fit_step_for_step(es):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_typed_keys_give_what_their_key_data_gives(es):
+    """`jax.random.key` (typed) and `jax.random.PRNGKey` (raw uint32) keys with the same bits start
+    and step the same, under jit and vmap alike."""
+    model, data = es
+    alg = provi.setup(model, *data, guide="meanfield", init="prior")
+    typed, raw = jax.random.key(3), jax.random.PRNGKey(3)
+    a, b = alg.init(typed), alg.init(raw)
+    np.testing.assert_array_equal(a.consts["shift"], b.consts["shift"])
+    step = jax.jit(alg.step)
+    (a, ia), (b, ib) = step(a, jax.random.key(4)), step(b, jax.random.PRNGKey(4))
+    np.testing.assert_array_equal(ia.loss, ib.loss)
+    states, info = jax.vmap(alg.step)(jax.vmap(alg.init)(jax.random.split(typed, 2)), jax.random.split(jax.random.key(5), 2))
+    assert info.loss.shape == (2,) and np.all(np.isfinite(info.loss))
+
+
 def test_init_and_step_vmap_over_seeds(es):
     model, data = es
     alg = provi.setup(model, *data, guide="fullrank", init="prior")
