@@ -217,14 +217,10 @@ class FitResult:
         out = {k: np.asarray(v) for k, v in z.items()}
         if names:
             n = len(next(iter(z.values())))
-            size = min(n, DETERMINISTIC_BLOCK)  # blocks of one shape: one compiled program for any n
-            parts = []
-            for start in range(0, n, size):
-                block = {k: v[start:start + size] for k, v in z.items()}
-                short = size - len(next(iter(block.values())))
-                if short:  # the last block, padded with its first draws
-                    block = {k: np.concatenate([v, v[:short]]) for k, v in block.items()}
-                parts.append(_deterministic(self.whole[0], names, self.model_params(), block, self.data, self.layout))
+            size = min(n, DETERMINISTIC_BLOCK)  # whole blocks of one shape (the last padded): one program for any n
+            padded = {k: np.concatenate([v, v[:(-n) % size]]) for k, v in z.items()}
+            parts = [_deterministic(self.whole[0], names, self.model_params(), {k: v[i:i + size] for k, v in padded.items()},
+                                    self.data, self.layout) for i in range(0, n, size)]
             out.update({k: np.concatenate([np.asarray(p[k]) for p in parts])[:n] for k in names})
         return out
 

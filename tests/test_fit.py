@@ -147,6 +147,8 @@ def test_model_features():
     assert np.all(draws["cut"][:, 1] > draws["cut"][:, 0])
     np.testing.assert_allclose(draws["p"].sum(-1), 1.0, rtol=1e-5)
     assert np.all(draws["gap"] > 0)
+    odd = res.sample(1234, seed=5)  # deterministic sites in blocks of 1,000, the last one padded
+    np.testing.assert_allclose(odd["gap"], odd["cut"][:, 1] - odd["cut"][:, 0], rtol=1e-5, atol=1e-6)
     assert abs(draws["w"].mean() - 2.0) < 0.1
     np.testing.assert_allclose(draws["p"].mean(0), np.array([6, 11, 16]) / 33, atol=0.03)
 
