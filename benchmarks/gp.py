@@ -13,6 +13,7 @@ Time per step: the steady-state cost (long minus short runs, so that compilation
 cancel) of `provi.fit` (no early stopping, no averaging) and of `gpjax.fit`.
 
     python benchmarks/gp.py --quick --json
+    python benchmarks/gp.py --n 100000 --json    # the full size: N = 10^5 training points
 
 With --json, the last line is one JSON object with `provi_ms_per_step`, `gpjax_ms_per_step`,
 `provi_test_nll`, `gpjax_test_nll`, `exact_test_nll` (GPJax's figures null if it is not installed).
@@ -157,8 +158,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N = 4,000, M = 32, 1,500 steps")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--n", type=int, default=None, help="training points (default 20,000; --quick 4,000)")
     args = p.parse_args(argv)
     n, m, steps, repeats = (4000, 32, 1500, 3) if args.quick else (20_000, 100, 5000, 5)
+    n = args.n or n
     x, y, xt, yt = data(n)
     z0 = x[np.random.default_rng(1).choice(n, m, replace=False)]
     t0 = time.perf_counter()
