@@ -421,8 +421,7 @@ class FitResult:
 
 
 def _draws_per_block(n: int, data) -> int:
-    """Draws per block of a per-draw model evaluation: about `LOG_WEIGHT_BLOCK` data elements in
-    all (a density over N data points for S draws otherwise holds S x N values at once)."""
+    """Draws per block of a per-draw model evaluation: about `LOG_WEIGHT_BLOCK` data elements in all (S x N at once else)."""
     size = sum(int(np.size(x)) for x in jax.tree.leaves(data))
     return max(1, min(int(n), LOG_WEIGHT_BLOCK // max(size, 1)))
 
@@ -437,10 +436,12 @@ def _log_weights(model, model_params, z, log_q, data, layout):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 5))
 def _deterministic(model, names, model_params, z, data, layout):
-    """The model's deterministic sites `names` at each draw of `z` (one compiled program, in
-    blocks of draws as `_log_weights`)."""
+    """The model's deterministic sites `names` at each draw of `z`, in blocks as `_log_weights`."""
     args, kwargs = join_data(data, layout)
-    one = lambda v: {k: run(model.model, jax.random.PRNGKey(0), args, kwargs, {**model_params, **v})[k]["value"] for k in names}  # noqa: E731
+
+    def one(v):  # one run of the model per draw, every site read off its trace
+        tr = run(model.model, jax.random.PRNGKey(0), args, kwargs, {**model_params, **v})
+        return {k: tr[k]["value"] for k in names}
     return jax.lax.map(one, z, batch_size=_draws_per_block(len(next(iter(z.values()))), data))
 
 
