@@ -130,11 +130,8 @@ class FamilyGuide(AbstractGuide):
             return {}
         loc, scale = self.family.marginals(params)
         P = consts["P"]  # diagonal: a mean-field family's preconditioner
-        loc, scale = consts["shift"] + P * loc, jnp.abs(P) * scale
-        off = dict(zip(self.space.names, zip(self.space.offsets, self.space.offsets[1:])))
-        shapes = self.shapes
-        return {s: (loc[off[s][0]:off[s][1]].reshape(shapes[s]), scale[off[s][0]:off[s][1]].reshape(shapes[s]))
-                for s in self.local}
+        loc, scale = self.space.unflatten(consts["shift"] + P * loc), self.space.unflatten(jnp.abs(P) * scale)
+        return {s: (loc[s], scale[s]) for s in self.local}  # real sites: unconstrained shape = shape
 
     def place(self, consts, x):
         z, ldj = vectorise(self.space.constrain, x.ndim - 1)(self.to_u(consts, x))
