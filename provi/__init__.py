@@ -17,7 +17,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 
 from provi import distributions, estimators, guides, kernels, objectives
 from provi.core.objective import Objective, objective
-from provi.core.vocab import claim_scores, components, density, detach, kl, particle_mean, particles, place, random_key, replace_grad, sim, split_auxiliary, step_count, with_observed
+from provi.core.vocab import claim_scores, components, density, detach, gaussian, kl, particle_mean, particles, place, random_key, replace_grad, sim, split_auxiliary, step_count, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
 from provi.fit import fit
 from provi.objectives import (
@@ -33,6 +33,7 @@ from provi.objectives import (
     RWS,
     STL,
     SVGD,
+    PriceELBO,
     SteinMixture,
     VIMCO,
     ChiSquareVIS,
@@ -65,6 +66,7 @@ __all__ = [
     "split_auxiliary",
     "particles",
     "components",
+    "gaussian",
     "place",
     "step_count",
     "random_key",
@@ -73,6 +75,7 @@ __all__ = [
     "Objective",
     "ELBO",
     "STL",
+    "PriceELBO",
     "IWAE",
     "DReG",
     "VIMCO",

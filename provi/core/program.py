@@ -101,6 +101,12 @@ class AbstractGuide(AbstractProgram):
         `provi.guides.MeanFieldMixture` in its flat coordinates; other guides raise `ObjectiveError`."""
 
     @abc.abstractmethod
+    def gaussian(self, params, consts) -> tuple[jax.Array, jax.Array]:
+        """`(loc, scale)`: a Gaussian family's mean (D,) in its flat coordinates and its scale, the
+        scales (D,) of a mean-field family or the Cholesky factor (D, D) of a full-rank one; other
+        guides raise `ObjectiveError`."""
+
+    @abc.abstractmethod
     def place(self, consts, x: jax.Array) -> tuple[dict, jax.Array]:
         """`(values, log_jacobian)`: the latent sites' constrained values at flat coordinates `x`
         (..., D) and log |det d values / d x| (...); guides without flat coordinates raise."""

@@ -13,10 +13,10 @@ Objectives that shape their own gradient use a few more primitives: `detach` (cu
 parameters, or values, from the gradient), `replace_grad` (a value with another expression's
 gradient), `claim_scores` (take the score terms out of the ledger, per particle), `particle_mean`
 (declare per-particle terms), `kl` (analytic KL divergences per site), and `split_auxiliary` (a
-guide's auxiliary draws apart from the latents). Particle methods move a particle guide's points
-themselves: `particles` gives them (differentiable), `place` puts points of its flat coordinates
-into the model's sites (with the log Jacobian), so `density(model, values) + log_jacobian` is the
-log target in the coordinates the particles move in.
+guide's auxiliary draws apart from the latents). Objectives that move a family guide in its flat
+coordinates (`provi.core.coordinates`) read them with `particles`, `components` or `gaussian`, and
+`place` puts points of those coordinates into the model's sites (with the log Jacobian), so
+`density(model, values) + log_jacobian` is the log target in the coordinates the guide lives in.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.primitives import Messenger
 
 from provi.core.batching import batch_ndim, vectorise
+from provi.core.coordinates import components, gaussian, particles, place
 from provi.core.bound import BoundGuide, BoundModel, call_args, numpyro_fn, trace
 from provi.core.pointwise import pointwise_density
 from provi.core.trace import is_latent, run, sum_log_prob
@@ -50,6 +51,7 @@ __all__ = [
     "sim_given",
     "density_given",
     "particles",
+    "gaussian",
     "place",
     "step_count",
     "random_key",
@@ -399,35 +401,6 @@ def density_given(guide: BoundGuide, fn, values: dict, given: dict, *args, **kwa
         return sum_log_prob(run(fn, key, (g,) + tuple(args), kwargs, {**fixed, **v}))
 
     return vectorise(one, len(lead))(values, given)
-
-
-def particles(guide: BoundGuide) -> tuple[jax.Array, jax.Array]:
-    """`(x, metric)`: the particles (N, D) of a particle guide (`provi.guides.Particles`) in its
-    flat coordinates, differentiable with respect to the guide's parameters (the gradient of an
-    objective in `x` is the direction the particles move in), and the Euclidean metric of the
-    model's unconstrained space in those coordinates (D, D; the guide's coordinates are whitened
-    by the start's curvature)."""
-    if not isinstance(guide, BoundGuide):
-        raise TypeError("provi.particles takes the guide an objective receives")
-    return guide.program.positions(guide.current_params(), guide.consts)
-
-
-def components(guide: BoundGuide) -> tuple[jax.Array, jax.Array]:
-    """`(loc, log_scale)`, each (K, D): the components of a mixture-of-Gaussians guide
-    (`provi.guides.MeanFieldMixture`) in its flat coordinates (see `place`), differentiable with
-    respect to the guide's parameters; component k is N(loc_k, diag(exp(log_scale_k))^2)."""
-    if not isinstance(guide, BoundGuide):
-        raise TypeError("provi.components takes the guide an objective receives")
-    return guide.program.components(guide.current_params(), guide.consts)
-
-
-def place(guide: BoundGuide, x: jax.Array) -> tuple[dict, jax.Array]:
-    """`(values, log_jacobian)`: the model's latent sites at points `x` (..., D) of a family
-    guide's flat coordinates (constrained, with leading axes of `x`) and log |det d values / d x|,
-    so `provi.density(model, values) + log_jacobian` is the log target density of `x`."""
-    if not isinstance(guide, BoundGuide):
-        raise TypeError("provi.place takes the guide an objective receives")
-    return guide.program.place(guide.consts, jnp.asarray(x))
 
 
 def step_count(guide: BoundGuide):

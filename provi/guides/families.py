@@ -55,6 +55,12 @@ class Family(eqx.Module):
         raise ObjectiveError(f"{type(self).__name__} is not a mixture of mean-field Gaussians: use "
                              "guide=provi.guides.MeanFieldMixture(k)")
 
+    def gaussian_params(self, params: dict) -> tuple[jax.Array, jax.Array]:
+        """`(loc, scale)` of a Gaussian with a triangular factor: `scale` is the scales (D,) of
+        `MeanField`, the Cholesky factor (D, D) of `FullRank`; other families have none."""
+        raise ObjectiveError(f"{type(self).__name__} is not a Gaussian with a triangular scale: use "
+                             "guide='fullrank' or guide='meanfield'")
+
     @abc.abstractmethod
     def init(self, key, dim: int, loc: jax.Array, scale: jax.Array) -> dict:
         """Parameters of the member with mean `loc` (D,) and, where the family can, marginal scales `scale` (D,)."""
@@ -116,6 +122,9 @@ class MeanField(Family):
         """`(loc, scale)`, each (D,): every coordinate's normal."""
         return params["loc"], jnp.exp(params["log_scale"])
 
+    def gaussian_params(self, params):
+        return self.marginals(params)
+
 
 def tril_factor(raw):
     """The Cholesky factor stored as `scale_tril`: its strict lower triangle is `raw`'s and its
@@ -154,6 +163,9 @@ class _TrilNormal(Family):
 
 class FullRank(_TrilNormal):
     """A multivariate normal with a Cholesky factor: N(loc, L L^T), fitted by optimisation."""
+
+    def gaussian_params(self, params):
+        return params["loc"], tril_factor(params["scale_tril"])
 
 
 class Laplace(_TrilNormal):

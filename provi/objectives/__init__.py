@@ -9,6 +9,7 @@ vocabulary, `provi.kernels` and floor 1, exactly what a user's own objective can
 from provi.objectives.divergences import CUBO, ChiSquareVIS, Renyi
 from provi.objectives.elbo import ELBO, STL
 from provi.objectives.hierarchical import DIWHVI, HVI, IWHVI, marginal_log_q
+from provi.objectives.price import PriceELBO
 from provi.objectives.iwae import CIWAE, IWAE, MIWAE, PIWAE, VIMCO, DReG
 from provi.objectives.rws import RWS
 from provi.objectives.stein import SVGD, SteinMixture, log_target
@@ -17,6 +18,7 @@ from provi.objectives.util import leave_one_out, log_mean_exp, normalised_weight
 __all__ = [
     "ELBO",
     "STL",
+    "PriceELBO",
     "IWAE",
     "DReG",
     "VIMCO",

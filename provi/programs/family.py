@@ -125,6 +125,9 @@ class FamilyGuide(AbstractGuide):
     def components(self, params, consts):
         return self.family.component_params(params)
 
+    def gaussian(self, params, consts):
+        return self.family.gaussian_params(params)
+
     def local_moments(self, params, consts):
         if not self.local:
             return {}

@@ -56,6 +56,10 @@ class NumPyroGuide(AbstractGuide):
         raise ObjectiveError(f"the NumPyro guide {self.name!r} has no mixture components: use "
                              "guide=provi.guides.MeanFieldMixture(k)")
 
+    def gaussian(self, params, consts):
+        raise ObjectiveError(f"the NumPyro guide {self.name!r} is not one of provi's Gaussian families: use "
+                             "guide='fullrank' or guide='meanfield'")
+
     def place(self, consts, x):
         raise ObjectiveError(f"the NumPyro guide {self.name!r} has no flat coordinates: use a family from provi.guides")
 
