@@ -1,14 +1,15 @@
 """Accuracy against gold-standard posteriors: provi beside NumPyro's autoguides and BlackJAX's Pathfinder.
 
-Posteriors: the posteriordb ones shipped with provi (`provi.examples.posteriordb`) and five written
+Posteriors: the posteriordb ones shipped with provi (`provi.examples.posteriordb`) and eight written
 here, whose references are built in the run and cached in benchmarks/results/references/<name>.npz
 (delete a file to rebuild it): two_modes (a two-mode 1-d target, exact quadrature), funnel_centered
 (Neal's funnel in 10 dimensions, exact draws), horseshoe (sparse regression, N = 100, D = 20),
 logistic_bigN (logistic regression on 100,000 points), gp_hyper (the 3 hyperparameters of a
 GP regression), gp_poisson (a Poisson regression on a centred latent GP, 13 dimensions) and
 holt_winters (NumPyro's Holt-Winters example on a 40-step quarterly series, written with `scan`: 6
-parameters and 4 initial seasonal effects), the last five from NumPyro NUTS (4 x 1,000 draws;
-refused where r-hat > 1.01).
+parameters and 4 initial seasonal effects) and bnn (a 46-weight tanh network on 40 points with a
+gap, scored on the network at 12 inputs and the noise scale), the last six from NumPyro NUTS (4 x
+1,000 draws; refused where r-hat > 1.01).
 
 Columns, per posterior and method: the worst |mean error| over the reference's quantities in
 reference sd units; the range of sd ratios (method / reference); the mean 90% interval coverage
@@ -62,7 +63,7 @@ from numpyro.infer.util import initialize_model
 import provi
 from provi.diagnostics import psis, weighted_moments
 from provi.examples import posteriordb as pdb
-from provi.examples.hard import (HW_PARAMS, gp_data, gp_hyper, gp_poisson, gp_poisson_data, gp_poisson_noncentered, holt_winters, horseshoe,
+from provi.examples.hard import (HW_PARAMS, bnn, bnn_data, gp_data, gp_hyper, gp_poisson, gp_poisson_data, gp_poisson_noncentered, holt_winters, horseshoe,
                                  horseshoe_data, horseshoe_noncentered, series)
 
 try:
@@ -80,7 +81,7 @@ METHODS = (
     "auto", "fullrank", "meanfield",
     "numpyro-AutoNormal", "numpyro-AutoMVN", "numpyro-AutoLaplace", "blackjax-Pathfinder",
 )
-EXTRA = ("two_modes", "funnel_centered", "horseshoe", "logistic_bigN", "gp_hyper", "gp_poisson", "holt_winters")
+EXTRA = ("two_modes", "funnel_centered", "horseshoe", "logistic_bigN", "gp_hyper", "gp_poisson", "holt_winters", "bnn")
 QUICK = ("eight_schools-eight_schools_noncentered", "two_modes")
 DRAWS = 4000
 PSIS_DRAWS = 16_000  # as res.summary() uses for PSIS-corrected moments
@@ -240,6 +241,9 @@ def load(name: str):
                      lambda p: nuts_reference(p, target_accept=0.95, model=gp_poisson_noncentered))
     if name == "holt_winters":
         return Extra(name, holt_winters, (jnp.asarray(series()),), (*HW_PARAMS, "season_init"), lambda p: nuts_reference(p, target_accept=0.95))
+    if name == "bnn":
+        return Extra(name, bnn, tuple(jnp.asarray(a) for a in bnn_data()), ("f_grid", "sigma"),
+                     lambda p: nuts_reference(p, target_accept=0.9))
     return pdb.load(name)
 
 

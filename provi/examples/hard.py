@@ -1,10 +1,11 @@
 """Hard posteriors, each with its data: an additive Holt-Winters model (level, trend and
 seasonality smoothing in (0, 1); NumPyro `scan`), the hyperparameters of a GP regression (its
 marginal likelihood, skewed with heavy right tails), a Poisson regression on a latent GP (the
-latent values centred: a funnel) and a sparse regression with a horseshoe prior (funnels in every
-coefficient). `tests/test_auto_hard.py` holds guide="auto" to NUTS reference moments of all four
+latent values centred: a funnel), a sparse regression with a horseshoe prior (funnels in every
+coefficient) and a small Bayesian neural network (46 weights: many modes, related by symmetry
+and not). `tests/test_auto_hard.py` holds guide="auto" to NUTS reference moments of the first four
 (`tests/data/*_reference.json`, made by `python tests/data/make_references.py`);
-`benchmarks/posteriordb.py` runs all but Holt-Winters side by side with other methods."""
+`benchmarks/posteriordb.py` runs them side by side with other methods."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +130,33 @@ def horseshoe_noncentered(X, y=None):
     """`horseshoe` with beta non-centred (the same posterior; NUTS diverges on the centred form)."""
     with numpyro.handlers.reparam(config={"beta": LocScaleReparam(centered=0)}):
         horseshoe(X, y)
+
+
+BNN_HIDDEN = 15
+BNN_GRID = np.linspace(-4.0, 4.0, 12).astype(np.float32)
+
+
+def bnn_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """40 noisy points of sin(x) on (-3, -1) and (1, 3): a gap in the middle, nothing outside."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.uniform(-3.0, -1.0, 20), rng.uniform(1.0, 3.0, 20)])
+    return x[:, None].astype(np.float32), (np.sin(x) + 0.2 * rng.standard_normal(40)).astype(np.float32)
+
+
+def bnn(x, y=None, grid=BNN_GRID):
+    """A one-hidden-layer tanh network (15 units, 46 weights) with standard normal priors (the
+    output layer's scaled by 1 / sqrt(15)) and a half-normal noise scale; `f_grid` is the network
+    at 12 points of (-4, 4), the quantities its posterior is judged by (the weights themselves
+    are identified only up to the symmetries of the hidden units)."""
+    w1 = numpyro.sample("w1", dist.Normal(0.0, 1.0).expand([1, BNN_HIDDEN]).to_event(2))
+    b1 = numpyro.sample("b1", dist.Normal(0.0, 1.0).expand([BNN_HIDDEN]).to_event(1))
+    w2 = numpyro.sample("w2", dist.Normal(0.0, 1.0 / np.sqrt(BNN_HIDDEN)).expand([BNN_HIDDEN]).to_event(1))
+    b2 = numpyro.sample("b2", dist.Normal(0.0, 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+
+    def net(inputs):
+        return jnp.tanh(inputs @ w1 + b1) @ w2 + b2
+
+    numpyro.deterministic("f_grid", net(jnp.asarray(grid)[:, None]))
+    with numpyro.plate("N", x.shape[0]):
+        numpyro.sample("y", dist.Normal(net(x), sigma), obs=y)
