@@ -9,11 +9,15 @@ hyperparameter and Z a point estimate, minibatches of 256, Adam(1e-2), the same 
 integrated exactly); GPJax by its analytic ELBO. The exact GP's hyperparameters are fitted by Adam
 on its log marginal likelihood. Test NLL: mean negative log density of the test y under each
 Gaussian predictive (f's plus the noise); provi's q(u) moments come from 4,000 draws of u.
+With `--kind classification` the labels are the sign of the same function with 10% flipped, the
+likelihood is probit (GPJax's Bernoulli; provi integrates it by Gauss-Hermite), the test NLL is
+that of p(y = 1) = Phi(mu / sqrt(1 + s^2)) and the accuracy is reported too.
 Time per step: the steady-state cost (long minus short runs, so that compilation and provi's start
 cancel) of `provi.fit` (no early stopping, no averaging) and of `gpjax.fit`.
 
     python benchmarks/gp.py --quick --json
     python benchmarks/gp.py --n 100000 --json    # the full size: N = 10^5 training points
+    python benchmarks/gp.py --kind classification --n 100000 --json   # a probit classifier (no exact GP)
 
 With --json, the last line is one JSON object with `provi_ms_per_step`, `gpjax_ms_per_step`,
 `provi_test_nll`, `gpjax_test_nll`, `exact_test_nll` (GPJax's figures null if it is not installed).
@@ -34,6 +38,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 import tinygp
+from jax.scipy.special import log_ndtr, ndtr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import provi  # noqa: E402
@@ -46,13 +51,32 @@ BATCH = 256
 LR = 1e-2
 
 
-def data(n, seed=0):
+def data(n, kind="regression", seed=0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-2.0, 2.0, (n + 1000, 2))
     f = np.sin(3 * x[:, 0]) + 0.5 * np.cos(2 * x[:, 1]) * x[:, 0]
-    y = f + 0.1 * rng.normal(size=n + 1000)
+    if kind == "regression":
+        y = f + 0.1 * rng.normal(size=n + 1000)
+    else:  # the sign of f, 10% of the labels flipped
+        y = np.where(rng.uniform(size=n + 1000) < 0.1, f <= 0, f > 0)
     x, y = x.astype(np.float32), y.astype(np.float32)
     return x[:n], y[:n], x[n:], y[n:]
+
+
+def probit(f):
+    """Bernoulli with p = Phi(f) (GPJax's Bernoulli link), as stable logits log Phi(f) - log Phi(-f)."""
+    return dist.Bernoulli(logits=log_ndtr(f) - log_ndtr(-f))
+
+
+def test_metrics(kind, mean, var, noise, yt):
+    """Test NLL (and accuracy for the classifier) of f's Gaussian predictive: y ~ N(mean, var +
+    noise^2), or p(y = 1) = Phi(mean / sqrt(1 + var))."""
+    yt = jnp.asarray(yt)
+    if kind == "regression":
+        return dict(test_nll=float(gaussian_nll(mean, var + noise**2, yt)))
+    p = jnp.clip(ndtr(mean / jnp.sqrt(1 + var)), 1e-12, 1 - 1e-12)
+    return dict(test_nll=float(-jnp.mean(yt * jnp.log(p) + (1 - yt) * jnp.log1p(-p))),
+                test_accuracy=float(jnp.mean((p > 0.5) == (yt > 0.5))))
 
 
 def positive(name, init):
@@ -64,20 +88,21 @@ def ard(scale):
     return tinygp.transforms.Linear(1.0 / scale, kernels.ExpSquared())
 
 
-def svgp_model(z0):
+def svgp_model(z0, kind="regression"):
     def model(x, y, batch=None):
         kernel = positive("amp", 1.0) ** 2 * ard(positive("scale", jnp.ones(2)))
         svgp = gp.SVGP(kernel, numpyro.param("z", z0))
         u = svgp.inducing_values("u")
+        lik = gp.Gaussian(positive("noise", 0.3)) if kind == "regression" else probit
         with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
             f_loc, f_var = svgp.condition(u, x[idx])
-            gp.expected_log_likelihood("y", gp.Gaussian(positive("noise", 0.3)), y[idx], f_loc, f_var)
+            gp.expected_log_likelihood("y", lik, y[idx], f_loc, f_var)
 
     return model
 
 
-def run_provi(x, y, xt, yt, z0, steps, repeats):
-    model = svgp_model(z0)
+def run_provi(x, y, xt, yt, z0, steps, repeats, kind="regression"):
+    model = svgp_model(z0, kind)
     x, y = jnp.asarray(x), jnp.asarray(y)
 
     def fit(n):
@@ -96,19 +121,20 @@ def run_provi(x, y, xt, yt, z0, steps, repeats):
     svgp = gp.SVGP(p["amp"] ** 2 * ard(p["scale"]), p["z"])
     m, s = gp.moments(res.sample(4000)["u"])
     mean, var = gp.predict(svgp, jnp.asarray(xt), m, s)
-    nll = float(gaussian_nll(mean, var + p["noise"] ** 2, jnp.asarray(yt)))
-    return dict(provi_ms_per_step=1e3 * timing["step_s"], provi_test_nll=nll, provi_train_s=train_s,
-                provi_noise=float(p["noise"]))
+    metrics = test_metrics(kind, mean, var, p.get("noise", 0.0), yt)
+    return dict(provi_ms_per_step=1e3 * timing["step_s"], provi_train_s=train_s, provi_noise=float(p["noise"]) if "noise" in p else None,
+                **{f"provi_{k}": v for k, v in metrics.items()})
 
 
-def run_gpjax(x, y, xt, yt, z0, steps, repeats):
+def run_gpjax(x, y, xt, yt, z0, steps, repeats, kind="regression"):
     try:
         import gpjax as gpx
     except ImportError:
         return dict(gpjax_ms_per_step=None, gpjax_test_nll=None, gpjax_note="gpjax is not installed")
     train = gpx.Dataset(X=jnp.asarray(x), y=jnp.asarray(y)[:, None])
     prior = gpx.gps.Prior(mean_function=gpx.mean_functions.Zero(), kernel=gpx.kernels.RBF(lengthscale=jnp.ones(2)))
-    posterior = prior * gpx.likelihoods.Gaussian(obs_stddev=0.3)
+    lik = gpx.likelihoods.Gaussian(obs_stddev=0.3) if kind == "regression" else gpx.likelihoods.Bernoulli()
+    posterior = prior * lik
     q = gpx.variational_families.WhitenedVariationalGaussian(model=posterior, inducing_inputs=jnp.asarray(z0))
 
     def fit(n):
@@ -124,10 +150,10 @@ def run_gpjax(x, y, xt, yt, z0, steps, repeats):
     trained, _ = fit(steps)
     train_s = time.perf_counter() - t0
     pred = trained.predict(jnp.asarray(xt))
-    noise = jnp.asarray(gpx.parameters.val(trained.model.likelihood.obs_stddev))
-    nll = float(gaussian_nll(pred.mean, pred.variance + noise**2, jnp.asarray(yt)))
-    return dict(gpjax_ms_per_step=1e3 * timing["step_s"], gpjax_test_nll=nll, gpjax_train_s=train_s,
-                gpjax_version=gpx.__version__)
+    noise = jnp.asarray(gpx.parameters.val(trained.model.likelihood.obs_stddev)) if kind == "regression" else 0.0
+    metrics = test_metrics(kind, pred.mean, pred.variance, noise, yt)
+    return dict(gpjax_ms_per_step=1e3 * timing["step_s"], gpjax_train_s=train_s, gpjax_version=gpx.__version__,
+                **{f"gpjax_{k}": v for k, v in metrics.items()})
 
 
 def run_exact(x, y, xt, yt, steps):
@@ -159,21 +185,26 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="N = 4,000, M = 32, 1,500 steps")
     p.add_argument("--json", action="store_true")
     p.add_argument("--n", type=int, default=None, help="training points (default 20,000; --quick 4,000)")
+    p.add_argument("--kind", choices=("regression", "classification"), default="regression",
+                   help="classification: the sign of the same function, 10%% of labels flipped, a probit likelihood")
     args = p.parse_args(argv)
     n, m, steps, repeats = (4000, 32, 1500, 3) if args.quick else (20_000, 100, 5000, 5)
     n = args.n or n
-    x, y, xt, yt = data(n)
+    x, y, xt, yt = data(n, args.kind)
     z0 = x[np.random.default_rng(1).choice(n, m, replace=False)]
     t0 = time.perf_counter()
-    out = dict(n=n, m=m, steps=steps, batch=BATCH)
-    out.update(run_provi(x, y, xt, yt, z0, steps, repeats))
-    out.update(run_gpjax(x, y, xt, yt, z0, steps, repeats))
-    out.update(run_exact(x[:2000], y[:2000], xt, yt, 100 if args.quick else 500))
+    out = dict(n=n, m=m, steps=steps, batch=BATCH, kind=args.kind)
+    out.update(run_provi(x, y, xt, yt, z0, steps, repeats, args.kind))
+    out.update(run_gpjax(x, y, xt, yt, z0, steps, repeats, args.kind))
+    if args.kind == "regression":  # the exact GP needs a Gaussian likelihood
+        out.update(run_exact(x[:2000], y[:2000], xt, yt, 100 if args.quick else 500))
+    else:
+        out.update(exact_test_nll=None)
     out.update(seconds=time.perf_counter() - t0,
                machine=f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s), jax {jax.__version__}")
     for k in ("provi", "gpjax", "exact"):
         ms = out.get(f"{k}_ms_per_step")
-        print(f"{k:6s} test NLL {out[k + '_test_nll']}  ms/step {ms}")
+        print(f"{k:6s} test NLL {out[k + '_test_nll']}  accuracy {out.get(k + '_test_accuracy')}  ms/step {ms}")
     if args.json:
         print(json.dumps(out))
 
