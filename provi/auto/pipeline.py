@@ -14,6 +14,7 @@ from provi.core.reparam import decentrable_sites, decentre
 from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_FIRST_DRAWS, KHAT_GOOD, KHAT_OK
 from provi.diagnostics import khat_se, khat_usable, khat_verdict, psis
 from provi.engine.step import check_objective, default_optimizer
+from provi.errors import ObjectiveError
 from provi.guides import FullRank, RealNVP, StudentT
 from provi.guides.student import DF_START
 from provi.objectives import STL
@@ -158,7 +159,7 @@ def _fit_student(gauss, fit_family, objective, optimizer, steps, seed):
     program = FamilyGuide(gauss.guide.space, StudentT())
     params = {**gauss.params["guide"], "log_df": jnp.asarray(np.log(DF_START), gauss.params["guide"]["loc"].dtype)}
     start = (program, params, gauss.consts, gauss.params["model"])
-    res = fit_family(program.family, path_elbo if objective is None else objective, optimizer, steps, start, model=gauss.model.model)
+    res = _fit_other(fit_family, program.family, objective, optimizer, steps, start, model=gauss.model.model)
     res.reparam = gauss.reparam
     df = float(np.exp(res.params["guide"]["log_df"]))
     return res, f"a full-rank Student-t from the fitted Gaussian (df {df:.1f})"
@@ -172,10 +173,24 @@ def _fit_flow(gauss, fit_family, objective, optimizer, steps, seed):
     if start is None:
         return None, ""
     opt = default_optimizer(FLOW_LEARNING_RATE) if optimizer is None else optimizer
-    res = fit_family(flow, path_elbo if objective is None else objective, opt, steps or FLOW_MAX_STEPS, start,
-                     early=steps is None, model=gauss.model.model)
+    res = _fit_other(fit_family, flow, objective, opt, steps or FLOW_MAX_STEPS, start, early=steps is None,
+                     model=gauss.model.model)
     res.reparam = gauss.reparam
     return res, "RealNVP flow from the fitted Gaussian"
+
+
+def _fit_other(fit_family, family, objective, optimizer, steps, start, **kwargs):
+    """A non-Gaussian stage's fit with the user's objective, or with `path_elbo` where there is
+    none or it applies to Gaussian families only (`provi.PriceELBO`: an `ObjectiveError` at its
+    first trace, before any step), noted in the result."""
+    if objective is None:
+        return fit_family(family, path_elbo, optimizer, steps, start, **kwargs)
+    try:
+        return fit_family(family, objective, optimizer, steps, start, **kwargs)
+    except ObjectiveError as exc:
+        res = fit_family(family, path_elbo, optimizer, steps, start, **kwargs)
+        res.stop.notes = [*res.stop.notes, f"auto: the {type(family).__name__} stage used the path-derivative ELBO: {exc}"]
+        return res
 
 
 def _flow_start(res, flow, seed):

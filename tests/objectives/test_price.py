@@ -93,3 +93,14 @@ def test_refuses_guides_that_are_not_a_gaussian_family():
     for guide in ("lowrank", provi.guides.Particles(4)):
         with pytest.raises(ObjectiveError, match="fullrank"):
             provi.fit(gaussian, guide=guide, objective=provi.PriceELBO(), steps=2, init="prior", progress=False)
+
+
+def test_auto_fits_the_gaussian_stages_with_it_and_the_others_with_the_path_elbo():
+    """guide="auto" with PriceELBO: the full-rank stages use it; the Student-t stage, where it
+    does not apply, falls back to the path-derivative ELBO instead of failing."""
+    from provi.examples.eight_schools import DATA, model
+
+    res = provi.fit(model, **DATA, objective=provi.PriceELBO(num_particles=4), progress=False)
+    assert res.auto["tried"][0].startswith("FullRank")
+    assert any("Student-t" in t for t in res.auto["tried"]), res.auto["tried"]
+    assert np.isfinite(res.auto["khat"])
