@@ -1,4 +1,4 @@
-"""Forward-backward Gaussian VI (provi.optim.fb_gvi) and Bures-Wasserstein SGD against Adam on
+"""Forward-backward Gaussian VI (provi.optim.fb_gvi), Bures-Wasserstein SGD and natural-gradient VI (natgrad) against Adam on
 the full-rank Gaussian ELBO: iterations and seconds to reach KL 0.01 from the converged optimum.
 
     python benchmarks/wasserstein.py [--quick] [--json PATH]
@@ -167,12 +167,15 @@ def main(argv=None):
         "fb_gvi_price": [0.1, 0.2, 0.5, 1.0],
         "bw_sgd_price": [0.1, 0.2, 0.5, 1.0],
         "adam_price": [1e-3, 3e-3, 1e-2, 3e-2],
+        "natgrad": [0.05, 0.1, 0.2, 0.5],
+        "natgrad_price": [0.1, 0.2, 0.5, 1.0],
     }
     makers = {"fb_gvi": provi.optim.fb_gvi, "bw_sgd": provi.optim.bw_sgd, "adam": optax.adam, "adam_stl": optax.adam,
-              "fb_gvi_price": provi.optim.fb_gvi, "bw_sgd_price": provi.optim.bw_sgd, "adam_price": optax.adam}
+              "fb_gvi_price": provi.optim.fb_gvi, "bw_sgd_price": provi.optim.bw_sgd, "adam_price": optax.adam,
+              "natgrad": provi.optim.natgrad, "natgrad_price": provi.optim.natgrad}
     price = provi.PriceELBO(num_particles=16)  # Hessians at the draws (Price's theorem), antithetic pairs
     objectives = {"adam_stl": provi.STL(num_particles=16),  # the path-derivative gradient BlackJAX's fullrank_vi uses
-                  "fb_gvi_price": price, "bw_sgd_price": price, "adam_price": price}
+                  "fb_gvi_price": price, "bw_sgd_price": price, "adam_price": price, "natgrad_price": price}
     results = dict(machine=dict(platform=platform.platform(), python=platform.python_version(), jax=jax.__version__),
                    quick=a.quick, checks=list(checks), cases={})
     for case, (model, args) in cases(a.quick).items():

@@ -23,15 +23,17 @@ def gaussian():
 
 
 def logreg(X, y):
+    """Logistic regression with an intercept and two weights (three latents, as `perturbed` expects)."""
+    b = numpyro.sample("b", dist.Normal(0, 2))
     w = numpyro.sample("w", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
     with numpyro.plate("n", X.shape[0]):
-        numpyro.sample("y", dist.Bernoulli(logits=X @ w), obs=y)
+        numpyro.sample("y", dist.Bernoulli(logits=b + X @ w), obs=y)
 
 
 def logreg_data():
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(40, 3)).astype(np.float32)
-    y = (rng.random(40) < 1 / (1 + np.exp(-X @ np.array([1.5, -1.0, 0.5])))).astype(np.float32)
+    X = rng.normal(size=(40, 2)).astype(np.float32)
+    y = (rng.random(40) < 1 / (1 + np.exp(-(0.5 + X @ np.array([1.5, -1.0]))))).astype(np.float32)
     return jnp.asarray(X), jnp.asarray(y)
 
 
