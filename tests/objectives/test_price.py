@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import optax
 import pytest
 
 import provi
@@ -106,3 +107,28 @@ def test_auto_fits_the_gaussian_stages_with_it_and_the_others_with_the_path_elbo
     assert res.auto["tried"][0].startswith("FullRank")
     assert any("Student-t" in t for t in res.auto["tried"]), res.auto["tried"]
     assert np.isfinite(res.auto["khat"])
+
+
+def test_minibatch_fit_reaches_the_conjugate_posterior():
+    """With minibatches (the stochastic version) and a decreasing step, FB-GVI on PriceELBO
+    reaches the exact posterior of a conjugate normal model, a `numpyro.param` moved by Adam
+    alongside (`others=`)."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(1.5, 1.0, 2000).astype(np.float32))
+
+    def model(x, batch=None):
+        shift = numpyro.param("shift", 0.0)  # no effect on the posterior of mu: its gradient is zero
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        with numpyro.plate("n", x.shape[0], subsample_size=batch) as idx:
+            numpyro.sample("x", dist.Normal(mu + 0.0 * shift, 1.0), obs=x[idx])
+
+    n = x.shape[0]
+    post_var = 1.0 / (1.0 / 100.0 + n)
+    post_mean = post_var * float(jnp.sum(x))
+    res = provi.fit(model, x, batch=200, guide="fullrank", objective=provi.PriceELBO(num_particles=4),
+                    optimizer=provi.optim.fb_gvi(lambda t: 0.5 / (1.0 + t / 20.0), others=optax.adam(1e-2)),
+                    steps=600, progress=False)
+    draws = res.sample(20_000, seed=1)["mu"]
+    sd = np.sqrt(post_var)
+    assert abs(draws.mean() - post_mean) < 0.2 * sd, (draws.mean(), post_mean, sd)
+    assert 0.85 < draws.std() / sd < 1.15, (draws.std(), sd)
