@@ -80,6 +80,11 @@ def test_metrics(kind, mean, var, noise, yt):
                 test_accuracy=float(jnp.mean((p > 0.5) == (yt > 0.5))))
 
 
+def timing_lengths(repeats):
+    """The long and short runs whose difference times a step: shorter at the quick size."""
+    return (1500, 300) if repeats < 5 else (5000, 1000)
+
+
 def positive(name, init):
     return numpyro.param(name, init, constraint=dist.constraints.positive)
 
@@ -110,7 +115,7 @@ def run_provi(x, y, xt, yt, z0, steps, repeats, kind="regression"):
         return provi.fit(model, x, y, batch=BATCH, guide="fullrank", steps=n, early_stop=False, average=False,
                          seed=0, progress=False)
 
-    n_long, n_short = (1500, 300) if repeats < 5 else (5000, 1000)
+    n_long, n_short = timing_lengths(repeats)
     t0 = time.perf_counter()
     fit(n_short), fit(n_long)
     timing = steady_state(lambda n: fit(n).losses, n_long, n_short, repeats)
@@ -142,7 +147,7 @@ def run_gpjax(x, y, xt, yt, z0, steps, repeats, kind="regression"):
         return gpx.fit(model=q, objective=lambda m, d: -gpx.objectives.elbo(m, d), train_data=train,
                        optim=optax.adam(LR), num_iters=n, batch_size=BATCH, key=jax.random.PRNGKey(0), verbose=False)
 
-    n_long, n_short = (1500, 300) if repeats < 5 else (5000, 1000)
+    n_long, n_short = timing_lengths(repeats)
     t0 = time.perf_counter()
     fit(n_short), fit(n_long)
     timing = steady_state(lambda n: fit(n)[1], n_long, n_short, repeats)
@@ -200,7 +205,7 @@ def main(argv=None):
     gpjax_out, gpjax_run = run_gpjax(x, y, xt, yt, z0, steps, repeats, args.kind)
     out.update(provi_out, **gpjax_out)
     if gpjax_run is not None:  # the two alternated in pairs, so that the machine's slow spells hit both alike
-        n_long, n_short = (1500, 300) if repeats < 5 else (5000, 1000)
+        n_long, n_short = timing_lengths(repeats)
         out["paired_provi_over_gpjax"] = paired_ratio(gpjax_run, provi_run, n_long, n_short, pairs=repeats)
     if args.kind == "regression":  # the exact GP needs a Gaussian likelihood
         out.update(run_exact(x[:2000], y[:2000], xt, yt, 100 if args.quick else 500))
