@@ -13,6 +13,7 @@ raised inside the user's model keeps its own traceback, trimmed to the user's fr
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import inspect
 import json
@@ -30,7 +31,7 @@ from provi.programs import GUIDES
 from provi.report import jsonable, write_outputs
 from provi.saved import load
 
-__all__ = ["main", "load_model", "load_data", "UsageError"]
+__all__ = ["main", "run", "load_model", "load_data", "UsageError"]
 
 COMMAND_FILE = "command.json"  # what `provi fit` ran, so that `summary` and `report` can load the fit again
 
@@ -230,5 +231,17 @@ def main(argv=None) -> int:
         return 1
 
 
+def run() -> None:
+    """The `provi` command: `main()`, then the exit handlers, then the process ends without
+    Python's finalisation. Every file is written and closed by then; the finalisation would only
+    free JAX's compiled programs and the imported modules, 0.7-0.8 s after a `provi fit` on a
+    2-core CPU (a quarter of the README's main job)."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -46,12 +46,13 @@ def _markdown_table(df) -> str:
 
 
 def write_outputs(res: FitResult, out, title: str = "provi fit", draws: int = 4000) -> dict:
-    """Write `summary.csv`, `posterior.nc`, `loss.png`, `diagnostics.json`, `report.md` into `out`."""
+    """Write `summary.csv`, `posterior.nc`, `loss.png`, `diagnostics.json`, `report.md` into `out`.
+    The summary and `posterior.nc` come from the same `draws` guide draws (drawn and weighed once)."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = res.summary(draws)
     summary.to_csv(out / "summary.csv", index_label="quantity")
-    res.to_arviz(min(draws, 2000)).to_netcdf(str(out / "posterior.nc"))
+    res.to_arviz(draws).to_netcdf(str(out / "posterior.nc"))
     plot_losses(np.asarray(res.losses), out / "loss.png")
     diag = res.diagnostics()
     (out / "diagnostics.json").write_text(json.dumps(jsonable(diag.to_dict()), indent=2))
