@@ -118,6 +118,27 @@ def test_fit_reaches_the_closed_form_optimum():
     _kl_bounds_marginal(gap, fit_mean, fit_var, opt_mean, opt_var, n_draws)
 
 
+def test_natgrad_with_price_reaches_the_optimum_in_one_step():
+    """Full batch, Gaussian likelihood, a fixed kernel: log p(y, u) is quadratic in u, so
+    PriceELBO's antithetic pair gives E_q[grad V] and E_q[hess V] exactly and one natgrad step of
+    size 1 inside provi lands on the closed-form optimal q(u), from the prior (the natural-gradient
+    SVGP step of Salimbeni et al. 2018 through the ordinary optimiser interface)."""
+    with jax.enable_x64(True):
+        x, y = _data(200, dtype=np.float64)
+        kernel = kernels.ExpSquared(scale=0.7)
+        z = np.linspace(-3.0, 3.0, 12)
+        mean, cov, _, _ = _optimum(gp.SVGP(kernel, z), x, y)
+        alg = provi.setup(_regression(kernel, z), x, y, guide="fullrank", objective=provi.PriceELBO(),
+                          optimizer=provi.optim.natgrad(1.0), init="prior")
+        state = alg.init(jax.random.PRNGKey(0))
+        m0, _ = alg.guide.moments(state.params["guide"], state.consts)
+        assert np.max(np.abs(np.asarray(m0) - mean)) > 0.5  # the start is far from the optimum
+        state, _ = jax.jit(alg.step)(state, jax.random.PRNGKey(1))
+        m, S = alg.guide.moments(state.params["guide"], state.consts)
+        np.testing.assert_allclose(np.asarray(m), mean, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(S), cov, atol=1e-8, rtol=1e-5)
+
+
 def test_subsampled_plate_is_unbiased_and_fits():
     """The model's log density with plate(subsample_size=B) averages, over subsamples, to the
     full-data one within 4 SE; a minibatch fit ends within 0.1 nats of the full-data optimum."""
