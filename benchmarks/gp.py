@@ -10,7 +10,7 @@ integrated exactly); GPJax by its analytic ELBO. The exact GP's hyperparameters 
 on its log marginal likelihood. Test NLL: mean negative log density of the test y under each
 Gaussian predictive (f's plus the noise); provi's q(u) moments come from 4,000 draws of u.
 With `--kind classification` the labels are the sign of the same function with 10% flipped, the
-likelihood is probit (GPJax's Bernoulli; provi integrates it by Gauss-Hermite), the test NLL is
+likelihood is probit (GPJax's Bernoulli; provi's `gp.BernoulliProbit`, integrated by Gauss-Hermite), the test NLL is
 that of p(y = 1) = Phi(mu / sqrt(1 + s^2)) and the accuracy is reported too.
 Time per step: the steady-state cost (long minus short runs, so that compilation and provi's start
 cancel) of `provi.fit` (no early stopping, no averaging) and of `gpjax.fit`, each alone, and
@@ -39,7 +39,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 import tinygp
-from jax.scipy.special import log_ndtr, ndtr
+from jax.scipy.special import ndtr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import provi  # noqa: E402
@@ -62,11 +62,6 @@ def data(n, kind="regression", seed=0):
         y = np.where(rng.uniform(size=n + 1000) < 0.1, f <= 0, f > 0)
     x, y = x.astype(np.float32), y.astype(np.float32)
     return x[:n], y[:n], x[n:], y[n:]
-
-
-def probit(f):
-    """Bernoulli with p = Phi(f) (GPJax's Bernoulli link), as stable logits log Phi(f) - log Phi(-f)."""
-    return dist.Bernoulli(logits=log_ndtr(f) - log_ndtr(-f))
 
 
 def test_metrics(kind, mean, var, noise, yt):
@@ -99,7 +94,7 @@ def svgp_model(z0, kind="regression"):
         kernel = positive("amp", 1.0) ** 2 * ard(positive("scale", jnp.ones(2)))
         svgp = gp.SVGP(kernel, numpyro.param("z", z0))
         u = svgp.inducing_values("u")
-        lik = gp.Gaussian(positive("noise", 0.3)) if kind == "regression" else probit
+        lik = gp.Gaussian(positive("noise", 0.3)) if kind == "regression" else gp.BernoulliProbit
         with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
             f_loc, f_var = svgp.condition(u, x[idx])
             gp.expected_log_likelihood("y", lik, y[idx], f_loc, f_var)

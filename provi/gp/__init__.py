@@ -9,7 +9,7 @@ equinox, tinygp and floor 1 only.
   predictive under q(u) = N(m, S); `moments` estimates m, S from a fit's draws of u.
 - `provi.gp.likelihoods`: `expected_log_likelihood(name, likelihood, y, f_loc, f_var)` adds
   E[log p(y_i | f_i)] under f_i | u as a factor: exact for `Gaussian(scale)`, Gauss-Hermite for a
-  function f -> NumPyro distribution.
+  function f -> NumPyro distribution (`BernoulliProbit` for a probit classifier).
 - `provi.gp.natgrad`: `elbo`, the bound at a Gaussian q(u) = N(m, S) in closed form (Gauss-Hermite
   for non-Gaussian likelihoods) on a minibatch, and `natgrad_step`, one natural-gradient step of
   q(u) for any of those likelihoods (Salimbeni et al. 2018), for a user's own loop.
@@ -26,7 +26,7 @@ E_q(u)[sum_i E_{p(f_i|u)} log p(y_i | f_i)] - KL(q(u) || N(0, I)), Monte Carlo o
 from tinygp import kernels
 
 from provi.gp import likelihoods, multi, natgrad, svgp
-from provi.gp.likelihoods import Gaussian, expected_log_likelihood, expected_terms, gauss_hermite, gaussian_expectation, hermite_rule
+from provi.gp.likelihoods import BernoulliProbit, Gaussian, expected_log_likelihood, expected_terms, gauss_hermite, gaussian_expectation, hermite_rule
 from provi.gp.multi import LMC
 from provi.gp.natgrad import elbo, marginals, natgrad_step
 from provi.gp.svgp import SVGP, moments, predict
@@ -42,6 +42,7 @@ __all__ = [
     "predict",
     "moments",
     "Gaussian",
+    "BernoulliProbit",
     "expected_log_likelihood",
     "gauss_hermite",
     "gaussian_expectation",
