@@ -19,6 +19,10 @@ cancel) of `provi.fit` (no early stopping, no averaging) and of `gpjax.fit`, eac
     python benchmarks/gp.py --quick --json
     python benchmarks/gp.py --n 100000 --json    # the full size: N = 10^5 training points
     python benchmarks/gp.py --kind classification --n 100000 --json   # a probit classifier (no exact GP)
+    python benchmarks/gp.py --kind classification --n 100000 --natgrad --json   # and provi with natural gradients
+
+`--natgrad` also fits provi with `natgrad(0.2, others=adam(1e-2))` and `PriceELBO()` for the same
+steps (`provi_natgrad_test_nll`, `provi_natgrad_train_s`; no timing pairs).
 
 With --json, the last line is one JSON object with `provi_ms_per_step`, `gpjax_ms_per_step`,
 `provi_test_nll`, `gpjax_test_nll`, `exact_test_nll` (GPJax's figures null if it is not installed).
@@ -50,6 +54,7 @@ from _timing import paired_ratio, steady_state  # noqa: E402
 
 BATCH = 256
 LR = 1e-2
+NATGRAD_STEP = 0.2  # --natgrad: provi.optim.natgrad's step size, with provi.PriceELBO()
 
 
 def data(n, kind="regression", seed=0):
@@ -102,7 +107,7 @@ def svgp_model(z0, kind="regression"):
     return model
 
 
-def run_provi(x, y, xt, yt, z0, steps, repeats, kind="regression"):
+def run_provi(x, y, xt, yt, z0, steps, repeats, kind="regression", natgrad=False):
     model = svgp_model(z0, kind)
     x, y = jnp.asarray(x), jnp.asarray(y)
 
@@ -119,12 +124,25 @@ def run_provi(x, y, xt, yt, z0, steps, repeats, kind="regression"):
     res = provi.fit(model, x, y, batch=BATCH, guide="fullrank", steps=steps, early_stop=False, seed=0, progress=False)
     train_s = time.perf_counter() - t0
     p = res.model_params()
+    metrics = provi_metrics(res, xt, yt, kind)
+    out = dict(provi_ms_per_step=1e3 * timing["step_s"], provi_train_s=train_s, provi_noise=float(p["noise"]) if "noise" in p else None,
+               **{f"provi_{k}": v for k, v in metrics.items()})
+    if natgrad:  # q(u) by natural gradients with PriceELBO's Hessians, the params by Adam: the fit alone, no timing pairs
+        t0 = time.perf_counter()
+        res = provi.fit(model, x, y, batch=BATCH, guide="fullrank", steps=steps, early_stop=False, seed=0, progress=False,
+                        optimizer=provi.optim.natgrad(NATGRAD_STEP, others=optax.adam(LR)), objective=provi.PriceELBO())
+        out.update(provi_natgrad_train_s=time.perf_counter() - t0,
+                   **{f"provi_natgrad_{k}": v for k, v in provi_metrics(res, xt, yt, kind).items()})
+    return out, lambda n: fit(n).losses
+
+
+def provi_metrics(res, xt, yt, kind):
+    """Test metrics of a provi fit: f's predictive from q(u)'s moments (4,000 draws of u)."""
+    p = res.model_params()
     svgp = gp.SVGP(p["amp"] ** 2 * ard(p["scale"]), p["z"])
     m, s = gp.moments(res.sample(4000)["u"])
     mean, var = gp.predict(svgp, jnp.asarray(xt), m, s)
-    metrics = test_metrics(kind, mean, var, p.get("noise", 0.0), yt)
-    return dict(provi_ms_per_step=1e3 * timing["step_s"], provi_train_s=train_s, provi_noise=float(p["noise"]) if "noise" in p else None,
-                **{f"provi_{k}": v for k, v in metrics.items()}), lambda n: fit(n).losses
+    return test_metrics(kind, mean, var, p.get("noise", 0.0), yt)
 
 
 def run_gpjax(x, y, xt, yt, z0, steps, repeats, kind="regression"):
@@ -189,6 +207,8 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=None, help="training points (default 20,000; --quick 4,000)")
     p.add_argument("--kind", choices=("regression", "classification"), default="regression",
                    help="classification: the sign of the same function, 10%% of labels flipped, a probit likelihood")
+    p.add_argument("--natgrad", action="store_true",
+                   help="also fit provi with natgrad(0.2, others=adam) and PriceELBO (test metrics and training time only)")
     args = p.parse_args(argv)
     n, m, steps, repeats = (4000, 32, 1500, 3) if args.quick else (20_000, 100, 5000, 5)
     n = args.n or n
@@ -196,7 +216,7 @@ def main(argv=None):
     z0 = x[np.random.default_rng(1).choice(n, m, replace=False)]
     t0 = time.perf_counter()
     out = dict(n=n, m=m, steps=steps, batch=BATCH, kind=args.kind)
-    provi_out, provi_run = run_provi(x, y, xt, yt, z0, steps, repeats, args.kind)
+    provi_out, provi_run = run_provi(x, y, xt, yt, z0, steps, repeats, args.kind, args.natgrad)
     gpjax_out, gpjax_run = run_gpjax(x, y, xt, yt, z0, steps, repeats, args.kind)
     out.update(provi_out, **gpjax_out)
     if gpjax_run is not None:  # the two alternated in pairs, so that the machine's slow spells hit both alike
@@ -211,6 +231,9 @@ def main(argv=None):
     for k in ("provi", "gpjax", "exact"):
         ms = out.get(f"{k}_ms_per_step")
         print(f"{k:6s} test NLL {out[k + '_test_nll']}  accuracy {out.get(k + '_test_accuracy')}  ms/step {ms}")
+    if args.natgrad:
+        print(f"provi natgrad + PriceELBO: test NLL {out['provi_natgrad_test_nll']}  accuracy "
+              f"{out.get('provi_natgrad_test_accuracy')}  training {out['provi_natgrad_train_s']:.1f} s")
     paired = out.get("paired_provi_over_gpjax")
     if paired is not None:
         print(f"provi / GPJax per step, {paired['pairs']} alternating pairs: median {paired['median']}, "
