@@ -420,7 +420,8 @@ def main():
         r = "ivon_over_adamw_step" + suffix
         print(f"IVON / AdamW time per step, {out[r + '_config']}: median {out[r]:.2f} "
               f"(min {out[r + '_min']:.2f}, max {out[r + '_max']:.2f}, {args.pairs} pairs)")
-    print(f"chosen on validation: AdamW lr {out['adamw_lr']}; IVON lr {out['ivon_lr']}, hess_init {out['ivon_hess_init']}")
+    how = "chosen on the validation split" if args.select else "given (--no-select)"
+    print(f"settings, {how}: AdamW lr {out['adamw_lr']}; IVON lr {out['ivon_lr']}, hess_init {out['ivon_hess_init']}")
     print(f"IVON - AdamW on the test set: NLL {out['ivon_minus_adamw_nll']:+.4f} +- {out['ivon_minus_adamw_nll_se']:.4f}, "
           f"ECE {out['ivon_minus_adamw_ece']:+.4f} +- {out['ivon_minus_adamw_ece_se']:.4f}")
     for m in ["adamw", "ivon", "ensemble", "mc_dropout", "vbll"]:
