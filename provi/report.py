@@ -13,13 +13,12 @@ __all__ = ["write_outputs", "plot_losses", "jsonable"]
 
 
 def plot_losses(losses: np.ndarray, path) -> None:
-    """A PNG of the loss per step, with a running mean."""
-    import matplotlib  # heavy: imported when first needed
+    """A PNG of the loss per step, with a running mean. Drawn on a bare `matplotlib.figure.Figure`
+    (no pyplot): nothing global changes, so a notebook's backend and figures are left alone."""
+    from matplotlib.figure import Figure  # heavy: imported when first needed
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    fig = Figure(figsize=(7, 3.5), dpi=110)
+    ax = fig.subplots()
     steps = np.arange(1, len(losses) + 1)
     ax.plot(steps, losses, lw=0.5, alpha=0.4, color="C0", label="loss per step")
     if len(losses) >= 20:
@@ -34,7 +33,6 @@ def plot_losses(losses: np.ndarray, path) -> None:
     ax.legend(loc="upper right", frameon=False)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def _markdown_table(df) -> str:

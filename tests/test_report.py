@@ -2,8 +2,11 @@
 
 import json
 
+import matplotlib
+import numpy as np
+
 import provi
-from provi.report import write_outputs
+from provi.report import plot_losses, write_outputs
 
 
 def test_write_outputs(es, tmp_path):
@@ -17,3 +20,20 @@ def test_write_outputs(es, tmp_path):
     diag = json.loads((tmp_path / "out" / "diagnostics.json").read_text())
     assert diag["stop_reason"] == "steps" and diag["steps"] == 500
     assert set(out) == {"summary", "diagnostics"}
+    import arviz as az
+
+    posterior = az.from_netcdf(str(tmp_path / "out" / "posterior.nc")).posterior
+    assert posterior.sizes["draw"] == 500  # the draws the summary was computed from
+    np.testing.assert_allclose(float(posterior["mu"].mean()), float(out["summary"].loc["mu", "mean"]), rtol=1e-5)
+
+
+def test_loss_plot_leaves_matplotlib_alone(tmp_path):
+    """The PNG is written without pyplot: the backend a user (or a notebook) chose is unchanged."""
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a user's choice, not the Agg the PNG is drawn with
+    try:
+        plot_losses(np.linspace(10.0, 1.0, 300) + np.sin(np.arange(300)), tmp_path / "loss.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
