@@ -31,6 +31,7 @@ from numpyro.contrib.module import eqx_module
 from provi.core.local import local_moments, per_example_normal
 from provi.core.pointwise import Pointwise, pointwise_density
 from provi.diagnostics import evaluation
+from provi.errors import EstimatorError
 
 __all__ = ["bayesian_module", "LocalLinear", "FlipoutConv", "module", "Pointwise", "pointwise_density", "log_likelihood"]
 
@@ -102,6 +103,11 @@ def _localised(name: str, net):
         moments = local_moments(prefix + ".weight")
         if moments is None:
             continue
+        if jnp.shape(moments[1]) != jnp.shape(moments[0]):
+            raise EstimatorError(
+                f"site {prefix}.weight: LocalReparam on a dense layer samples pre-activations from independent "
+                "weight normals, so it needs guide='meanfield', not a full-rank guide"
+            )
         bias = local_moments(prefix + ".bias") if layer.use_bias else None
         bias_loc, bias_scale = bias if bias is not None else (layer.bias, None)
         key, witness = numpyro.prng_key(), jax.lax.stop_gradient(layer.weight)

@@ -157,14 +157,14 @@ def test_refused_where_it_would_be_wrong():
         provi.setup(model, X, Y, guide="fullrank", estimators=local)
     with pytest.raises(EstimatorError, match="IWAE"):
         provi.setup(model, X, Y, guide="meanfield", estimators=local, objective=provi.IWAE(k=4))
-    with pytest.raises(EstimatorError, match="no such layer uses this site"):
+    with pytest.raises(EstimatorError, match="nothing in the model uses this site"):
         provi.setup(model, X, Y, guide="meanfield", estimators={"net.layers.0.bias": LocalReparam()})
 
     def bare(x, y):  # a weight site sampled by hand, not through a layer of bayesian_module
         w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
         numpyro.sample("y", dist.Normal(x @ w, 0.2).to_event(1), obs=y)
 
-    with pytest.raises(EstimatorError, match="'w'.*no such layer"):
+    with pytest.raises(EstimatorError, match="'w'.*nothing in the model uses"):
         provi.setup(bare, X, Y, guide="meanfield", estimators={"w": LocalReparam()})
 
     def positive(x, y):
@@ -173,6 +173,15 @@ def test_refused_where_it_would_be_wrong():
 
     with pytest.raises(EstimatorError, match="real line"):
         provi.setup(positive, X, Y, guide="meanfield", estimators=local)
+
+    lone = eqx.nn.Linear(D, 1, use_bias=False, key=jax.random.PRNGKey(3))
+
+    def single(x, y):  # one weight site, the only latent: full rank passes the family check, not the layer's
+        net = provi.nn.bayesian_module("lone", lone)
+        numpyro.sample("y", dist.Normal(jax.vmap(net)(x)[:, 0], 0.2).to_event(1), obs=y)
+
+    with pytest.raises(EstimatorError, match="lone.weight.*not a full-rank guide"):
+        provi.setup(single, X, Y, guide="fullrank", estimators={"lone.weight": LocalReparam()})
 
     def guide(x, y):
         for s in ("net.layers.0.weight", "net.layers.0.bias", "net.layers.1.weight", "net.layers.1.bias"):

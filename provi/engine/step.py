@@ -37,7 +37,7 @@ from provi.engine.layout import join_data, split_data
 from provi.engine.loss import make_loss
 from provi.engine.start import init_kind, initialise_family, point_start
 from provi.estimators.surrogate import init_states, update_state
-from provi.guides import Particles
+from provi.guides import MeanField, Particles
 from provi.errors import EstimatorError
 from provi.objectives import ELBO, STL, SVGD
 from provi.programs import FamilyGuide, ModelProgram, make_guide
@@ -233,15 +233,18 @@ def check_local(model: Callable, guide: FamilyGuide, objective: Objective, args:
             "use objective=provi.ELBO(...) or provi.STL(...), or drop LocalReparam"
         )
     shapes = guide.shapes
-    asking = LocalMoments({s: (jnp.zeros(shapes[s]), jnp.ones(shapes[s])) for s in guide.local})
+    full = not isinstance(guide.family, MeanField)  # full rank over the one local site: a (D, D) factor
+    asking = LocalMoments({s: (jnp.zeros(shapes[s]), jnp.eye(int(np.prod(shapes[s]))) if full else jnp.ones(shapes[s]))
+                           for s in guide.local})
     with asking:
         trace_model(model, args, kwargs, np.zeros(2, np.uint32))
     unused = [s for s in guide.local if s not in asking.asked]
     if unused:
         raise EstimatorError(
             f"site {unused[0]!r}: LocalReparam applies to the weight (and bias) sites of the eqx.nn.Linear and "
-            "eqx.nn.Conv layers that provi.nn.bayesian_module samples, and no such layer uses this site; drop it "
-            "from estimators="
+            "eqx.nn.Conv layers that provi.nn.bayesian_module samples, and to a sparse GP's inducing values passed "
+            "as svgp.condition(u, x, site=name) (or svgp.conditional(name, x)); nothing in the model uses this "
+            "site's moments, so drop it from estimators="
         )
 
 

@@ -58,6 +58,11 @@ class LocalReparam(Estimator):
     The weight draw still gives the prior and entropy terms. Objectives that need one joint weight
     draw per particle (IWAE, VIMCO, ...) would be biased by it and are refused, as are other
     families and NumPyro guides.
+
+    On a sparse GP's whitened inducing values (`provi.gp`: `svgp.conditional(name, x)` or
+    `svgp.condition(u, x, site=name)`), it integrates u out of the likelihood term: f(x) takes its
+    marginal under q(u), mean A m and variance v + diag(A S A^T), as GPJax's bound does. There
+    `guide="fullrank"` is allowed too when u is the model's only latent site.
     """
 
     def applies(self, fn) -> bool:

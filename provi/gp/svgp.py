@@ -38,6 +38,7 @@ from jax.scipy.linalg import solve_triangular
 from numpyro import handlers
 from tinygp import kernels
 
+from provi.core.local import local_moments
 from provi.errors import ModelError
 
 __all__ = ["SVGP", "Whitened", "predict", "moments", "sample_global", "DEFAULT_JITTER"]
@@ -54,10 +55,21 @@ class Whitened(eqx.Module):
     def project(self, x) -> tuple[jax.Array, jax.Array]:
         """`(A, v)` at the inputs `x`: the mean of f(x) given u is A u, its variance v."""
 
-    def condition(self, u, x) -> tuple[jax.Array, jax.Array]:
-        """Mean A u and variance of f(x) given whitened inducing values `u` (K,)."""
+    def condition(self, u, x, site: str | None = None) -> tuple[jax.Array, jax.Array]:
+        """Mean A u and variance v of f(x) given whitened inducing values `u` (K,).
+
+        `site`: the name `u` was sampled as. Where a fit holds `provi.estimators.LocalReparam()`
+        on that site, u is integrated out instead: the mean A m and variance v + diag(A S A^T) of
+        f(x) under the guide's Gaussian q(u) = N(m, S) (the marginal q(f(x)), as GPJax's bound
+        uses), so the expected log-likelihood no longer varies with the draw of u. Elsewhere (NUTS,
+        predictive draws, other estimators) `u` is used as given."""
         a, v = self.project(x)
-        return a @ u, v
+        moments = None if site is None else local_moments(site)
+        if moments is None:
+            return a @ u, v
+        loc, scale = moments  # scale: (K,) for a mean-field guide, a (K, K) factor of S for a full-rank one
+        spread = a * scale if jnp.ndim(scale) == 1 else a @ scale
+        return a @ loc, v + jnp.sum(spread**2, axis=-1)
 
     def prior(self) -> dist.Distribution:
         """The whitened prior N(0, I) of u, event shape (K,)."""
@@ -70,8 +82,8 @@ class Whitened(eqx.Module):
 
     def conditional(self, name: str, x) -> tuple[jax.Array, jax.Array]:
         """Sample the whitened inducing values as the site `name` (see `inducing_values`) and
-        return the mean and variance of f(x) given them."""
-        return self.condition(self.inducing_values(name), x)
+        return the mean and variance of f(x) given them (`condition(u, x, site=name)`)."""
+        return self.condition(self.inducing_values(name), x, site=name)
 
 
 class SVGP(Whitened):

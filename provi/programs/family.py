@@ -25,8 +25,8 @@ class FamilyGuide(AbstractGuide):
 
     `consts` holds `shift` (D,), `P` ((D,) diagonal or (D, D) lower triangular) and `log_det_P`;
     they are fixed during optimisation. All its sites are drawn pathwise; `local` names the sites
-    whose dense layers sample pre-activations from the guide's moments (`LocalReparam`: mean-field
-    families only).
+    whose moments the model uses instead of their draws (`LocalReparam`: dense layers' pre-activations,
+    a sparse GP's inducing values).
     """
 
     space: LatentSpace
@@ -129,12 +129,19 @@ class FamilyGuide(AbstractGuide):
         return self.family.gaussian_params(params)
 
     def local_moments(self, params, consts):
+        """{site: (loc, scale)} of the `local` sites in their own shapes: each coordinate's scale
+        for a mean-field family; for a full-rank one (a single local site, the model's only latent
+        site: checked at setup), a (D, D) factor of its covariance."""
         if not self.local:
             return {}
-        loc, scale = self.family.marginals(params)
-        P = consts["P"]  # diagonal: a mean-field family's preconditioner
-        loc, scale = self.space.unflatten(consts["shift"] + P * loc), self.space.unflatten(jnp.abs(P) * scale)
-        return {s: (loc[s], scale[s]) for s in self.local}  # real sites: unconstrained shape = shape
+        loc, scale = self.family.gaussian_params(params)
+        P = consts["P"]  # diagonal (mean-field) or dense
+        if scale.ndim == 1:
+            loc, scale = self.space.unflatten(consts["shift"] + P * loc), self.space.unflatten(jnp.abs(P) * scale)
+            return {s: (loc[s], scale[s]) for s in self.local}  # real sites: unconstrained shape = shape
+        factor = P @ scale if P.ndim == 2 else P[:, None] * scale
+        (site,) = self.local
+        return {site: (self.space.unflatten(self.to_u(consts, loc))[site], factor)}
 
     def place(self, consts, x):
         z, ldj = vectorise(self.space.constrain, x.ndim - 1)(self.to_u(consts, x))

@@ -91,12 +91,16 @@ def make_guide(guide, info: ModelInfo, args, kwargs, key, estimators) -> Abstrac
 
 
 def _check_local(local: tuple, family: Family, info: ModelInfo) -> None:
-    """Refuse `LocalReparam` where it cannot be exact: another family than mean-field, or a site
-    off the real line (`provi.engine.step` checks that a dense layer uses each site)."""
-    if type(family) is not MeanField:
+    """Refuse `LocalReparam` where it cannot be exact: a site off the real line, or a family other
+    than mean-field, except a full-rank one over a single latent site (whose moments then are its
+    joint Gaussian; with other latent sites it would need u's conditional on their draws).
+    `provi.engine.step` checks that the model uses each site's moments."""
+    sole = type(family) is FullRank and len(info.latents) == 1
+    if type(family) is not MeanField and not sole:
         raise EstimatorError(
-            f"site {local[0]!r}: LocalReparam samples pre-activations from independent weight normals, so it needs "
-            f"guide='meanfield', not {family!r} (whose weights are correlated)"
+            f"site {local[0]!r}: LocalReparam replaces the site's draw by the guide's moments, which stays exact "
+            f"for guide='meanfield' (independent coordinates), or guide='fullrank' when it is the model's only "
+            f"latent site; not {family!r} over the latent sites {list(info.latent_names)}"
         )
     sites = {s.name: s for s in info.latents}
     for name in local:
