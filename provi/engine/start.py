@@ -5,8 +5,11 @@ method driven from the host, or L-BFGS in high dimension: `provi.core.mode`) and
 there whitens the space `u = mode + P v`: the family starts at the Laplace approximation, with its
 parameters near (0, I), which makes ill-conditioned posteriors (flat priors, tight likelihoods) as
 easy as well-conditioned ones. `init="prior"` starts at a prior draw with scales
-`provi.defaults.START_SCALE`, `"zero"` at zero, `{site: value}` there; those starts are pure
-functions of the key (`point_start`), so `provi.setup(...).init` can be jitted and vmapped.
+`provi.defaults.START_SCALE`, `"zero"` at zero, `{site: value}` there, and `"standard"` is the
+standard normal N(0, I) of the unconstrained space itself (location 0, every scale 1): the prior of
+a whitened site such as a sparse GP's inducing values, where it lets hyperparameters fitted
+alongside move from the first step. Those starts are pure functions of the key (`point_start`), so
+`provi.setup(...).init` can be jitted and vmapped.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def log_density_u(model: ModelProgram, space: LatentSpace, layout, jacobian: boo
 
 
 def init_kind(init, space: LatentSpace) -> tuple[str, np.ndarray]:
-    """`(kind, u_given)`: "map", "prior", "zero" or "given" (with the given point, unconstrained)."""
+    """`(kind, u_given)`: "map", "prior", "zero", "standard" or "given" (with the given point, unconstrained)."""
     if isinstance(init, dict):
         unknown = sorted(set(init) - set(space.names))
         if unknown:
@@ -51,22 +54,22 @@ def init_kind(init, space: LatentSpace) -> tuple[str, np.ndarray]:
         if missing:
             raise ModelError(f"init: give a value for every latent site; missing {missing}")
         return "given", np.asarray(space.unconstrain({k: jnp.asarray(v, dtype=jnp.result_type(float)) for k, v in init.items()}))
-    if init not in ("map", "prior", "zero"):
-        raise ValueError(f"unknown init {init!r}: use 'map', 'prior', 'zero' or a dict of site values")
+    if init not in ("map", "prior", "zero", "standard"):
+        raise ValueError(f"unknown init {init!r}: use 'map', 'prior', 'zero', 'standard' or a dict of site values")
     return init, np.zeros((space.dim,))
 
 
 def point_start(program: FamilyGuide, model: ModelProgram, layout, kind: str, optimizer) -> Callable:
     """`start(key, model_params, data, u_given) -> (params, opt_state, consts)` for the starts that
-    need no mode search ("prior", "zero", "given"): pure, jit- and vmap-safe."""
+    need no mode search ("prior", "zero", "standard", "given"): pure, jit- and vmap-safe."""
     space = program.space
-    scale = 1.0 if program.is_point else START_SCALE
+    scale = 1.0 if program.is_point or kind == "standard" else START_SCALE
 
     def start(key, model_params, data, u_given):
         k_point, k_family = jax.random.split(key)
         if kind == "given":
             u = jnp.asarray(u_given)
-        elif kind == "zero":
+        elif kind in ("zero", "standard"):
             u = jnp.zeros((space.dim,))
         else:
             args, kwargs = join_data(data, layout)

@@ -52,6 +52,18 @@ def test_point_starts_are_pure(kind):
     np.testing.assert_allclose(np.exp(params["log_scale"]), 0.1, rtol=1e-6)
 
 
+@pytest.mark.parametrize("guide", ["meanfield", "fullrank"])
+def test_standard_start_is_the_standard_normal(guide):
+    """init="standard": the family starts as N(0, I) of the unconstrained space, whatever the key."""
+    mp, gp, data, layout = _programs(guide)
+    for seed in (0, 1):
+        params, consts, _, notes = initialise_family(gp, mp, {}, data, layout, jax.random.PRNGKey(seed), "standard", optax.adam(1e-2))
+        mean, cov = gp.moments(params, consts)
+        np.testing.assert_array_equal(mean, [0.0, 0.0])
+        np.testing.assert_allclose(cov, np.eye(2), rtol=1e-6, atol=1e-7)
+        assert notes == []
+
+
 def test_bad_init_is_named():
     mp, gp, data, layout = _programs("meanfield")
     with pytest.raises(ModelError, match="unknown site"):
