@@ -37,7 +37,7 @@ from provi.engine.layout import join_data, split_data
 from provi.engine.loss import make_loss
 from provi.engine.start import init_kind, initialise_family, point_start
 from provi.estimators.surrogate import init_states, update_state
-from provi.guides import MeanField, Particles
+from provi.guides import Particles
 from provi.errors import EstimatorError
 from provi.objectives import ELBO, STL, SVGD
 from provi.programs import FamilyGuide, ModelProgram, make_guide
@@ -223,8 +223,8 @@ def raw_key(key):
 
 
 def check_local(model: Callable, guide: FamilyGuide, objective: Objective, args: tuple, kwargs: dict) -> None:
-    """Refuse `LocalReparam` sites that no dense layer samples through, and objectives that it
-    would bias: only an ELBO's expectation is linear in each data point's likelihood, which is all
+    """Refuse `LocalReparam` sites whose moments nothing in the model uses (a dense layer, a sparse
+    GP's `condition(..., site=)`), and objectives that it would bias: only an ELBO's expectation is linear in each data point's likelihood, which is all
     that per-data-point pre-activation noise keeps."""
     if objective.fn not in (ELBO.fn, STL.fn):
         raise EstimatorError(
@@ -232,10 +232,8 @@ def check_local(model: Callable, guide: FamilyGuide, objective: Objective, args:
             f"pre-activations), and {objective.name} needs one weight draw shared by all data points per particle; "
             "use objective=provi.ELBO(...) or provi.STL(...), or drop LocalReparam"
         )
-    shapes = guide.shapes
-    full = not isinstance(guide.family, MeanField)  # full rank over the one local site: a (D, D) factor
-    asking = LocalMoments({s: (jnp.zeros(shapes[s]), jnp.eye(int(np.prod(shapes[s]))) if full else jnp.ones(shapes[s]))
-                           for s in guide.local})
+    initial = guide.init_params(jax.random.PRNGKey(0))  # moments of the shapes a fit hands the model
+    asking = LocalMoments(guide.local_moments(initial, guide.identity_consts(jnp.zeros(guide.space.dim))))
     with asking:
         trace_model(model, args, kwargs, np.zeros(2, np.uint32))
     unused = [s for s in guide.local if s not in asking.asked]

@@ -135,13 +135,12 @@ class FamilyGuide(AbstractGuide):
         if not self.local:
             return {}
         loc, scale = self.family.gaussian_params(params)
-        P = consts["P"]  # diagonal (mean-field) or dense
-        if scale.ndim == 1:
-            loc, scale = self.space.unflatten(consts["shift"] + P * loc), self.space.unflatten(jnp.abs(P) * scale)
-            return {s: (loc[s], scale[s]) for s in self.local}  # real sites: unconstrained shape = shape
-        factor = P @ scale if P.ndim == 2 else P[:, None] * scale
+        mean, P = self.space.unflatten(self.to_u(consts, loc)), consts["P"]  # real sites: unconstrained shape = shape
+        if scale.ndim == 1:  # mean-field: P is diagonal too
+            scale = self.space.unflatten(jnp.abs(P) * scale)
+            return {s: (mean[s], scale[s]) for s in self.local}
         (site,) = self.local
-        return {site: (self.space.unflatten(self.to_u(consts, loc))[site], factor)}
+        return {site: (mean[site], P @ scale if P.ndim == 2 else P[:, None] * scale)}
 
     def place(self, consts, x):
         z, ldj = vectorise(self.space.constrain, x.ndim - 1)(self.to_u(consts, x))
