@@ -22,7 +22,11 @@ Laplace start, the IMQ Stein discrepancy after 30 ... 3,000 steps, and the steps
 preconditioned by the mode's Hessian needs to reach scalar SVGD's final discrepancy, on a 5-d
 Gaussian with condition number 1,000 and on a logistic regression with strongly correlated
 features. (With Adam, whose per-coordinate scaling preconditions scalar SVGD too, the gap is
-smaller; the accuracy cases above use Adam for every method.) Many particles: provi's exact RBF
+smaller; the accuracy cases above use Adam for every method.) `--curvature` runs only the
+comparison of the matrix kernel's curvature estimates (`by="mode" | "hessian" | "fisher"`, each
+step's or a running average) on those two posteriors, from the Laplace start and from N(0, I)
+with no mode: moment errors along the way, steps to the scalar kernel's final error, step cost.
+Many particles: provi's exact RBF
 kernel against `RandomFeatures(256)` (random Fourier features, O(n R D) per step) on (b) with 400,
 2,000 and 8,000 particles: step cost and moment error.
 """
@@ -276,6 +280,72 @@ def matrix_speedup(model, args, checks):
             "matrix_ksd": matrix[1], "matrix_steps_to_scalar_final": reach}
 
 
+CURVATURE_KERNELS = {
+    "scalar": RBF(),
+    "mode": Preconditioned(RBF(), by="mode"),
+    "hessian": Preconditioned(RBF(), by="hessian"),
+    "hessian_subset10_decay0.9": Preconditioned(RBF(), by="hessian", subset=10, decay=0.9),
+    "fisher": Preconditioned(RBF(), by="fisher"),
+    "fisher_decay0.9": Preconditioned(RBF(), by="fisher", decay=0.9),
+}
+
+
+def moment_trajectory(model, args, site, ref, kernel, lr, checks, init):
+    """(mean error, sd error) in posterior sds (`moment_error`) of the particles' site `site`
+    after each step count in `checks`, plain SGD; `init="map"`: from provi's Laplace start with
+    the particles spread 3 times wider, `init="standard"`: from N(0, I) in the model's
+    unconstrained space (no mode, no whitening)."""
+    spread = 3.0 if init == "map" else 1.0
+    alg = provi.setup(model, *args, guide=Particles(N_PARTICLES, spread=spread), objective=provi.SVGD(kernel=kernel),
+                      optimizer=optax.sgd(lr), init=init)
+    state = alg.init(jax.random.PRNGKey(0))
+    scan = jax.jit(lambda s, keys: jax.lax.scan(lambda c, k: (alg.step(c, k)[0], None), s, keys)[0])
+    out, done = [], 0
+    for n in checks:
+        state = scan(state, jax.random.split(jax.random.PRNGKey(n), n - done))
+        done = n
+        draws = np.asarray(provi.FitResult.from_state(alg, state).sample(N_PARTICLES)[site])
+        err = moment_error(draws, ref) if np.all(np.isfinite(draws)) else (float("inf"), float("inf"))
+        out.append(err)
+    return out, scan, state
+
+
+def curvature_kernels(quick):
+    """#17: the matrix-valued kernel's curvature estimates (the mode's Hessian, the particles' mean
+    Hessian, the score outer products; each step's or a running average) against the scalar
+    kernel, from provi's Laplace start and from a start with no mode; each kernel's errors at every
+    SGD step size of a grid, its best by the final mean + sd error, and the fewest steps (over the
+    grid) it needs to reach the scalar kernel's best final error; the step cost on the logistic
+    regression, alternated in rounds."""
+    checks = [30, 100, 300] if quick else [30, 100, 300, 1000, 3000]
+    gauss, cov = ill_gaussian()
+    draws = np.random.default_rng(0).multivariate_normal(np.zeros(5), cov, 200_000)
+    data = correlated_logreg_data()
+    cases = {"ill_gaussian_5d": (gauss, (), "x", (draws.mean(0), draws.std(0))),
+             "logreg_correlated_10d": (logreg, data, "w", nuts_reference(logreg, data, 1000 if quick else 4000))}
+    out = {"checks": checks}
+    for case, (model, args, site, ref) in cases.items():
+        for init in ("map", "standard"):
+            rows = {}
+            for name, kernel in CURVATURE_KERNELS.items():
+                runs = {lr: moment_trajectory(model, args, site, ref, kernel, lr, checks, init)[0] for lr in (0.03, 0.1, 0.3, 1.0)}
+                lr, traj = min(runs.items(), key=lambda kv: sum(kv[1][-1]))
+                rows[name] = {"lr": lr, "errors": traj, "errors_by_lr": {str(k): v for k, v in runs.items()}}
+            target = sum(rows["scalar"]["errors"][-1])  # the scalar kernel's final error at its best step size
+            for row in rows.values():  # the fewest steps, over the step sizes, to reach it
+                reach = [next((n for n, e in zip(checks, traj) if sum(e) <= target), None) for traj in row["errors_by_lr"].values()]
+                row["steps_to_scalar_final"] = min((n for n in reach if n is not None), default=None)
+            out[f"{case}_{init}"] = rows
+            print("curvature", case, init, json.dumps(rows), flush=True)
+    runs = {}
+    for name, kernel in CURVATURE_KERNELS.items():
+        _, scan, state = moment_trajectory(logreg, data, "w", cases["logreg_correlated_10d"][3], kernel, 0.1, [1], "map")
+        runs[name] = (lambda scan, state: lambda n: jax.block_until_ready(scan(state, jax.random.split(jax.random.PRNGKey(2), n))))(scan, state)
+    out["step_ms_logreg_correlated"] = step_costs(runs, 400 if quick else 1000, 100 if quick else 200, 2 if quick else 5)
+    print("curvature step ms", out["step_ms_logreg_correlated"], flush=True)
+    return out
+
+
 def many_particles(data, ref, sizes, steps, rounds):
     """Exact RBF against `RandomFeatures(256)` as the number of particles grows, on the logistic
     regression: step cost (alternating rounds) and, up to 2,000 particles, the moment error after
@@ -296,7 +366,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--curvature", action="store_true", help="only the matrix kernel's curvature estimates (#17)")
     a = ap.parse_args()
+    if a.curvature:
+        out = {"machine": platform.processor() or platform.machine(), "jax": jax.__version__, "particles": N_PARTICLES,
+               **curvature_kernels(a.quick)}
+        if a.json:
+            Path(a.json).write_text(json.dumps(out) + "\n")
+        return
     steps = 300 if a.quick else 2000
     out = {"machine": platform.processor() or platform.machine(), "jax": jax.__version__, "numpyro": numpyro.__version__,
            "particles": N_PARTICLES, "steps": steps, "lr": LR}

@@ -17,6 +17,7 @@ import-linter contract in `pyproject.toml` keeps it so):
 
 from provi import distributions, estimators, guides, kernels, objectives
 from provi.core.objective import Objective, objective
+from provi.core.running import running_average
 from provi.core.vocab import claim_scores, components, density, detach, gaussian, kl, particle_mean, particles, place, random_key, replace_grad, sim, split_auxiliary, step_count, with_observed
 from provi.engine import Batches, Setup, StepInfo, VIState, setup
 from provi.fit import fit
@@ -70,6 +71,7 @@ __all__ = [
     "place",
     "step_count",
     "random_key",
+    "running_average",
     "log_mean_exp",
     "objective",
     "Objective",

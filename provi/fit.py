@@ -158,8 +158,8 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
     if restored is not None:
         state, consts = replicate(restored.state, mesh), replicate(restored.consts, mesh)
     state, losses, stop, final = drive(runner, state, consts, data, steps, early, progress, alg.objective, plan, restored)
-    if averaging and final is not None:
-        state = state._replace(params=final)
+    if averaging and final is not None:  # the iterate average; an objective's running averages as the last step left them
+        state = state._replace(params={**final, **({"objective": state.params["objective"]} if "objective" in state.params else {})})
     stop.notes = notes
     stop.seconds = time.perf_counter() - t0
     return FitResult(data=data, layout=alg.layout, model=alg.model, guide=alg.guide, params=state.params, consts=consts,
@@ -172,8 +172,10 @@ def _start(alg: Setup, runner: Runner, k_init, k_loop, start, ahead_data):
     if start is not None:  # (program, guide params, consts[, the model's params to start from])
         guide_params, consts = start[1], start[2]
         params = {"model": start[3] if len(start) > 3 else alg.model.init_params(), "guide": guide_params}
+        if alg.objective.keeps_state:
+            params["objective"] = alg.carried_zeros(params, consts, k_init)
         return params, alg.optimizer.init(params), consts, []
-    if ahead_data is not None and isinstance(alg.guide, FamilyGuide):
+    if ahead_data is not None and isinstance(alg.guide, FamilyGuide) and not alg.objective.keeps_state:
         shapes = family_state_shapes(alg.guide, alg.model.init_params(), alg.optimizer)
         step = jax.ShapeDtypeStruct((), np.int32)
         try:

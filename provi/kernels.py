@@ -17,11 +17,19 @@ in the coordinates `Q^(1/2) x`.
   `b` drawn afresh each step: the Stein direction in O(n R D) instead of O(n^2 D), for many
   particles. Each step's kernel is an unbiased estimate of the RBF one; the bandwidth's median is
   taken over at most `MEDIAN_SUBSET` particles.
-- `Preconditioned(base, by="mode" | "fisher")`: the matrix-valued kernel. `"mode"` takes `Q` from
-  the Hessian at the mode found by provi's start (the coordinates of a particle guide are already
-  whitened by it, so there `Q` is the identity); `"fisher"` re-estimates `Q` at each step from the
-  particles' scores, `mean_i g_i g_i'` plus `ridge` times its mean diagonal (the Fisher identity
-  makes it the expected negative Hessian at the target).
+- `Preconditioned(base, by="mode" | "hessian" | "fisher")`: the matrix-valued kernel. `"mode"`
+  takes `Q` from the Hessian at the mode found by provi's start (the coordinates of a particle
+  guide are already whitened by it, so there `Q` is the identity; with a start that finds no mode,
+  `init="standard"` and the like, it is the scalar kernel). `"hessian"` takes the particles' mean
+  Hessian of `-log p` (`provi.SVGD` computes it by reverse-over-reverse products, at all particles
+  or at a random `subset` of them), its eigenvalues replaced by their absolute values and floored
+  at `ridge` times their mean (indefinite targets). `"fisher"` takes the particles' mean outer
+  product of scores `mean_i g_i g_i'` plus `ridge` times its mean diagonal: no second derivatives,
+  and the expected negative Hessian when the particles follow the target (the Fisher identity),
+  but far larger than the curvature while they are spread wider than the target (for a Gaussian
+  target, `P Cov_q P` against `P`), which then slows them. With `decay` in (0, 1) the estimate of
+  `"hessian"` or `"fisher"` is a running average over the fit's steps (`provi.running_average` in
+  `provi.SVGD`): full rank even from fewer particles than dimensions or a small `subset`.
 
 Floor 2.5 (a sibling of `provi.distributions`): imports jax and equinox only.
 """
@@ -38,7 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Kernel", "RBF", "IMQ", "RandomFeatures", "Preconditioned", "SteinInfo", "stein_direction", "ksd",
-           "median_bandwidth", "pairwise_r2", "scalar_kernel"]
+           "median_bandwidth", "pairwise_r2", "scalar_kernel", "score_fisher",
+           "absolute_curvature"]
 
 MEDIAN_SUBSET = 256  # the median heuristic over at most this many particles (RandomFeatures, blocked Gram rows)
 BLOCK_ROWS = 256  # an exact kernel's Gram matrix, this many rows at a time, past this many particles
@@ -123,16 +132,26 @@ class RandomFeatures(Kernel):
 
 class Preconditioned(eqx.Module):
     """A matrix-valued kernel `Q^-1 k_Q(x, y)` (Wang et al. 2019) built on a scalar `kernel`, `Q`
-    from the mode's Hessian (`by="mode"`) or re-estimated from the particles' scores each step
-    (`by="fisher"`, with `ridge` times its mean diagonal added)."""
+    from the mode's Hessian (`by="mode"`), the particles' mean Hessian (`by="hessian"`, at `subset`
+    of them if given) or their scores' outer products (`by="fisher"`), regularised by `ridge`:
+    this step's estimate (`decay=0`) or its running average over the steps with weight `decay` per
+    step (`provi.SVGD` keeps it in `params["objective"]`). See the module's docstring."""
 
     kernel: Kernel = RBF()
     by: str = "mode"
     ridge: float = 1e-3
+    decay: float = 0.0
+    subset: int | None = None
 
     def __check_init__(self):
-        if self.by not in ("mode", "fisher"):
-            raise ValueError(f"Preconditioned: by must be 'mode' or 'fisher', got {self.by!r}")
+        if self.by not in ("mode", "hessian", "fisher"):
+            raise ValueError(f"Preconditioned: by must be 'mode', 'hessian' or 'fisher', got {self.by!r}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"Preconditioned: decay must lie in [0, 1), got {self.decay}")
+        if self.decay and self.by == "mode":
+            raise ValueError("Preconditioned: decay averages an estimate over steps; by='mode' has a fixed one")
+        if self.subset is not None and (self.by != "hessian" or int(self.subset) < 1):
+            raise ValueError(f"Preconditioned: subset (a positive number of particles) applies to by='hessian', got {self.subset!r}")
         if not isinstance(self.kernel, Kernel):
             raise ValueError(f"Preconditioned takes a scalar kernel (RBF, IMQ or RandomFeatures), got {self.kernel!r}")
 
@@ -177,14 +196,34 @@ def median_bandwidth(r2: jax.Array) -> jax.Array:
     return jnp.maximum(med / math.log(n + 1), 1e-12)
 
 
-def _metric(kernel, score: jax.Array, metric: jax.Array) -> jax.Array:
+def score_fisher(score: jax.Array) -> jax.Array:
+    """The particles' Fisher estimate `mean_i g_i g_i'` (D, D) from their scores (n, D), cut from the gradient."""
+    g = jax.lax.stop_gradient(score)
+    return g.T @ g / g.shape[0]
+
+
+def absolute_curvature(hessian: jax.Array, ridge: float) -> jax.Array:
+    """A symmetric positive definite metric from a mean Hessian (D, D) of `-log p`: its eigenvalues
+    replaced by their absolute values (saddle-free, as for indefinite targets), floored at `ridge`
+    times their mean."""
+    lam, vec = jnp.linalg.eigh(0.5 * (hessian + hessian.T))
+    lam = jnp.abs(lam)
+    lam = jnp.maximum(lam, ridge * jnp.mean(lam) + 1e-12)
+    return (vec * lam) @ vec.T
+
+
+def _metric(kernel, score: jax.Array, metric: jax.Array, curvature: jax.Array | None) -> jax.Array:
     if not isinstance(kernel, Preconditioned):
         return metric
+    eye = jnp.eye(score.shape[-1], dtype=score.dtype)
     if kernel.by == "mode":
-        return jnp.eye(score.shape[-1], dtype=score.dtype)
-    g = jax.lax.stop_gradient(score)
-    fisher = g.T @ g / g.shape[0]
-    return fisher + kernel.ridge * jnp.mean(jnp.diag(fisher)) * jnp.eye(g.shape[-1], dtype=g.dtype) + 1e-12 * jnp.eye(g.shape[-1], dtype=g.dtype)
+        return eye
+    if kernel.by == "hessian":
+        if curvature is None:
+            raise ValueError("stein_direction: a Preconditioned(by='hessian') kernel needs the particles' mean Hessian (curvature=)")
+        return absolute_curvature(jax.lax.stop_gradient(curvature), kernel.ridge)
+    fisher = score_fisher(score) if curvature is None else jax.lax.stop_gradient(curvature)
+    return fisher + (kernel.ridge * jnp.mean(jnp.diag(fisher)) + 1e-12) * eye
 
 
 def _profile_grads(kernel: Kernel, s: jax.Array):
@@ -204,14 +243,17 @@ def _gram(kernel: Kernel, x: jax.Array, M: jax.Array):
 
 
 def stein_direction(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Array, metric: jax.Array | None = None,
-                    repulsion: float = 1.0, drive: float = 1.0, key: jax.Array | None = None, block: int | None = None):
+                    repulsion: float = 1.0, drive: float = 1.0, key: jax.Array | None = None, block: int | None = None,
+                    curvature: jax.Array | None = None):
     """The SVGD direction at particles `x` (n, D) with scores `score` = grad log p at each (n, D):
     `(phi, SteinInfo)`, `phi_i = M^-1 mean_j [k(x_j, x_i) score_j] + mean_j grad_{x_j} k(x_j, x_i)`
     (the second term also carries `M^-1`, which cancels the metric of the kernel's gradient), the
     first term weighted by `drive` and the second by `repulsion` (both 1 in SVGD).
 
     `metric` (D, D) is the metric of a scalar kernel in these coordinates (the identity by default);
-    a `Preconditioned` kernel brings its own. `key` draws the features of a `RandomFeatures` kernel.
+    a `Preconditioned` kernel brings its own: `by="hessian"` from `curvature` (D, D), the particles'
+    mean Hessian of `-log p`; `by="fisher"` from `curvature` where given (such as a running average
+    of `score_fisher`), else from `score`. `key` draws the features of a `RandomFeatures` kernel.
     `block`: an exact kernel's Gram matrix is computed `block` rows at a time (`BLOCK_ROWS` by
     default, past that many particles), in memory O(block n) instead of O(n^2), with the median
     bandwidth from at most `MEDIAN_SUBSET` particles, as for `RandomFeatures`. At n = 4,000 that
@@ -227,7 +269,7 @@ def stein_direction(kernel: Kernel | Preconditioned, x: jax.Array, score: jax.Ar
     """
     n, d = x.shape
     M = jnp.eye(d, dtype=x.dtype) if metric is None else metric
-    M = _metric(kernel, score, M)
+    M = _metric(kernel, score, M, curvature)
     base = scalar_kernel(kernel)
     # M^-1 as a matrix (D small next to N): far cheaper on CPU than a solve with N right-hand sides
     m_inv = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(M), True), jnp.eye(d, dtype=x.dtype))

@@ -94,6 +94,15 @@ def test_median_heuristic_and_preconditioned_metrics():
     np.testing.assert_allclose(info.metric, np.eye(D))
     _, info = stein_direction(Preconditioned(RBF(), by="fisher", ridge=0.0), x, score)
     np.testing.assert_allclose(info.metric, np.asarray(score).T @ np.asarray(score) / N, rtol=1e-4, atol=1e-6)
+    # a mean Hessian: indefinite directions by their absolute curvature, tiny ones floored at ridge x mean
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(D, D)))
+    lam = np.linspace(-2.0, 3.0, D)
+    lam[1] = 1e-9
+    h = (q * lam) @ q.T
+    _, info = stein_direction(Preconditioned(RBF(), by="hessian", ridge=0.1), x, score, curvature=jnp.asarray(h))
+    want = np.abs(lam)
+    want = np.maximum(want, 0.1 * want.mean())
+    np.testing.assert_allclose(info.metric, (q * want) @ q.T, rtol=1e-4, atol=1e-5)
 
 
 def test_ksd_of_target_draws_is_small_and_shrinks():
@@ -110,4 +119,13 @@ def test_bad_kernels_are_refused():
     with pytest.raises(ValueError, match="beta"):
         IMQ(beta=0.5)
     with pytest.raises(ValueError, match="mode"):
-        Preconditioned(RBF(), by="hessian")
+        Preconditioned(RBF(), by="newton")
+    with pytest.raises(ValueError, match="decay"):
+        Preconditioned(RBF(), by="fisher", decay=1.0)
+    with pytest.raises(ValueError, match="fixed one"):
+        Preconditioned(RBF(), by="mode", decay=0.5)
+    with pytest.raises(ValueError, match="subset"):
+        Preconditioned(RBF(), by="fisher", subset=4)
+    x, score, _ = _setup(2)
+    with pytest.raises(ValueError, match="curvature="):
+        stein_direction(Preconditioned(RBF(), by="hessian"), x, score)

@@ -90,7 +90,9 @@ class BoundGuide:
     """A guide with its current parameters; `ledger` collects the `ScoreTerm`s of non-pathwise
     draws; `branching` is the estimators' state of this objective evaluation (None outside a fit's
     loss, e.g. when drawing results); `step` the number of steps taken so far (None where no
-    loop runs)."""
+    loop runs); `carried` the objective's running state after the previous step (`{}` at the
+    first, None where the objective declares none) and `carried_out` where
+    `provi.running_average` leaves this step's."""
 
     program: AbstractGuide
     params: Any
@@ -102,6 +104,8 @@ class BoundGuide:
     detached: bool = False
     branching: Any = None
     step: Any = None  # the fit's step counter (a traced int32), where the loss knows it
+    carried: Any = None
+    carried_out: dict = dataclasses.field(default_factory=dict)
 
     def current_params(self):
         return jax.lax.stop_gradient(self.params) if self.detached else self.params

@@ -19,7 +19,8 @@ class Objective:
     """A variational objective (maximised): `fn(model, guide, *args, **options) -> scalar`.
 
     Calling an objective with keyword options returns a copy with those options set:
-    `provi.ELBO(num_particles=4)`.
+    `provi.ELBO(num_particles=4)`. `carries`: whether it keeps running state from step to step
+    (`provi.running_average`), a bool or a function of its options.
 
     >>> import provi
     >>> provi.ELBO(num_particles=4)
@@ -28,6 +29,12 @@ class Objective:
 
     fn: Callable
     options: tuple = ()
+    carries: Callable | bool = False
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether, with these options, the objective carries state between steps."""
+        return bool(self.carries(dict(self.options)) if callable(self.carries) else self.carries)
 
     @property
     def name(self) -> str:
@@ -56,8 +63,10 @@ class Objective:
         return f"{self.name}({opts})"
 
 
-def objective(fn: Callable) -> Objective:
+def objective(fn: Callable | None = None, *, carries: Callable | bool = False):
     """Turn `fn(model, guide, *args, **options) -> scalar` into an objective `provi.fit` accepts.
+    `@objective(carries=True)` declares one that keeps running averages between steps
+    (`provi.running_average`); `carries` may be a function of the options, true for those that do.
 
     >>> import jax.numpy as jnp, provi
     >>> @provi.objective
@@ -67,6 +76,8 @@ def objective(fn: Callable) -> Objective:
     >>> elbo(n=8)
     elbo(n=8)
     """
+    if fn is None:
+        return lambda f: objective(f, carries=carries)
     if not callable(fn):
         raise TypeError(f"provi.objective decorates a function, got {type(fn).__name__}")
-    return Objective(fn)
+    return Objective(fn, carries=carries)

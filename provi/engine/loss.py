@@ -18,9 +18,13 @@ from provi.estimators.surrogate import combine
 __all__ = ["make_loss"]
 
 
-def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, layout) -> Callable:
+def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, layout, with_carried: bool = False) -> Callable:
     """`loss(params, consts, key, data, step=None) -> (surrogate loss to differentiate, objective
-    value)`; `step`, the steps taken so far, is what `provi.step_count` gives the objective.
+    value)`; `step`, the steps taken so far, is what `provi.step_count` gives the objective. With
+    `with_carried`, the second item is `(objective value, carried)`, `carried` the running averages
+    the objective leaves (`provi.running_average`; `{}` for an objective that declares none), which
+    the next step reads from `params["objective"]`. Without `step` (no loop: an evaluation) an
+    objective's running averages start afresh.
 
     The objective runs once; estimators that need it at other values of a site (Enumerate, MVD,
     leave-one-out baselines) have it re-run under vmap with the same key and the site's value
@@ -33,20 +37,21 @@ def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, 
         args, kwargs = join_data(data, layout)
         keys = KeyStream(key)
         bound_model = BoundModel(model, params["model"], keys, args, kwargs)
-        bound_guide = BoundGuide(guide, params["guide"], consts, keys, args, kwargs, branching=state, step=step)
+        bound_guide = BoundGuide(guide, params["guide"], consts, keys, args, kwargs, branching=state, step=step,
+                                 carried=params.get("objective", {}) if objective.keeps_state and step is not None else None)
         # one set of plate indices per step; LocalReparam sites' moments for the model's dense layers
         with SharedSubsample(key=jax.random.fold_in(keys.root, SUBSAMPLE_TAG)), LocalMoments(guide.local_moments(params["guide"], consts)):
             value = objective.value(bound_model, bound_guide)
-        return value, bound_guide.ledger
+        return value, bound_guide.ledger, bound_guide.carried_out
 
     def loss(params, consts, key, data, step=None):
         state = BranchState()
-        value, ledger = run(params, consts, key, data, state, step)
+        value, ledger, carried = run(params, consts, key, data, state, step)
 
         def rerun(override):
             return run(params, consts, key, data, BranchState(override=override, collect=False), step)[0]
 
         surr = combine(value, ledger, state, rerun, params.get("estimators", {}))
-        return -surr, value
+        return -surr, ((value, carried) if with_carried else value)
 
     return loss

@@ -47,8 +47,9 @@ __all__ = ["VIState", "StepInfo", "Setup", "setup", "make_update", "step_key", "
 
 
 class VIState(NamedTuple):
-    """A fit's state: parameters (`{"model", "guide"}` and, for baselines, `"estimators"`), the
-    optimiser's state, the guide's fixed constants (its preconditioner) and the step count."""
+    """A fit's state: parameters (`{"model", "guide"}`; for baselines, `"estimators"`; for an
+    objective's running averages, `"objective"`), the optimiser's state, the guide's fixed
+    constants (its preconditioner) and the step count."""
 
     params: Any
     opt_state: Any
@@ -91,12 +92,15 @@ def make_update(model: ModelProgram, guide, objective: Objective, optimizer, lay
     """`update(params, opt_state, consts, key, data, step=None) -> (params, opt_state, objective
     value)`: one optimiser step on one estimate of the objective's gradient (estimator states
     advanced); `step` is the number of steps taken before this one."""
-    loss = make_loss(model, guide, objective, layout)
+    loss = make_loss(model, guide, objective, layout, with_carried=True)
 
     def update(params, opt_state, consts, key, data, step=None):
-        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(params, consts, key, data, step)
+        (_, (value, carried)), grads = jax.value_and_grad(loss, has_aux=True)(params, consts, key, data, step)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return update_state(guide, params, optax.apply_updates(params, updates), value), opt_state, value
+        new = update_state(guide, params, optax.apply_updates(params, updates), value)
+        if "objective" in params:  # the objective's running averages: this step's, not the optimiser's
+            new = {**new, "objective": carried}
+        return new, opt_state, value
 
     return update
 
@@ -173,7 +177,16 @@ class Setup:
             if est_state := init_states(self.guide):  # explicit estimator state (baselines)
                 params["estimators"] = est_state
             opt_state = self.optimizer.init(params)
+        if self.objective.keeps_state:  # its running averages, zero (no steps yet): shapes from one trace
+            params["objective"] = self.carried_zeros(params, consts, key)
+            opt_state = self.optimizer.init(params)
         return VIState(params, opt_state, consts, jnp.zeros((), jnp.int32)), notes
+
+    def carried_zeros(self, params, consts, key) -> dict:
+        """Zeros shaped as the running averages the objective leaves at `params` (`provi.running_average`)."""
+        loss = make_loss(self.model, self.guide, self.objective, self.layout, with_carried=True)
+        shapes = jax.eval_shape(lambda p, k: loss(p, consts, k, self.data, jnp.zeros((), jnp.int32))[1][1], params, key)
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def init(self, key) -> VIState:
         """The starting state. Pure (jit- and vmap-safe) except with `init="map"` for a family,

@@ -17,10 +17,13 @@ import jax.numpy as jnp
 
 from provi.core import rand
 from provi.core.objective import objective
+from provi.core.running import running_average
 from provi.core.vocab import components, density, particles, place, random_key, replace_grad, step_count
 from provi.distributions import meanfield_mixture_log_prob
 from provi.errors import ObjectiveError
-from provi.kernels import RBF, Preconditioned, RandomFeatures, scalar_kernel, stein_direction
+from provi.kernels import RBF, Preconditioned, RandomFeatures, scalar_kernel, score_fisher, stein_direction
+
+__all__ = ["SVGD", "SteinMixture", "log_target", "mean_hessian", "annealing"]
 
 
 def log_target(model, guide, x, *args):
@@ -54,7 +57,46 @@ def annealing(step, steps: int, cycles: int = 1, power: float = 1.0):
     return jnp.where(step < steps, phase**power, 1.0)
 
 
-@objective
+def mean_hessian(model, guide, x, *args) -> jax.Array:
+    """The mean over points `x` (N, D) of a particle guide's coordinates of the Hessian of
+    `-log p` (D, D). The summed log target's Hessian is block-diagonal over the points, so D
+    Hessian-vector products with the same direction at every point give all N Hessians' columns;
+    they are reverse-over-reverse, so models with `custom_vjp` functions (ODE solvers) work. Cut
+    from the gradient."""
+    n, d = x.shape
+
+    def total(y):
+        values, log_jac = place(guide, y)
+        return jnp.sum(density(model, values, *args) + log_jac)
+
+    grad = jax.grad(total)
+    y = jax.lax.stop_gradient(x)
+    directions = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype)[:, None, :], (d, n, d))  # e_k at every point
+    columns = jax.vmap(lambda e: jax.grad(lambda z: jnp.sum(grad(z) * e))(y))(directions)  # [k, i] = H_i e_k
+    return jax.lax.stop_gradient(-jnp.mean(columns, 1))
+
+
+def _curvature(model, guide, kernel, x, score, *args):
+    """A `Preconditioned` kernel's curvature estimate this step (a running average with `decay`),
+    or None where the kernel brings its own (`by="mode"`, scalar kernels)."""
+    if not isinstance(kernel, Preconditioned) or kernel.by == "mode":
+        return None
+    if kernel.by == "fisher":
+        estimate = score_fisher(score)
+    else:
+        n = x.shape[0]
+        if kernel.subset is not None and kernel.subset < n:
+            x = x[jax.random.choice(random_key(guide), n, (kernel.subset,), replace=False)]
+        estimate = mean_hessian(model, guide, x, *args)
+    return running_average(guide, kernel.by, estimate, kernel.decay) if kernel.decay > 0 else estimate
+
+
+def _running(options) -> bool:
+    kernel = options.get("kernel")
+    return isinstance(kernel, Preconditioned) and kernel.decay > 0
+
+
+@objective(carries=_running)
 def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0, anneal: int = 0, cycles: int = 1, power: float = 1.0,
          block: int | None = None):
     """Stein variational gradient descent: particle i moves along
@@ -64,10 +106,12 @@ def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0, anneal: int 
     `kernel`: a scalar kernel from `provi.kernels` (`RBF()`, `IMQ()`; bandwidth by the median
     heuristic unless given) acts in the model's unconstrained space; `RandomFeatures(R)` is the
     RBF kernel through R random Fourier features redrawn each step, O(n R D) per step for many
-    particles instead of O(n^2 D); `Preconditioned(RBF(),
-    by="mode")` is the matrix-valued kernel with the Hessian at the mode (Wang et al. 2019), and
-    `by="fisher"` re-estimates it from the particles' scores each step. `repulsion` below 1 weakens
-    the kernel's repulsive term (1 is SVGD). `anneal > 0` is annealed SVGD (ASVGD): the driving
+    particles instead of O(n^2 D); `Preconditioned(RBF(), by="mode")` is the matrix-valued kernel
+    with the Hessian at the mode (Wang et al. 2019), `by="hessian"` with the particles' mean
+    Hessian (`mean_hessian`, D products per step) and `by="fisher"` with their scores' outer
+    products; with `decay=0.9`, say, the estimate is a running average over the steps
+    (`provi.running_average`, kept in `params["objective"]["hessian" | "fisher"]`). `repulsion`
+    below 1 weakens the kernel's repulsive term (1 is SVGD). `anneal > 0` is annealed SVGD (ASVGD): the driving
     term's weight follows `annealing(step, anneal, cycles, power)`, so that the particles first
     spread under the repulsion and then settle; after `anneal` steps it is SVGD. `block`: an exact
     kernel's Gram matrix is computed that many rows at a time (`provi.kernels.BLOCK_ROWS` by
@@ -77,7 +121,8 @@ def SVGD(model, guide, *args, kernel=RBF(), repulsion: float = 1.0, anneal: int 
     lp, score = log_target(model, guide, x, *args)
     gamma = annealing(step_count(guide), anneal, cycles, power)
     key = random_key(guide) if isinstance(scalar_kernel(kernel), RandomFeatures) else None
-    phi, _ = stein_direction(kernel, jax.lax.stop_gradient(x), score, metric, repulsion, gamma, key, block)
+    curvature = _curvature(model, guide, kernel, x, score, *args)
+    phi, _ = stein_direction(kernel, jax.lax.stop_gradient(x), score, metric, repulsion, gamma, key, block, curvature)
     surrogate = jnp.sum(x * jax.lax.stop_gradient(phi)) + jnp.mean(lp)
     return replace_grad(jnp.mean(lp), surrogate)
 

@@ -23,9 +23,9 @@ def gaussian():
     numpyro.sample("x", dist.MultivariateNormal(jnp.asarray(MEAN), jnp.asarray(COV)))
 
 
-def _fit(model, *args, n=100, kernel=RBF(), lr=0.1, steps=1000, spread=1.0, opt=None, seed=0, **kw):
+def _fit(model, *args, n=100, kernel=RBF(), lr=0.1, steps=1000, spread=1.0, opt=None, seed=0, init="map", **kw):
     return provi.fit(model, *args, guide=Particles(n, spread=spread), objective=provi.SVGD(kernel=kernel, **kw),
-                     optimizer=opt or optax.adam(lr), steps=steps, progress=False, seed=seed)
+                     optimizer=opt or optax.adam(lr), steps=steps, progress=False, seed=seed, init=init)
 
 
 @pytest.mark.parametrize("kernel", [RBF(), Preconditioned(RBF(), by="mode"), RandomFeatures(512)])
@@ -79,6 +79,94 @@ def test_matrix_kernel_needs_a_third_of_the_steps_on_an_ill_conditioned_gaussian
     matrix = _ksd_trace(Preconditioned(RBF(), by="mode"), 0.3, [300])[0]
     fisher = _ksd_trace(Preconditioned(RBF(), by="fisher"), 1.0, [300])[0]
     assert matrix < scalar and fisher < scalar
+
+
+def _ill_gaussian(d=5):
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(d, d)))
+    cov = q @ np.diag(np.logspace(-1.5, 1.5, d)) @ q.T  # condition number 1000
+
+    def model():
+        numpyro.sample("x", dist.MultivariateNormal(jnp.zeros(d), jnp.asarray(cov)))
+
+    return model, cov
+
+
+def _moment_error(kernel, lr, steps):
+    """Mean error and sd error (in target sds, averaged over coordinates) of 50 particles after
+    `steps` of plain SGD from N(0, I) in the model's space: no mode, so no whitening."""
+    model, cov = _ill_gaussian()
+    x = _fit(model, n=50, kernel=kernel, opt=optax.sgd(lr), steps=steps, init="standard").sample(50)["x"]
+    sd = np.sqrt(np.diag(cov))
+    return float(np.mean(np.abs(x.mean(0)) / sd) + np.mean(np.abs(x.std(0) / sd - 1)))
+
+
+def test_the_particles_mean_hessian_needs_a_third_of_the_steps_without_a_mode():
+    # with init="standard" nothing whitens the coordinates and by="mode" is the scalar kernel;
+    # the particles' mean Hessian (exact here) preconditions as the mode's Hessian would
+    scalar = min(_moment_error(RBF(), lr, 300) for lr in (0.1, 0.3))
+    hessian = _moment_error(Preconditioned(RBF(), by="hessian"), 1.0, 100)
+    assert hessian < scalar, (hessian, scalar)
+
+
+def _logreg_data():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 3)) @ np.array([[1.0, 0.9, 0.0], [0.0, 0.4, 0.5], [0.0, 0.0, 1.0]])
+    y = (rng.random(40) < 0.5).astype(np.float64)
+    return jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.float32)
+
+
+def logreg(X, y):
+    w = numpyro.sample("w", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
+    numpyro.sample("y", dist.Bernoulli(logits=X @ w).to_event(1), obs=y)
+
+
+def _hessians(X, w):
+    """The analytic Hessian of -log p at each row of `w`: I + X' diag(s (1 - s)) X, s = sigmoid(X w)."""
+    s = 1 / (1 + np.exp(-np.asarray(w, np.float64) @ np.asarray(X, np.float64).T))  # (n, N)
+    return np.eye(X.shape[1]) + np.einsum("nk,ki,kj->nij", s * (1 - s), X, X)
+
+
+def _carried(state, name):
+    s = state.params["objective"][name]
+    return np.asarray(s["total"], np.float64) / float(s["weight"])
+
+
+def test_mean_hessian_is_exact_and_its_subset_average_unbiased():
+    X, y = _logreg_data()
+    kernel = Preconditioned(RBF(), by="hessian", decay=0.5)
+    alg = provi.setup(logreg, X, y, guide=Particles(12, spread=2.0), init="standard",
+                      objective=provi.SVGD(kernel=kernel), optimizer=optax.sgd(0.0))  # the particles stay put
+    state = alg.init(jax.random.PRNGKey(0))
+    w = np.asarray(state.params["guide"]["particles"])  # N(0, I) coordinates: the model's own
+    hs = _hessians(X, w)
+    state, _ = alg.step(state, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(_carried(state, "hessian"), hs.mean(0), rtol=2e-5)
+    # Hessians at 3 of the 12 particles per step, averaged over 400 steps with decay 0.99
+    sub = provi.setup(logreg, X, y, guide=Particles(12, spread=2.0), init="standard", optimizer=optax.sgd(0.0),
+                      objective=provi.SVGD(kernel=Preconditioned(RBF(), by="hessian", subset=3, decay=0.99)))
+    state, step = sub.init(jax.random.PRNGKey(0)), jax.jit(sub.step)
+    for i in range(400):
+        state, _ = step(state, jax.random.PRNGKey(i))
+    got, decay = _carried(state, "hessian"), 0.99
+    weights = decay ** np.arange(400)
+    ess = weights.sum() ** 2 / (weights**2).sum()
+    fpc = (12 - 3) / (12 - 1)  # sampling without replacement
+    se = hs.std(0, ddof=1) * np.sqrt(fpc / 3 / ess)
+    assert np.all(np.abs(got - hs.mean(0)) <= 4 * se + 1e-6), np.max(np.abs(got - hs.mean(0)) / (se + 1e-12))
+    assert not np.allclose(got, hs.mean(0), rtol=1e-5)  # an average of subsets, not the full mean
+
+
+def test_running_fisher_is_the_average_of_the_steps_scores():
+    # particles held still: every step's Fisher estimate is the same, so the running one equals it
+    kernel = Preconditioned(RBF(), by="fisher", decay=0.9)
+    alg = provi.setup(gaussian, guide=Particles(8), init="standard", objective=provi.SVGD(kernel=kernel), optimizer=optax.sgd(0.0))
+    state = alg.init(jax.random.PRNGKey(0))
+    x = np.asarray(state.params["guide"]["particles"], np.float64)
+    g = -(x - MEAN) @ np.linalg.inv(COV)  # the scores of the Gaussian target
+    for i in range(5):
+        state, _ = alg.step(state, jax.random.PRNGKey(i))
+    np.testing.assert_allclose(_carried(state, "fisher"), g.T @ g / 8, rtol=1e-4)
+    assert float(state.params["objective"]["fisher"]["weight"]) == pytest.approx(1 - 0.9**5, rel=1e-6)
 
 
 def gamma_model():
