@@ -252,20 +252,28 @@ def step_costs(runners: dict, n_long, n_short, rounds):
     return {k: dict(median_ms=1e3 * statistics.median(v), min_ms=1e3 * min(v), max_ms=1e3 * max(v)) for k, v in costs.items()}
 
 
-def ksd_trajectory(model, args, kernel, lr, checks):
-    """The IMQ Stein discrepancy (provi's particle diagnostics) after each step count in `checks`,
-    plain SGD from provi's Laplace start (the particles spread 3 times wider than it)."""
-    alg = provi.setup(model, *args, guide=Particles(N_PARTICLES, spread=3.0), objective=provi.SVGD(kernel=kernel),
-                      optimizer=optax.sgd(lr))
+def sgd_states(model, args, kernel, lr, checks, init="map", spread=3.0):
+    """`(alg, scan, states)`: SVGD with plain SGD from provi's start `init` (the particles spread
+    `spread` times wider than it), `states` after each step count in `checks`, and the jitted
+    `scan(state, keys)` that ran them."""
+    alg = provi.setup(model, *args, guide=Particles(N_PARTICLES, spread=spread), objective=provi.SVGD(kernel=kernel),
+                      optimizer=optax.sgd(lr), init=init)
     state = alg.init(jax.random.PRNGKey(0))
     scan = jax.jit(lambda s, keys: jax.lax.scan(lambda c, k: (alg.step(c, k)[0], None), s, keys)[0])
-    out, done = [], 0
+    states, done = [], 0
     for n in checks:
         state = scan(state, jax.random.split(jax.random.PRNGKey(n), n - done))
         done = n
-        k = provi.FitResult.from_state(alg, state).diagnostics().particles.ksd
-        out.append(float(k) if np.isfinite(k) else float("inf"))
-    return out
+        states.append(state)
+    return alg, scan, states
+
+
+def ksd_trajectory(model, args, kernel, lr, checks):
+    """The IMQ Stein discrepancy (provi's particle diagnostics) after each step count in `checks`,
+    plain SGD from provi's Laplace start (the particles spread 3 times wider than it)."""
+    alg, _, states = sgd_states(model, args, kernel, lr, checks)
+    ksds = [provi.FitResult.from_state(alg, state).diagnostics().particles.ksd for state in states]
+    return [float(k) if np.isfinite(k) else float("inf") for k in ksds]
 
 
 def matrix_speedup(model, args, checks):
@@ -295,19 +303,12 @@ def moment_trajectory(model, args, site, ref, kernel, lr, checks, init):
     after each step count in `checks`, plain SGD; `init="map"`: from provi's Laplace start with
     the particles spread 3 times wider, `init="standard"`: from N(0, I) in the model's
     unconstrained space (no mode, no whitening)."""
-    spread = 3.0 if init == "map" else 1.0
-    alg = provi.setup(model, *args, guide=Particles(N_PARTICLES, spread=spread), objective=provi.SVGD(kernel=kernel),
-                      optimizer=optax.sgd(lr), init=init)
-    state = alg.init(jax.random.PRNGKey(0))
-    scan = jax.jit(lambda s, keys: jax.lax.scan(lambda c, k: (alg.step(c, k)[0], None), s, keys)[0])
-    out, done = [], 0
-    for n in checks:
-        state = scan(state, jax.random.split(jax.random.PRNGKey(n), n - done))
-        done = n
+    alg, scan, states = sgd_states(model, args, kernel, lr, checks, init, 3.0 if init == "map" else 1.0)
+    out = []
+    for state in states:
         draws = np.asarray(provi.FitResult.from_state(alg, state).sample(N_PARTICLES)[site])
-        err = moment_error(draws, ref) if np.all(np.isfinite(draws)) else (float("inf"), float("inf"))
-        out.append(err)
-    return out, scan, state
+        out.append(moment_error(draws, ref) if np.all(np.isfinite(draws)) else (float("inf"), float("inf")))
+    return out, scan, states[-1]
 
 
 def curvature_kernels(quick):
