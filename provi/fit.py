@@ -158,8 +158,8 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
     if restored is not None:
         state, consts = replicate(restored.state, mesh), replicate(restored.consts, mesh)
     state, losses, stop, final = drive(runner, state, consts, data, steps, early, progress, alg.objective, plan, restored)
-    if averaging and final is not None:  # the iterate average; an objective's running averages as the last step left them
-        state = state._replace(params={**final, **({"objective": state.params["objective"]} if "objective" in state.params else {})})
+    if averaging and final is not None:  # the iterate average of what results read; states as the last step left them
+        state = state._replace(params={**state.params, "model": final["model"], "guide": final["guide"]})
     stop.notes = notes
     stop.seconds = time.perf_counter() - t0
     return FitResult(data=data, layout=alg.layout, model=alg.model, guide=alg.guide, params=state.params, consts=consts,

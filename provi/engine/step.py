@@ -237,8 +237,9 @@ def raw_key(key):
 
 def check_local(model: Callable, guide: FamilyGuide, objective: Objective, args: tuple, kwargs: dict) -> None:
     """Refuse `LocalReparam` sites whose moments nothing in the model uses (a dense layer, a sparse
-    GP's `condition(..., site=)`), and objectives that it would bias: only an ELBO's expectation is linear in each data point's likelihood, which is all
-    that per-data-point pre-activation noise keeps."""
+    GP's `condition(..., site=)`), and objectives that it would bias: only an ELBO's expectation is
+    linear in each data point's likelihood, which is all that per-data-point pre-activation noise
+    keeps."""
     if objective.fn not in (ELBO.fn, STL.fn):
         raise EstimatorError(
             f"site {guide.local[0]!r}: LocalReparam keeps only the ELBO unbiased (each data point draws its own "
