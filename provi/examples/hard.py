@@ -2,11 +2,14 @@
 seasonality smoothing in (0, 1); NumPyro `scan`), the hyperparameters of a GP regression (its
 marginal likelihood, skewed with heavy right tails), a Poisson regression on a latent GP (the
 latent values centred: a funnel), a sparse regression with a horseshoe prior (funnels in every
-coefficient) and a small Bayesian neural network (46 weights: many modes, related by symmetry
-and not). `tests/test_auto_hard.py` holds guide="auto" to NUTS reference moments of the first four
+coefficient), a small Bayesian neural network (46 weights: many modes, related by symmetry
+and not) and a two-state hidden Markov model of a three-level series (NumPyro `scan` with the
+states enumerated: a main mode, its label-switched copy and a minor mode 22 nats below).
+`tests/test_auto_hard.py` holds guide="auto" to NUTS reference moments of all but the network
 (`tests/data/*_reference.json`, made by `python tests/data/make_references.py`);
 `benchmarks/posteriordb.py` runs them side by side with other methods."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -160,3 +163,55 @@ def bnn(x, y=None, grid=BNN_GRID):
     numpyro.deterministic("f_grid", net(jnp.asarray(grid)[:, None]))
     with numpyro.plate("N", x.shape[0]):
         numpyro.sample("y", dist.Normal(net(x), sigma), obs=y)
+
+
+HMM_LEVELS = (-3.0, 0.0, 3.0)
+
+
+def hmm_data(seed: int = 1, length: int = 200) -> np.ndarray:
+    """A series that stays at one of three levels (-3, 0, 3) with probability 0.9 per step and
+    otherwise jumps to one of the other two, observed with noise of sd 0.4."""
+    rng = np.random.default_rng(seed)
+    states = [int(rng.integers(3))]
+    for _ in range(length - 1):
+        stay = rng.uniform() < 0.9
+        states.append(states[-1] if stay else int(rng.choice([k for k in range(3) if k != states[-1]])))
+    return (np.asarray(HMM_LEVELS)[states] + 0.4 * rng.standard_normal(length)).astype(np.float32)
+
+
+def _hmm_parameters():
+    """Two states' staying probabilities, levels and a shared noise scale; `levels` (the two
+    levels sorted) is what the posterior is judged by, since the states' labels can switch."""
+    stay = numpyro.sample("stay", dist.Beta(8.0, 2.0).expand([2]).to_event(1))
+    locs = numpyro.sample("locs", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
+    scale = numpyro.sample("scale", dist.HalfNormal(2.0))
+    numpyro.deterministic("levels", jnp.sort(locs))
+    trans = jnp.stack([jnp.stack([stay[0], 1.0 - stay[0]]), jnp.stack([1.0 - stay[1], stay[1]])])
+    return trans, locs, scale
+
+
+def hmm(y):
+    """A two-state Gaussian HMM written with `scan`, the states enumerated (summed out by the
+    forward algorithm), the first state uniform. On `hmm_data()`'s three levels its posterior
+    has a main mode (levels -3.0 and 1.1: the upper state takes 0 and 3), the same with the
+    labels switched, and a minor mode 22 nats below (-1.6 and 2.8) whose basin holds about a
+    third of random starts."""
+    trans, locs, scale = _hmm_parameters()
+
+    def step(z_prev, inputs):
+        t, y_t = inputs
+        z = numpyro.sample("z", dist.Categorical(jnp.where(t == 0, 0.5, trans[z_prev])), infer={"enumerate": "parallel"})
+        numpyro.sample("y", dist.Normal(locs[z], scale), obs=y_t)
+        return z, None
+
+    y = jnp.asarray(y)
+    scan(step, 0, (jnp.arange(y.shape[0]), y))
+
+
+def hmm_marginal(y):
+    """`hmm` with the states summed out by a hand-written forward algorithm (a `factor`): the same
+    posterior for NUTS and for methods that cannot take enumerated sites."""
+    trans, locs, scale = _hmm_parameters()
+    emit = dist.Normal(locs, scale).log_prob(jnp.asarray(y)[:, None])
+    alpha = jax.lax.scan(lambda a, e: (jax.nn.logsumexp(a[:, None] + jnp.log(trans), 0) + e, None), jnp.log(0.5) + emit[0], emit[1:])[0]
+    numpyro.factor("y", jax.nn.logsumexp(alpha))

@@ -1,6 +1,7 @@
 """Reference posterior moments of the models in provi/examples/hard.py (the horseshoe in its
-non-centred form, the same posterior) by NUTS (4 chains of 5,000
-draws after 2,000 warm-up steps, target acceptance 0.99, float64), written as
+non-centred form and the HMM with its states summed out by a hand-written forward algorithm: the
+same posteriors) by NUTS (4 chains of 5,000 draws after 2,000 warm-up steps, target acceptance
+0.99, float64), written as
 <name>_reference.json next to this script: `python tests/data/make_references.py [NAME ...]`
 (all of them by default)."""
 
@@ -15,12 +16,13 @@ import numpy as np  # noqa: E402
 from numpyro.diagnostics import summary  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
 
-from provi.examples.hard import (gp_data, gp_hyper, gp_poisson, gp_poisson_data, holt_winters, horseshoe_data,  # noqa: E402
-                                 horseshoe_noncentered, series)
+from provi.examples.hard import (gp_data, gp_hyper, gp_poisson, gp_poisson_data, hmm_data, hmm_marginal, holt_winters,  # noqa: E402
+                                 horseshoe_data, horseshoe_noncentered, series)
 
 MODELS = {"holt_winters": (holt_winters, (series(),)), "gp_hyper": (gp_hyper, gp_data()),
           "horseshoe": (horseshoe_noncentered, horseshoe_data()),  # the horseshoe's beta non-centred for NUTS
-          "gp_poisson": (gp_poisson, gp_poisson_data())}
+          "gp_poisson": (gp_poisson, gp_poisson_data()),
+          "hmm": (hmm_marginal, (hmm_data(),))}  # the HMM's states summed out by hand: the same posterior
 
 for name, (model, args) in MODELS.items():
     if sys.argv[1:] and name not in sys.argv[1:]:
