@@ -5,8 +5,9 @@ runners are cached (`provi.engine.compile.cached`), so fitting the same model ag
 data of the same shapes, does not compile again. `Runner.prepare` compiles the chunk on a worker
 thread from the shapes of its arguments, so that XLA compiles it while the fit's start is traced,
 compiled and run. A chunk runs up to `n` steps of `provi.engine.step.make_update` and stops early
-at the first non-finite loss; it returns the per-step losses, the sum of the iterates (for
-averaging) and the first bad step.
+at the first non-finite loss; it returns the per-step losses, the sum of the iterates of the
+model's and the guide's parameters (for averaging; states such as an objective's running averages
+are not averaged) and the first bad step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from provi.defaults import LOOP_COMPILER_OPTIONS
 from provi.engine.compile import compiler
 from provi.engine.layout import signature
 from provi.engine.loss import make_loss
+from provi.engine.schedule import averaged
 from provi.engine.step import loop_keys, make_update
 
 __all__ = ["FitState", "Runner"]
@@ -91,7 +93,7 @@ class Runner:
             params, opt_state, value = self.update(st.params, st.opt_state, consts, keys[i], batch, st.step)
             losses = losses.at[i].set(-value)
             if self.average:
-                acc = jax.tree.map(jnp.add, acc, params)
+                acc = jax.tree.map(jnp.add, acc, averaged(params))
             return i + 1, FitState(params, opt_state, st.key, st.step + 1), losses, acc
 
         def last_finite(i, losses):  # the loss of the last step run is finite (no step run: true)
@@ -101,7 +103,7 @@ class Runner:
             i, _, losses, _ = carry
             return (i < n) & last_finite(i, losses)
 
-        acc = jax.tree.map(jnp.zeros_like, state.params) if self.average else ()
+        acc = jax.tree.map(jnp.zeros_like, averaged(state.params)) if self.average else ()
         losses = jnp.full((self.buffer,), jnp.nan, dtype=jnp.result_type(float))
         i, state, losses, acc = jax.lax.while_loop(keep_going, body, (jnp.asarray(0), state, losses, acc))
         bad = jnp.where(last_finite(i, losses), -1, state.step - 1)

@@ -17,7 +17,7 @@ from provi import defaults
 from provi.engine import checkpoint as ckpt_io
 from provi.engine.parallel import place
 
-__all__ = ["StopInfo", "Convergence", "Plan", "chunk_size", "average"]
+__all__ = ["StopInfo", "Convergence", "Plan", "chunk_size", "average", "averaged"]
 
 
 @dataclasses.dataclass
@@ -74,6 +74,12 @@ def chunk_size(done: int, total: int, rate, boundary: int | None) -> int:
     if boundary:
         n = min(n, boundary - done % boundary)
     return max(1, n)
+
+
+def averaged(params: dict) -> dict:
+    """The parameters an iterate average is taken of: the model's and the guide's (not states such
+    as an objective's running averages or an estimator's baselines)."""
+    return {"model": params["model"], "guide": params["guide"]}
 
 
 def average(sums, start: int):
@@ -152,7 +158,7 @@ class Plan:
             ckpt_io.save(self.path, ckpt_io.Checkpoint(state, consts, np.concatenate(losses), sums, w, meta))
 
     def restore(self, state, consts):
-        c = ckpt_io.load(self.resume, state, consts, state.params)
+        c = ckpt_io.load(self.resume, state, consts, averaged(state.params))
         want, got = self.meta, c.meta
         for k in ("seed", "data_shapes"):
             if got.get(k) != want.get(k):
