@@ -19,8 +19,8 @@ in the coordinates `Q^(1/2) x`.
   taken over at most `MEDIAN_SUBSET` particles.
 - `Preconditioned(base, by="mode" | "hessian" | "fisher")`: the matrix-valued kernel. `"mode"`
   takes `Q` from the Hessian at the mode found by provi's start (the coordinates of a particle
-  guide are already whitened by it, so there `Q` is the identity; with a start that finds no mode,
-  `init="standard"` and the like, it is the scalar kernel). `"hessian"` takes the particles' mean
+  guide are already whitened by it, so there `Q` is the identity; `provi.setup` refuses it with a
+  start that finds no mode, `init="standard"` and the like, where it would be the scalar kernel). `"hessian"` takes the particles' mean
   Hessian of `-log p` (`provi.SVGD` computes it by reverse-over-reverse products, at all particles
   or at a random `subset` of them), its eigenvalues replaced by their absolute values and floored
   at `ridge` times their mean (indefinite targets). `"fisher"` takes the particles' mean outer

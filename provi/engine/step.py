@@ -38,6 +38,7 @@ from provi.engine.loss import make_loss
 from provi.engine.start import init_kind, initialise_family, point_start
 from provi.estimators.surrogate import init_states, update_state
 from provi.guides import Particles
+from provi.kernels import Preconditioned
 from provi.errors import EstimatorError
 from provi.objectives import ELBO, STL, SVGD
 from provi.programs import FamilyGuide, ModelProgram, make_guide
@@ -78,6 +79,15 @@ def check_objective(objective, guide=None) -> Objective:
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a provi objective (e.g. provi.ELBO()), got {objective!r}")
     return objective
+
+
+def check_start(objective: Objective, init) -> None:
+    """Refuse a matrix kernel whose metric comes from the mode (`Preconditioned(by="mode")`) with a
+    start that finds none (`init` other than "map"): there it would silently be the scalar kernel."""
+    kernel = dict(objective.options).get("kernel")
+    if isinstance(kernel, Preconditioned) and kernel.by == "mode" and not (isinstance(init, str) and init == "map"):
+        raise ValueError(f"Preconditioned(by='mode') takes its metric from the mode that init='map' finds; with init={init!r} "
+                         "no mode is found and it would be the scalar kernel: use init='map', or by='hessian' or by='fisher'")
 
 
 def check_optimizer(optimizer) -> optax.GradientTransformation:
@@ -214,6 +224,7 @@ def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | No
     if guide is None:
         raise ValueError("guide must be a name (e.g. 'auto', 'meanfield'), a family, or a NumPyro guide")
     objective, optimizer = check_objective(objective, guide), check_optimizer(optimizer)
+    check_start(objective, init)
     constant = reads_data_values(model, args, model_kwargs)
     if not constant:  # NumPy data as JAX arrays: works everywhere, NumPyro's scan included
         args, model_kwargs = as_jax(args), as_jax(model_kwargs)

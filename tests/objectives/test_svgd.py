@@ -101,11 +101,19 @@ def _moment_error(kernel, lr, steps):
 
 
 def test_the_particles_mean_hessian_needs_a_third_of_the_steps_without_a_mode():
-    # with init="standard" nothing whitens the coordinates and by="mode" is the scalar kernel;
+    # with init="standard" nothing whitens the coordinates (by="mode" is refused there);
     # the particles' mean Hessian (exact here) preconditions as the mode's Hessian would
     scalar = min(_moment_error(RBF(), lr, 300) for lr in (0.1, 0.3))
     hessian = _moment_error(Preconditioned(RBF(), by="hessian"), 1.0, 100)
     assert hessian < scalar, (hessian, scalar)
+
+
+@pytest.mark.parametrize("init", ["standard", "prior", {"x": np.zeros(5)}])
+def test_the_mode_kernel_without_a_mode_is_refused(init):
+    model, _ = _ill_gaussian()
+    with pytest.raises(ValueError, match=r"by='mode'.*init='map'.*scalar kernel"):
+        provi.setup(model, guide=Particles(8), init=init, objective=provi.SVGD(kernel=Preconditioned(RBF(), by="mode")))
+    provi.setup(model, guide=Particles(8), init="standard", objective=provi.SVGD(kernel=Preconditioned(RBF(), by="hessian")))
 
 
 def _logreg_data():
