@@ -26,7 +26,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 from numpyro import handlers
+from numpyro.distributions import CategoricalLogits, CategoricalProbs
 
+from provi.core.scan_vmap import vmapped_scans
 from provi.core.trace import OwnInfer, base_distribution
 
 __all__ = ["Chain", "chain_factors", "forward", "backward"]
@@ -60,7 +62,7 @@ def chain_factors(model: Callable, key, args: tuple, kwargs: dict, values: dict,
 
     funsor.set_backend("jax")
     fn = handlers.substitute(handlers.seed(enum(OwnInfer(model), -max_plate_nesting - 1), key), data=values)
-    with plate_to_enum_plate():
+    with plate_to_enum_plate(), vmapped_scans():  # the chain's steps in one vectorised call
         tr = packed_trace(fn).get_trace(*args, **kwargs)
 
     timed, other, sum_vars, plates, plate_dims = [], [], set(), set(), {}
@@ -68,7 +70,9 @@ def chain_factors(model: Callable, key, args: tuple, kwargs: dict, values: dict,
         if site["type"] != "sample":
             continue
         value, scale = site["value"], site["scale"]
-        lp = site["fn"].log_prob(value, site["intermediates"]) if site["intermediates"] else site["fn"].log_prob(value)
+        lp = _support_log_prob(name, site)
+        if lp is None:
+            lp = site["fn"].log_prob(value, site["intermediates"]) if site["intermediates"] else site["fn"].log_prob(value)
         if scale is not None:
             lp = scale * lp
         names = site["infer"]["dim_to_name"]
@@ -124,6 +128,30 @@ def chain_factors(model: Callable, key, args: tuple, kwargs: dict, values: dict,
     i_dense = _dense(init, (*batch, *prev), dims).reshape((*bsizes, s))
     supports = tuple(jnp.reshape(base_distribution(tr[n]["fn"]).enumerate_support(expand=False), (-1,)) for n in curr)
     return Chain(i_dense, t_dense, jnp.asarray(rest_value.data), tuple(curr), sizes, supports)
+
+
+def _support_log_prob(name: str, site: dict) -> jax.Array | None:
+    """An enumerated categorical site's log probabilities over its whole support, moved to its
+    enumeration dim and broadcast as `log_prob` of the enumerated values would give them, without
+    `log_prob`'s gather, whose gradient scatters every element and was most of an HMM's step on a
+    CPU; None for any other site. The enumerated values are the support in order, along the dim
+    named after the site, constant along the others (the time axis of a `scan`)."""
+    fn, value = site["fn"], site["value"]
+    if site["is_observed"] or site["infer"].get("enumerate") != "parallel" or type(fn) not in (CategoricalProbs, CategoricalLogits):
+        return None
+    dims = [d for d, n in site["infer"]["dim_to_name"].items() if n == name]
+    shape, size = jnp.shape(value), fn.logits.shape[-1]
+    if len(dims) != 1 or -dims[0] > len(shape) or shape[dims[0]] != size:
+        return None
+    e, batch = dims[0], fn.batch_shape
+    if -e <= len(batch) and batch[e] != 1:
+        return None
+    out = jax.lax.broadcast_shapes(shape, batch)
+    logits = fn.logits if type(fn) is CategoricalProbs else fn.logits - jax.nn.logsumexp(fn.logits, -1, keepdims=True)
+    logits = jnp.reshape(logits, (1,) * (len(out) - len(batch)) + batch + (size,))
+    where = len(out) + e  # the enumeration dim's position in `out`
+    logits = jnp.squeeze(jnp.moveaxis(logits, -1, where), where + 1)
+    return jnp.broadcast_to(logits, out)
 
 
 def _in_markov_site(tr: dict, curr: list, plate: str) -> bool:
