@@ -336,9 +336,11 @@ def main(argv=None):
         parts = [case.ljust(9)]
         for name in ("numpyro_TraceEnum_AutoNormal", "provi", PYRO, PYRO_JIT):
             e = entry[name]
-            first = f"compile {e['compile_s']:.2f} s" if "compile_s" in e else f"first step {e.get('first_step_s'):.2f} s"
-            parts.append(f"{name} {1e6 * e['step_s']:.1f} us/step ({first})" if "step_s" in e
-                         else f"{name}: {e.get('refused') or e.get('failed') or 'not installed'}"[:140])
+            if "step_s" not in e:  # refused, failed, or Pyro not installed
+                parts.append(f"{name}: {e.get('refused') or e.get('failed') or 'not installed'}"[:140])
+                continue
+            first = f"compile {e['compile_s']:.2f} s" if "compile_s" in e else f"first step {e['first_step_s']:.2f} s"
+            parts.append(f"{name} {1e6 * e['step_s']:.1f} us/step ({first})")
         if entry.get("paired_provi_over_numpyro", {}).get("median") is not None:
             pr = entry["paired_provi_over_numpyro"]
             parts.append(f"provi/numpyro paired {pr['median']:.2f} ({pr['min']:.2f}-{pr['max']:.2f})")
