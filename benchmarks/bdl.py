@@ -15,7 +15,9 @@ AdamW's learning rate and IVON's learning rate and `hess_init` are chosen from s
 each setting trained there for the same epochs; the chosen ones are then trained on the whole
 training set and judged on the test set (`--no-select`: the command line's values instead). IVON
 against AdamW on the test set: the NLL difference with its paired standard error (per image), and
-the ECE difference with a paired bootstrap standard error.
+the ECE difference with a paired bootstrap standard error. Then the two chosen settings are
+trained again from `--seeds` initialisations and batch orders (5; the first is the main run's),
+and IVON's NLL minus AdamW's is given per seed, with its mean and standard error over seeds.
 
     python benchmarks/bdl.py --quick --json    # fewer epochs and pairs
     python benchmarks/bdl.py --json            # the run recorded in RESULTS.md
@@ -153,17 +155,19 @@ def classification(args):
 
     net0 = MLP(sizes, key)
 
-    def fit_adamw(lr, x, y):
+    def fit_adamw(lr, x, y, seed=0):  # seed: the initialisation and the batch order (0: net0 and key)
+        k = jax.random.key(seed)
         grad = lambda p, s, idx, k: jax.grad(ce)(p, x[idx], y[idx])
-        net, _, seconds, _ = train(net0, optax.adamw(lr, weight_decay=wd), grad, key, args.epochs, x.shape[0], bs)
+        net, _, seconds, _ = train(MLP(sizes, k), optax.adamw(lr, weight_decay=wd), grad, k, args.epochs, x.shape[0], bs)
         return (lambda xs: jax.nn.log_softmax(jax.vmap(net)(xs))), seconds, net
 
-    def fit_ivon(setting, x, y):  # ess = N, prior precision N * weight_decay
+    def fit_ivon(setting, x, y, seed=0):  # ess = N, prior precision N * weight_decay
         lr, hess_init = setting
+        k = jax.random.key(seed)
         opt = ivon(lr, ess=float(x.shape[0]), hess_init=hess_init, weight_decay=wd, beta2=args.beta2)
         grad = lambda p, s, idx, k: opt.value_and_grad(ce)(k, p, s, x[idx], y[idx])[1]
-        net, state, seconds, _ = train(net0, opt, grad, key, args.epochs, x.shape[0], bs)
-        draws = jax.vmap(lambda k: ivon_sample(k, net, state))(jax.random.split(jax.random.key(1), DRAWS))
+        net, state, seconds, _ = train(MLP(sizes, k), opt, grad, k, args.epochs, x.shape[0], bs)
+        draws = jax.vmap(lambda k: ivon_sample(k, net, state))(jax.random.split(jax.random.key(1 + 1000 * seed), DRAWS))
         return (lambda xs: bdl.log_predictive(jax.vmap(lambda p: jax.vmap(p)(xs))(draws))), seconds, net
 
     chosen = {"adamw": args.lr, "ivon": (args.ivon_lr, args.hess_init)}
@@ -178,6 +182,8 @@ def classification(args):
     ivon_pred, times["ivon"], _ = fit_ivon(chosen["ivon"], xtr, ytr)
     judge("ivon", ivon_pred(xte), ivon_pred(xood))
     out.update(paired_differences(logp["ivon"], logp["adamw"], yte, "ivon_minus_adamw"))
+    if args.seeds > 1:  # the same two settings from other initialisations and batch orders
+        out.update(seed_study(fit_adamw, fit_ivon, chosen, xtr, ytr, xte, yte, args.seeds))
     # the other AdamW-trained methods (dropout, ensemble, VBLL) use AdamW's chosen learning rate
     adamw = optax.adamw(chosen["adamw"], weight_decay=wd)
     adamw_grad = lambda p, s, idx, k: jax.grad(ce)(p, xtr[idx], ytr[idx])
@@ -235,6 +241,26 @@ def classification(args):
         judge(name, bbb(xte), bbb(xood))
     out.update({f"{k}_train_s": v for k, v in times.items()})
     return out, logp, yte
+
+
+def seed_study(fit_adamw, fit_ivon, chosen, xtr, ytr, xte, yte, seeds):
+    """AdamW and IVON at their chosen settings, trained from `seeds` initialisations and batch
+    orders (seed 0 is the main run's): each one's test accuracy, NLL and ECE per seed, and IVON's
+    NLL minus AdamW's per seed with its mean and standard error over seeds (the training's
+    randomness; the test set is the same for every seed)."""
+    rows = {"adamw": [], "ivon": []}
+    for seed in range(seeds):
+        for name, fit in (("adamw", lambda: fit_adamw(chosen["adamw"], xtr, ytr, seed)), ("ivon", lambda: fit_ivon(chosen["ivon"], xtr, ytr, seed))):
+            lp = fit()[0](xte)
+            rows[name].append({"acc": float(bdl.accuracy(lp, yte)), "nll": float(bdl.nll(lp, yte)), "ece": float(bdl.ece(lp, yte))})
+    diff = np.array([i["nll"] - a["nll"] for i, a in zip(rows["ivon"], rows["adamw"])])
+    out = {f"seeds_{name}": r for name, r in rows.items()}
+    for name, r in rows.items():
+        for metric in ("acc", "nll", "ece"):
+            out[f"seeds_{name}_{metric}_mean"] = float(np.mean([x[metric] for x in r]))
+    out.update(seeds=seeds, seeds_ivon_minus_adamw_nll=diff.tolist(), seeds_ivon_minus_adamw_nll_mean=float(diff.mean()),
+               seeds_ivon_minus_adamw_nll_se=float(diff.std(ddof=1) / np.sqrt(seeds)))
+    return out
 
 
 def validation_split(x, y, fraction=0.2):
@@ -399,6 +425,8 @@ def main():
     p.add_argument("--ivon-lr", type=float, default=1.0)
     p.add_argument("--hess-init", type=float, default=1.0)
     p.add_argument("--beta2", type=float, default=0.9999)
+    p.add_argument("--seeds", type=int, default=5,
+                   help="AdamW and IVON at the chosen settings from this many initialisations and batch orders")
     p.add_argument("--no-select", dest="select", action="store_false",
                    help="use --lr, --ivon-lr and --hess-init instead of choosing them on a validation split")
     args = p.parse_args()
@@ -424,6 +452,10 @@ def main():
     print(f"settings, {how}: AdamW lr {out['adamw_lr']}; IVON lr {out['ivon_lr']}, hess_init {out['ivon_hess_init']}")
     print(f"IVON - AdamW on the test set: NLL {out['ivon_minus_adamw_nll']:+.4f} +- {out['ivon_minus_adamw_nll_se']:.4f}, "
           f"ECE {out['ivon_minus_adamw_ece']:+.4f} +- {out['ivon_minus_adamw_ece_se']:.4f}")
+    if args.seeds > 1:
+        print(f"over {args.seeds} seeds (initialisation and batch order): IVON - AdamW NLL "
+              f"{out['seeds_ivon_minus_adamw_nll_mean']:+.4f} +- {out['seeds_ivon_minus_adamw_nll_se']:.4f}; mean acc / NLL / ECE: "
+              + "; ".join(f"{m} {out[f'seeds_{m}_acc_mean']:.3f} / {out[f'seeds_{m}_nll_mean']:.3f} / {out[f'seeds_{m}_ece_mean']:.3f}" for m in ("adamw", "ivon")))
     for m in ["adamw", "ivon", "ensemble", "mc_dropout", "vbll"]:
         print(f"regression {m:12s} rmse {out['reg_' + m + '_rmse']:.3f} nll {out['reg_' + m + '_nll']:.3f}")
     if args.json:
