@@ -5,11 +5,12 @@ Data: y = sin(3 x1) + 0.5 cos(2 x2) x1 + 0.1 noise, x uniform on [-2, 2]^2; N tr
 (20,000; --quick 4,000), 1,000 test points. Both SVGPs: M inducing inputs (100; --quick 32) started
 at the same random training points, an ARD squared-exponential kernel, Gaussian noise, every
 hyperparameter and Z a point estimate, minibatches of 256, Adam(1e-2), the same number of steps
-(5,000; --quick 1,500). provi's regression uses its defaults (the Laplace start for q(u), one
-draw of u per step, the likelihood integrated exactly given u); its probit classifier integrates
-u out of the likelihood term (`LocalReparam()` on u: f's marginal under q(u)), as GPJax's bound
-does, and starts q(u) at the whitened prior N(0, I) (`init="standard"`); `--provi-defaults` uses
-the defaults for both. The exact GP's hyperparameters are fitted by Adam
+(5,000; --quick 1,500). provi's regression uses its defaults (q(u) started at its exact
+conditional posterior, one draw of u per step, the likelihood integrated exactly given u); its
+probit classifier integrates u out of the likelihood term (`LocalReparam()` on u: f's marginal
+under q(u)), as GPJax's bound does, with q(u) started at the whitened prior N(0, I) (the default
+under a non-Gaussian likelihood, `provi.engine.start`); `--provi-defaults` uses the defaults for
+both. The exact GP's hyperparameters are fitted by Adam
 on its log marginal likelihood. Test NLL: mean negative log density of the test y under each
 Gaussian predictive (f's plus the noise); provi's q(u) moments come from 4,000 draws of u.
 With `--kind classification` the labels are the sign of the same function with 10% flipped, the
@@ -59,11 +60,11 @@ BATCH = 256
 LR = 1e-2
 NATGRAD_STEP = 0.2  # --natgrad: provi.optim.natgrad's step size, with provi.PriceELBO()
 # provi's Adam fit of the probit classifier: u integrated out of the likelihood term (f's marginal
-# under q(u), LocalReparam, as GPJax's bound does) and q(u) started at the whitened prior N(0, I);
-# with the Laplace start or one draw of u its test NLL was 3% higher (RESULTS.md). The regression
-# keeps provi's defaults (the Laplace start, one draw of u per step): integrating u out there
-# improved the NLL by 0.3% at a 1.5x step. --provi-defaults: the defaults for both.
-PROVI_OPTIONS = {"regression": {}, "classification": dict(init="standard", estimators={"u": provi.estimators.LocalReparam()})}
+# under q(u), LocalReparam, as GPJax's bound does); q(u) starts at the whitened prior N(0, I), the
+# default under a non-Gaussian likelihood. With one draw of u its test NLL was 3% higher
+# (RESULTS.md). The regression keeps provi's defaults (one draw of u per step): integrating u out
+# there improved the NLL by 0.3% at a 1.5x step. --provi-defaults: the defaults for both.
+PROVI_OPTIONS = {"regression": {}, "classification": dict(estimators={"u": provi.estimators.LocalReparam()})}
 
 
 def data(n, kind="regression", seed=0):
@@ -220,7 +221,7 @@ def main(argv=None):
     p.add_argument("--kind", choices=("regression", "classification"), default="regression",
                    help="classification: the sign of the same function, 10%% of labels flipped, a probit likelihood")
     p.add_argument("--provi-defaults", action="store_true",
-                   help="provi's defaults for its Adam fit: the Laplace start and one draw of u per step")
+                   help="provi's defaults for its Adam fit: one draw of u per step")
     p.add_argument("--natgrad", action="store_true",
                    help="also fit provi with natgrad(0.2, others=adam) and PriceELBO (test metrics and training time only)")
     args = p.parse_args(argv)

@@ -70,8 +70,9 @@ def fit(
       seed: a non-negative integer; the same seed gives the same result.
       progress: show a progress bar (updated between compiled chunks).
       early_stop: stop when the loss no longer improves; "auto" stops early only when `steps` is not given.
-      init: "map" (start from the mode and its curvature), "prior", "zero", "standard" (N(0, I) in the
-        unconstrained space), or {site: value}.
+      init: "map" (start from the mode and its curvature; a site marked `infer={"init": "standard"}`
+        starts at N(0, I) unless the model is Gaussian in it), "prior", "zero", "standard" (N(0, I)
+        in the unconstrained space), or {site: value}.
       estimators: {guide site: estimator} overriding each site's default gradient estimator.
       average: return the average of the final iterates (Polyak averaging); "auto" does so for families.
         With early stopping, the average starts at the two windows in which the loss was found

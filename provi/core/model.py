@@ -36,6 +36,7 @@ class LatentSite:
     distribution: str
     improper: bool
     dtype: Any
+    start: str | None = None  # where the Laplace start puts it instead of at the mode (`infer={"init": ...}`)
 
     @property
     def size(self) -> int:
@@ -115,7 +116,21 @@ def _latent_site(name: str, site: dict) -> LatentSite:
         distribution=type(base_distribution(fn)).__name__,
         improper=isinstance(base_distribution(fn), ImproperUniform),
         dtype=jnp.result_type(value),
+        start=_site_start(name, site),
     )
+
+
+SITE_STARTS = ("standard",)  # the values of a latent site's `infer={"init": ...}`
+
+
+def _site_start(name: str, site: dict) -> str | None:
+    """The site's own start, `infer={"init": "standard"}`: the Laplace start (`init="map"`) puts
+    the family's marginal for it at N(0, I) in the unconstrained space, uncorrelated with the rest,
+    instead of at the mode (a whitened sparse GP's inducing values start at their prior)."""
+    start = site["infer"].get("init")
+    if start is not None and start not in SITE_STARTS:
+        raise ModelError(f"site {name!r}: unknown infer={{'init': {start!r}}}; a latent site's own start is one of {list(SITE_STARTS)}")
+    return start
 
 
 def inspect_model(model: Callable, args: tuple, kwargs: dict) -> ModelInfo:

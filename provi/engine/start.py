@@ -10,6 +10,15 @@ standard normal N(0, I) of the unconstrained space itself (location 0, every sca
 a whitened site such as a sparse GP's inducing values, where it lets hyperparameters fitted
 alongside move from the first step. Those starts are pure functions of the key (`point_start`), so
 `provi.setup(...).init` can be jitted and vmapped.
+
+A latent site may carry its own start, `infer={"init": "standard"}`: the Laplace start then puts
+the family's marginal for that site at N(0, I), uncorrelated with the other sites, which start at
+the mode as usual (found jointly, then the site's block of the curvature replaced by the
+identity). Where the density is Gaussian in the marked sites given the others (a conjugate
+likelihood: its gradient is linear in them between the mode and zero), the mode and curvature are
+their exact conditional posterior, and the start keeps them. `provi.gp`'s inducing values are
+marked: q(u) starts at the whitened prior under a non-Gaussian likelihood and at the exact
+conditional posterior under a Gaussian one. Any `init` but "map" overrides the marks.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from provi.engine.layout import join_data
 from provi.errors import ModelError
 from provi.programs import FamilyGuide, ModelProgram
 
-__all__ = ["log_density_u", "init_kind", "point_start", "initialise_family", "family_state_shapes", "mode_search"]
+__all__ = ["log_density_u", "init_kind", "point_start", "initialise_family", "family_state_shapes", "mode_search", "standard_coordinates"]
 
 
 def log_density_u(model: ModelProgram, space: LatentSpace, layout, jacobian: bool = True) -> Callable:
@@ -93,15 +102,19 @@ def _mode_start(program: FamilyGuide, model: ModelProgram, layout, optimizer) ->
     space, family = program.space, program.family
     d, dtype = space.dim, jnp.result_type(float)
     with_h = d <= CURVATURE_MAX_DIM and not family.is_point
+    own = standard_coordinates(space)
     key = (model.model, layout, family, optimizer)
     make = cached(("family init",) + key, lambda: _family_init_program(program, optimizer))
     f = log_density_u(model, space, layout, jacobian=not family.is_point)
     if d <= NEWTON_MAX_DIM:
         vgh = cached(("vgh", model.model, layout, family.is_point), lambda: _vgh_program(f))
         search = lambda mp, data: newton_mode(lambda u: vgh(np.asarray(u, dtype), mp, data), np.zeros((d,)))  # noqa: E731
+        gradient = lambda u, mp, data: vgh(np.asarray(u, dtype), mp, data)[1]  # noqa: E731
     else:
         lbfgs = cached(("lbfgs",) + key, lambda: _lbfgs_program(f, d, with_h))
         search = lambda mp, data: jax.device_get(lbfgs(mp, data))  # noqa: E731
+        gradient = lambda u, mp, data: cached(("grad", model.model, layout, family.is_point), lambda: run_once(jax.grad(f)))(  # noqa: E731
+            np.asarray(u, dtype), mp, data)
 
     def start(key, model_params, data):
         mode = search(model_params, data)
@@ -119,11 +132,30 @@ def _mode_start(program: FamilyGuide, model: ModelProgram, layout, optimizer) ->
             report.update(h_ok=h_ok, decrement=decrement)
             scale = np.full((d,), 1.0 if h_ok else START_SCALE)
         u = np.asarray(mode.u) if ok else np.zeros((d,))
+        if own.any() and not (ok and _gaussian_in(own, u, lambda x: gradient(x, model_params, data))):
+            # sites with their own start: N(0, I), uncorrelated with the rest
+            u, scale = np.where(own, 0.0, u), np.where(own, 1.0, scale)
+            h = np.where(own[:, None] | own[None, :], np.diag(own.astype(h.dtype)), h) if h.size else h
         report.update(mode_ok=ok, log_density=log_density, grad_norm=mode.grad_norm, iterations=mode.iterations)
         params, opt_state = make(key, np.asarray(scale, dtype), model_params)
         return params, opt_state, np.asarray(u, dtype), h, report
 
     return start, with_h
+
+
+def _gaussian_in(own: np.ndarray, u: np.ndarray, gradient: Callable, rtol: float = 1e-3) -> bool:
+    """Whether the log density is Gaussian in the coordinates `own` given the others at `u` (a
+    conjugate likelihood): its gradient there is linear on the segment from `u` to zero in them
+    (second difference of three gradients within `rtol` of their spread, float32's noise)."""
+    target = np.where(own, 0.0, u)
+    g0, g1, g2 = (np.asarray(gradient(u + t * (target - u)), np.float64)[own] for t in (0.0, 0.5, 1.0))
+    spread = float(np.max(np.abs(g2 - g0)))
+    return bool(np.all(np.isfinite([g0, g1, g2])) and np.max(np.abs(g2 - 2 * g1 + g0)) <= rtol * spread)
+
+
+def standard_coordinates(space: LatentSpace) -> np.ndarray:
+    """A boolean mask (D,) of the coordinates of the sites marked `infer={"init": "standard"}`."""
+    return np.concatenate([np.full((s.size,), s.start == "standard") for s in space.sites] or [np.zeros((0,), bool)])
 
 
 def mode_search(model: ModelProgram, space: LatentSpace, layout, model_params, data, starts: np.ndarray, max_iter: int = 200,

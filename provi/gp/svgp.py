@@ -77,7 +77,10 @@ class Whitened(eqx.Module):
 
     def inducing_values(self, name: str) -> jax.Array:
         """Sample the whitened inducing values as the latent site `name` ~ N(0, I_K) and return
-        them; call it outside every plate (u is global), once per model run."""
+        them; call it outside every plate (u is global), once per model run. The site is marked
+        `infer={"init": "standard"}`: a fit's Laplace start puts q(u) at this prior, as GPJax
+        and GPflow start it, not at the mode (which holds hyperparameters fitted alongside at
+        their starting values for many steps)."""
         return sample_global(name, self.prior())
 
     def conditional(self, name: str, x) -> tuple[jax.Array, jax.Array]:
@@ -132,9 +135,10 @@ class SVGP(Whitened):
 
 
 def sample_global(name: str, prior: dist.Distribution) -> jax.Array:
-    """`numpyro.sample(name, prior)`, refused inside a plate (inducing values are global)."""
+    """`numpyro.sample(name, prior)` with q(u) started at the prior (`infer={"init": "standard"}`,
+    `provi.engine.start`), refused inside a plate (inducing values are global)."""
     with handlers.trace() as tr:
-        u = numpyro.sample(name, prior)
+        u = numpyro.sample(name, prior, infer={"init": "standard"})
     frames = [f.name for f in tr[name]["cond_indep_stack"]]
     if frames:
         raise ModelError(

@@ -7,6 +7,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 import pytest
+from scipy import optimize
 
 from provi.core.model import inspect_model
 from provi.engine.layout import split_data
@@ -62,6 +63,60 @@ def test_standard_start_is_the_standard_normal(guide):
         np.testing.assert_array_equal(mean, [0.0, 0.0])
         np.testing.assert_allclose(cov, np.eye(2), rtol=1e-6, atol=1e-7)
         assert notes == []
+
+
+Y = np.array([1.0, 1.0, 1.0, 1.0, 0.0])  # five Bernoulli observations of the sum a + u1 + u2
+
+
+def _marked_model(likelihood):
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    u = numpyro.sample("u", dist.Normal(jnp.zeros(2), 1.0).to_event(1), infer={"init": "standard"})
+    with numpyro.plate("n", Y.shape[0]):
+        eta = a + u.sum()
+        numpyro.sample("y", dist.Bernoulli(logits=eta) if likelihood == "logit" else dist.Normal(eta, 0.5), obs=Y)
+
+
+def _start(likelihood, guide):
+    model = lambda: _marked_model(likelihood)  # noqa: E731
+    info = inspect_model(model, (), {})
+    assert [s.start for s in info.latents] == [None, "standard"]
+    data, layout = split_data((), {})
+    gp = make_guide(guide, info, (), {}, jax.random.PRNGKey(0), None)
+    params, consts, _, notes = initialise_family(gp, ModelProgram(model, info), {}, data, layout, jax.random.PRNGKey(0), "map",
+                                                 optax.adam(1e-2))
+    assert notes == []
+    return gp.moments(params, consts)
+
+
+@pytest.mark.parametrize("guide", ["meanfield", "fullrank"])
+def test_a_site_with_its_own_start_starts_at_the_standard_normal_and_the_rest_at_the_mode(guide):
+    """infer={"init": "standard"} on u under a logistic likelihood: q(u) starts at N(0, I),
+    uncorrelated with a; a at the joint mode, with the variance 1 / H_aa there. By symmetry the
+    mode has a = u1 = u2 = m with m = sum_i (y_i - sigmoid(3 m)); H_aa = 1 + 5 s (1 - s), s = sigmoid(3 m)."""
+    sig = lambda t: 1 / (1 + np.exp(-t))  # noqa: E731
+    m = optimize.brentq(lambda m: -m + np.sum(Y - sig(3 * m)), -5, 5)
+    s = sig(3 * m)
+    mean, cov = _start("logit", guide)
+    np.testing.assert_allclose(mean, [m, 0.0, 0.0], atol=1e-4)
+    np.testing.assert_allclose(cov, np.diag([1 / (1 + 5 * s * (1 - s)), 1.0, 1.0]), rtol=1e-4, atol=1e-6)
+
+
+def test_a_site_with_its_own_start_keeps_the_laplace_start_where_the_density_is_gaussian_in_it():
+    """Under a Gaussian likelihood the Laplace start is the exact posterior: precision
+    I + 5 * 11^T / 0.25 and mean precision^-1 1 sum(y) / 0.25, u included."""
+    precision = np.eye(3) + 5 * np.ones((3, 3)) / 0.25
+    cov = np.linalg.inv(precision)
+    mean, q_cov = _start("normal", "fullrank")
+    np.testing.assert_allclose(mean, cov @ np.ones(3) * Y.sum() / 0.25, atol=1e-4)
+    np.testing.assert_allclose(q_cov, cov, rtol=1e-3, atol=1e-6)
+
+
+def test_an_unknown_site_start_is_named():
+    def bad():
+        numpyro.sample("w", dist.Normal(0.0, 1.0), infer={"init": "mode"})
+
+    with pytest.raises(ModelError, match="site 'w'.*infer=.*'init': 'mode'"):
+        inspect_model(bad, (), {})
 
 
 def test_bad_init_is_named():

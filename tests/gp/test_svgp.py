@@ -96,6 +96,30 @@ def _kl_bounds_marginal(gap, fit_mean, fit_var, opt_mean, opt_var, n_draws, k=4.
     assert np.all(0.5 * (nearest - 1 - np.log(nearest)) <= gap), (lo, hi, gap)
 
 
+def test_q_u_starts_at_the_optimum_under_a_gaussian_likelihood_and_at_the_prior_under_a_probit_one():
+    """The inducing values carry infer={"init": "standard"}: the Laplace start keeps the mode and
+    curvature where the density is Gaussian in u (there they are the bound's optimal q(u), in
+    closed form), and starts q(u) at the whitened prior N(0, I) under a probit likelihood."""
+    x, y = _data(200)
+    kernel = kernels.ExpSquared(scale=0.7)
+    z = np.linspace(-3.0, 3.0, 12).astype(np.float32)
+    opt_mean, opt_cov, _, _ = _optimum(gp.SVGP(kernel, z), x, y)
+
+    def probit(x, y):
+        svgp = gp.SVGP(kernel, z)
+        u = svgp.inducing_values("u")
+        with numpyro.plate("data", x.shape[0]):
+            gp.expected_log_likelihood("y", gp.BernoulliProbit, y, *svgp.condition(u, x))
+
+    for model, labels, mean, cov in ((_regression(kernel, z), y, opt_mean, opt_cov), (probit, (y > 0).astype(np.float32), 0.0, np.eye(12))):
+        s = provi.setup(model, x, labels, guide="fullrank")
+        assert s.model.info.latent("u").start == "standard"
+        state = s.init(jax.random.PRNGKey(0))
+        q_mean, q_cov = s.guide.moments(state.params["guide"], state.consts)
+        np.testing.assert_allclose(q_mean, np.broadcast_to(mean, (12,)), atol=2e-3)
+        np.testing.assert_allclose(q_cov, cov, atol=2e-4)
+
+
 def test_fit_reaches_the_closed_form_optimum():
     """M = 12 < N = 200: provi.fit's bound is within 0.05 nats (plus 4 SE) of the optimum; for a
     Gaussian likelihood bound(q) = optimum - KL(q || q_opt), so the gap bounds the predictive's error."""
