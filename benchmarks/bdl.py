@@ -10,14 +10,19 @@ overfits the 353 training points when trained longer: at 60 epochs every test NL
 Columns: accuracy / RMSE, NLL, ECE (15 bins), Brier, OOD AUROC (predictive entropy), training
 seconds, and IVON's time per step over AdamW's, measured in alternating pairs of jitted epochs.
 
-AdamW's learning rate and IVON's learning rate and `hess_init` are chosen from small grids
-(`ADAMW_GRID`, `IVON_GRID`) by the NLL on a validation split (20% of the training set, stratified),
-each setting trained there for the same epochs; the chosen ones are then trained on the whole
-training set and judged on the test set (`--no-select`: the command line's values instead). IVON
-against AdamW on the test set: the NLL difference with its paired standard error (per image), and
-the ECE difference with a paired bootstrap standard error. Then the two chosen settings are
-trained again from `--seeds` initialisations and batch orders (5; the first is the main run's),
-and IVON's NLL minus AdamW's is given per seed, with its mean and standard error over seeds.
+The classifier's AdamW and IVON are trained with their learning rate annealed to 0 by a cosine
+over the run, as the IVON authors train (`cosine`); the other AdamW-trained methods use AdamW's
+chosen setting the same way. AdamW's (peak learning rate, weight decay) and IVON's (peak learning
+rate, `hess_init`, weight decay) are chosen from grids (`ADAMW_GRID`, `IVON_GRID`) by the NLL on a
+validation split (20% of the training set, stratified; IVON by its MC predictive), each setting
+trained there for the same epochs; the chosen ones are then trained on the whole training set and
+judged on the test set (`--no-select`: the command line's values, weight decay 1e-4). IVON is
+judged twice from the one fit: by its MC predictive over `DRAWS` posterior draws ("ivon") and at
+its posterior mean ("ivon_mean", Shen et al.'s IVON@mean). Each against AdamW on the test set:
+the NLL difference with its paired standard error (per image), and the ECE difference with a
+paired bootstrap standard error. Then the chosen settings are trained again from `--seeds`
+initialisations and batch orders (5; the first is the main run's), and each IVON predictive's NLL
+and ECE minus AdamW's is given per seed, with its mean and standard error over seeds.
 
     python benchmarks/bdl.py --quick --json    # fewer epochs and pairs
     python benchmarks/bdl.py --json            # the run recorded in RESULTS.md
@@ -50,8 +55,8 @@ from provi.estimators import LocalReparam
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DRAWS = 32  # posterior / dropout draws for every predictive
-ADAMW_GRID = (1e-3, 3e-3, 1e-2)  # AdamW's learning rates tried on the validation split
-IVON_GRID = tuple((lr, h) for lr in (0.1, 0.2, 0.5, 1.0) for h in (0.3, 1.0))  # IVON's (learning rate, hess_init)
+ADAMW_GRID = tuple((lr, wd) for lr in (1e-3, 3e-3, 1e-2) for wd in (1e-4, 1e-2))  # AdamW's (peak learning rate, weight decay)
+IVON_GRID = tuple((lr, h, wd) for lr in (0.1, 0.2, 0.5, 1.0) for h in (0.1, 0.3, 1.0) for wd in (1e-4, 1e-3))  # IVON's (peak lr, hess_init, wd)
 BOOTSTRAP = 2000  # paired resamples of the test set for the ECE difference's standard error
 
 
@@ -104,6 +109,11 @@ def batches(key, n, batch):
     return perm[: (n // batch) * batch].reshape(-1, batch)
 
 
+def cosine(lr, epochs, n, batch):
+    """The learning rate `lr` annealed to 0 over the run by a cosine (as the IVON authors train)."""
+    return optax.cosine_decay_schedule(lr, epochs * (n // batch))
+
+
 def train(params, opt, loss_grad, key, epochs, n, batch):
     """Minibatch training as one jitted epoch function; returns params and seconds spent."""
 
@@ -143,7 +153,7 @@ def classification(args):
     sizes = (64, 128, 128, K)
     key = jax.random.key(0)
     out, logp, times = {}, {}, {}
-    bs, wd = 64, 1e-4
+    bs = 64
 
     def judge(name, lp_in, lp_out):
         logp[name] = lp_in
@@ -155,37 +165,46 @@ def classification(args):
 
     net0 = MLP(sizes, key)
 
-    def fit_adamw(lr, x, y, seed=0):  # seed: the initialisation and the batch order (0: net0 and key)
+    def adamw_opt(setting, n):
+        lr, wd = setting
+        return optax.adamw(cosine(lr, args.epochs, n, bs), weight_decay=wd)
+
+    def fit_adamw(setting, x, y, seed=0):  # seed: the initialisation and the batch order (0: net0 and key)
         k = jax.random.key(seed)
         grad = lambda p, s, idx, k: jax.grad(ce)(p, x[idx], y[idx])
-        net, _, seconds, _ = train(MLP(sizes, k), optax.adamw(lr, weight_decay=wd), grad, k, args.epochs, x.shape[0], bs)
+        net, _, seconds, _ = train(MLP(sizes, k), adamw_opt(setting, x.shape[0]), grad, k, args.epochs, x.shape[0], bs)
         return (lambda xs: jax.nn.log_softmax(jax.vmap(net)(xs))), seconds, net
 
     def fit_ivon(setting, x, y, seed=0):  # ess = N, prior precision N * weight_decay
-        lr, hess_init = setting
+        """(MC predictive over DRAWS posterior draws, seconds, the predictive at the posterior mean)."""
+        lr, hess_init, wd = setting
         k = jax.random.key(seed)
-        opt = ivon(lr, ess=float(x.shape[0]), hess_init=hess_init, weight_decay=wd, beta2=args.beta2)
+        opt = ivon(cosine(lr, args.epochs, x.shape[0], bs), ess=float(x.shape[0]), hess_init=hess_init, weight_decay=wd, beta2=args.beta2)
         grad = lambda p, s, idx, k: opt.value_and_grad(ce)(k, p, s, x[idx], y[idx])[1]
         net, state, seconds, _ = train(MLP(sizes, k), opt, grad, k, args.epochs, x.shape[0], bs)
         draws = jax.vmap(lambda k: ivon_sample(k, net, state))(jax.random.split(jax.random.key(1 + 1000 * seed), DRAWS))
-        return (lambda xs: bdl.log_predictive(jax.vmap(lambda p: jax.vmap(p)(xs))(draws))), seconds, net
+        return ((lambda xs: bdl.log_predictive(jax.vmap(lambda p: jax.vmap(p)(xs))(draws))), seconds,
+                (lambda xs: jax.nn.log_softmax(jax.vmap(net)(xs))))
 
-    chosen = {"adamw": args.lr, "ivon": (args.ivon_lr, args.hess_init)}
+    chosen = {"adamw": (args.lr, 1e-4), "ivon": (args.ivon_lr, args.hess_init, 1e-4)}
     if args.select:
         split = validation_split(xtr, ytr)
         for name, fit_one, grid in (("adamw", fit_adamw, ADAMW_GRID), ("ivon", fit_ivon, IVON_GRID)):
             chosen[name], val = select(fit_one, grid, *split)
             out[f"{name}_validation_nll"] = {str(g): v for g, v in val.items()}
-    out.update(adamw_lr=chosen["adamw"], ivon_lr=chosen["ivon"][0], ivon_hess_init=chosen["ivon"][1])
+    out.update(adamw_lr=chosen["adamw"][0], adamw_weight_decay=chosen["adamw"][1], ivon_lr=chosen["ivon"][0],
+               ivon_hess_init=chosen["ivon"][1], ivon_weight_decay=chosen["ivon"][2])
     adamw_pred, times["adamw"], adamw_net = fit_adamw(chosen["adamw"], xtr, ytr)
     judge("adamw", adamw_pred(xte), adamw_pred(xood))
-    ivon_pred, times["ivon"], _ = fit_ivon(chosen["ivon"], xtr, ytr)
+    ivon_pred, times["ivon"], ivon_mean = fit_ivon(chosen["ivon"], xtr, ytr)
     judge("ivon", ivon_pred(xte), ivon_pred(xood))
+    judge("ivon_mean", ivon_mean(xte), ivon_mean(xood))  # "IVON@mean" (Shen et al. 2024): the same fit, at its mean
     out.update(paired_differences(logp["ivon"], logp["adamw"], yte, "ivon_minus_adamw"))
+    out.update(paired_differences(logp["ivon_mean"], logp["adamw"], yte, "ivon_mean_minus_adamw"))
     if args.seeds > 1:  # the same two settings from other initialisations and batch orders
         out.update(seed_study(fit_adamw, fit_ivon, chosen, xtr, ytr, xte, yte, args.seeds))
     # the other AdamW-trained methods (dropout, ensemble, VBLL) use AdamW's chosen learning rate
-    adamw = optax.adamw(chosen["adamw"], weight_decay=wd)
+    adamw = adamw_opt(chosen["adamw"], n)
     adamw_grad = lambda p, s, idx, k: jax.grad(ce)(p, xtr[idx], ytr[idx])
 
     out.update(step_ratio(xtr, ytr, sizes, bs, args, ""))
@@ -245,21 +264,27 @@ def classification(args):
 
 def seed_study(fit_adamw, fit_ivon, chosen, xtr, ytr, xte, yte, seeds):
     """AdamW and IVON at their chosen settings, trained from `seeds` initialisations and batch
-    orders (seed 0 is the main run's): each one's test accuracy, NLL and ECE per seed, and IVON's
-    NLL minus AdamW's per seed with its mean and standard error over seeds (the training's
-    randomness; the test set is the same for every seed)."""
-    rows = {"adamw": [], "ivon": []}
+    orders (seed 0 is the main run's): test accuracy, NLL and ECE per seed of AdamW, of IVON's MC
+    predictive and of IVON at its mean (the same fit), and each IVON predictive's NLL and ECE minus
+    AdamW's per seed with their mean and standard error over seeds (the training's randomness; the
+    test set is the same for every seed)."""
+    rows = {"adamw": [], "ivon": [], "ivon_mean": []}
+    metrics = lambda lp: {"acc": float(bdl.accuracy(lp, yte)), "nll": float(bdl.nll(lp, yte)), "ece": float(bdl.ece(lp, yte))}  # noqa: E731
     for seed in range(seeds):
-        for name, fit in (("adamw", lambda: fit_adamw(chosen["adamw"], xtr, ytr, seed)), ("ivon", lambda: fit_ivon(chosen["ivon"], xtr, ytr, seed))):
-            lp = fit()[0](xte)
-            rows[name].append({"acc": float(bdl.accuracy(lp, yte)), "nll": float(bdl.nll(lp, yte)), "ece": float(bdl.ece(lp, yte))})
-    diff = np.array([i["nll"] - a["nll"] for i, a in zip(rows["ivon"], rows["adamw"])])
+        rows["adamw"].append(metrics(fit_adamw(chosen["adamw"], xtr, ytr, seed)[0](xte)))
+        mc, _, mean = fit_ivon(chosen["ivon"], xtr, ytr, seed)
+        rows["ivon"].append(metrics(mc(xte)))
+        rows["ivon_mean"].append(metrics(mean(xte)))
     out = {f"seeds_{name}": r for name, r in rows.items()}
     for name, r in rows.items():
         for metric in ("acc", "nll", "ece"):
             out[f"seeds_{name}_{metric}_mean"] = float(np.mean([x[metric] for x in r]))
-    out.update(seeds=seeds, seeds_ivon_minus_adamw_nll=diff.tolist(), seeds_ivon_minus_adamw_nll_mean=float(diff.mean()),
-               seeds_ivon_minus_adamw_nll_se=float(diff.std(ddof=1) / np.sqrt(seeds)))
+    out.update(seeds=seeds)
+    for name in ("ivon", "ivon_mean"):
+        for metric in ("nll", "ece"):
+            diff = np.array([i[metric] - a[metric] for i, a in zip(rows[name], rows["adamw"])])
+            key = f"seeds_{name}_minus_adamw_{metric}"
+            out.update({key: diff.tolist(), key + "_mean": float(diff.mean()), key + "_se": float(diff.std(ddof=1) / np.sqrt(seeds))})
     return out
 
 
@@ -404,7 +429,7 @@ def plot(logp, yte, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["adamw", "ivon", "ensemble", "mc_dropout", "ll_laplace", "vbll", "bbb", "bbb_local", "bbb_cold"]
+    names = ["adamw", "ivon", "ivon_mean", "ensemble", "mc_dropout", "ll_laplace", "vbll", "bbb", "bbb_local", "bbb_cold"]
     fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.2), sharey=True)
     for ax, name in zip(axes, names):
         bdl.reliability_diagram(logp[name], yte, ax=ax, label=name)
@@ -424,7 +449,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ivon-lr", type=float, default=1.0)
     p.add_argument("--hess-init", type=float, default=1.0)
-    p.add_argument("--beta2", type=float, default=0.9999)
+    p.add_argument("--beta2", type=float, default=0.99999)
     p.add_argument("--seeds", type=int, default=5,
                    help="AdamW and IVON at the chosen settings from this many initialisations and batch orders")
     p.add_argument("--no-select", dest="select", action="store_false",
@@ -439,7 +464,7 @@ def main():
     plot(logp, yte, RESULTS / "bdl_reliability.png")
     out.update(epochs=args.epochs, pairs=args.pairs, seconds=time.perf_counter() - t0,
                machine=f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s), jax {jax.__version__}")
-    names = ["adamw", "ivon", "ensemble", "mc_dropout", "ll_laplace", "vbll", "bbb", "bbb_local", "bbb_cold"]
+    names = ["adamw", "ivon", "ivon_mean", "ensemble", "mc_dropout", "ll_laplace", "vbll", "bbb", "bbb_local", "bbb_cold"]
     print(f"{'method':12s} {'acc':>6s} {'nll':>6s} {'ece':>6s} {'brier':>6s} {'auroc':>6s} {'train s':>8s}")
     for m in names:
         print(f"{m:12s} {out[m + '_acc']:6.3f} {out[m + '_nll']:6.3f} {out[m + '_ece']:6.3f} {out[m + '_brier']:6.3f} "
@@ -449,13 +474,18 @@ def main():
         print(f"IVON / AdamW time per step, {out[r + '_config']}: median {out[r]:.2f} "
               f"(min {out[r + '_min']:.2f}, max {out[r + '_max']:.2f}, {args.pairs} pairs)")
     how = "chosen on the validation split" if args.select else "given (--no-select)"
-    print(f"settings, {how}: AdamW lr {out['adamw_lr']}; IVON lr {out['ivon_lr']}, hess_init {out['ivon_hess_init']}")
-    print(f"IVON - AdamW on the test set: NLL {out['ivon_minus_adamw_nll']:+.4f} +- {out['ivon_minus_adamw_nll_se']:.4f}, "
-          f"ECE {out['ivon_minus_adamw_ece']:+.4f} +- {out['ivon_minus_adamw_ece_se']:.4f}")
+    print(f"settings, {how}: AdamW lr {out['adamw_lr']}, weight decay {out['adamw_weight_decay']}; IVON lr {out['ivon_lr']}, "
+          f"hess_init {out['ivon_hess_init']}, weight decay {out['ivon_weight_decay']} (peak rates, cosine to 0)")
+    for m in ("ivon", "ivon_mean"):
+        print(f"{m} - AdamW on the test set: NLL {out[m + '_minus_adamw_nll']:+.4f} +- {out[m + '_minus_adamw_nll_se']:.4f}, "
+              f"ECE {out[m + '_minus_adamw_ece']:+.4f} +- {out[m + '_minus_adamw_ece_se']:.4f}")
     if args.seeds > 1:
-        print(f"over {args.seeds} seeds (initialisation and batch order): IVON - AdamW NLL "
-              f"{out['seeds_ivon_minus_adamw_nll_mean']:+.4f} +- {out['seeds_ivon_minus_adamw_nll_se']:.4f}; mean acc / NLL / ECE: "
-              + "; ".join(f"{m} {out[f'seeds_{m}_acc_mean']:.3f} / {out[f'seeds_{m}_nll_mean']:.3f} / {out[f'seeds_{m}_ece_mean']:.3f}" for m in ("adamw", "ivon")))
+        for m in ("ivon", "ivon_mean"):
+            print(f"over {args.seeds} seeds (initialisation and batch order): {m} - AdamW NLL "
+                  f"{out[f'seeds_{m}_minus_adamw_nll_mean']:+.4f} +- {out[f'seeds_{m}_minus_adamw_nll_se']:.4f}, ECE "
+                  f"{out[f'seeds_{m}_minus_adamw_ece_mean']:+.4f} +- {out[f'seeds_{m}_minus_adamw_ece_se']:.4f}")
+        print("mean acc / NLL / ECE over seeds: " + "; ".join(
+            f"{m} {out[f'seeds_{m}_acc_mean']:.3f} / {out[f'seeds_{m}_nll_mean']:.3f} / {out[f'seeds_{m}_ece_mean']:.3f}" for m in ("adamw", "ivon", "ivon_mean")))
     for m in ["adamw", "ivon", "ensemble", "mc_dropout", "vbll"]:
         print(f"regression {m:12s} rmse {out['reg_' + m + '_rmse']:.3f} nll {out['reg_' + m + '_nll']:.3f}")
     if args.json:
