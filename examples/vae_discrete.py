@@ -11,7 +11,9 @@ the model left as it is:
               relaxed gradient backward; biased)
 - reinforce:  provi.estimators.Reinforce()                       (score function, unbiased)
 - vimco:      provi.VIMCO(k=8, plate="data") with Reinforce      (multi-sample score function, per image)
-- enumerate:  provi.estimators.Enumerate()                       (exact sum over the 10 classes)
+- enumerate:  provi.estimators.Enumerate()                       (exact sum over the 10 classes;
+              10 evaluations of the minibatch's objective per image, so its cost grows with the
+              square of the batch: --quick uses batches of 32 instead of 128)
 - joint:      continuous and discrete latents together, c enumerated, z reparameterised
 
 Held-out log-likelihood: exact for the discrete model (a sum over the 10 classes), importance
@@ -107,7 +109,8 @@ def main():
             continue
         model, guide = discrete_vae(dz=dz, seed=args.seed)
         try:
-            res, secs = train(model, guide, x_train, objective, steps, batch=128, lr=1e-3, seed=args.seed, estimators=estimators)
+            res, secs = train(model, guide, x_train, objective, steps, batch=32 if args.quick else 128, lr=1e-3, seed=args.seed,
+                              estimators=estimators)
         except provi.errors.EstimatorError as exc:
             results[f"{method}_unsupported"] = str(exc)
             continue

@@ -4,9 +4,11 @@ marginal likelihood, skewed with heavy right tails), a Poisson regression on a l
 latent values centred: a funnel), a sparse regression with a horseshoe prior (funnels in every
 coefficient), a small Bayesian neural network (46 weights: many modes, related by symmetry
 and not) and a two-state hidden Markov model of a three-level series (NumPyro `scan` with the
-states enumerated: a main mode, its label-switched copy and a minor mode 22 nats below).
-`tests/test_auto_hard.py` holds guide="auto" to NUTS reference moments of all but the network
-(`tests/data/*_reference.json`, made by `python tests/data/make_references.py`);
+states enumerated: a main mode, its label-switched copy and a minor mode 22 nats below), and a
+Lotka-Volterra model solved by diffrax (an optional dependency; its solver differentiates in
+reverse mode only). `tests/test_auto_hard.py` and `tests/integration/test_model_coverage.py` hold
+guide="auto" to NUTS reference moments of all but the network (`tests/data/*_reference.json`,
+made by `python tests/data/make_references.py`);
 `benchmarks/posteriordb.py` runs them side by side with other methods."""
 
 import jax
@@ -215,3 +217,34 @@ def hmm_marginal(y):
     emit = dist.Normal(locs, scale).log_prob(jnp.asarray(y)[:, None])
     alpha = jax.lax.scan(lambda a, e: (jax.nn.logsumexp(a[:, None] + jnp.log(trans), 0) + e, None), jnp.log(0.5) + emit[0], emit[1:])[0]
     numpyro.factor("y", jax.nn.logsumexp(alpha))
+
+
+LV_TIMES = np.linspace(0.0, 4.0, 9).astype(np.float32)
+
+
+def lotka_volterra_solve(rates):
+    """Prey and predator densities (9, 2) at `LV_TIMES` from (1, 0.5), with prey growth rate a and
+    predator efficiency b (`rates` = (a, b)): d prey = a prey - prey pred, d pred = b prey pred - pred,
+    solved by diffrax's Tsit5 (step 0.05; differentiable in reverse mode only)."""
+    import diffrax
+
+    def vector_field(time, u, args):
+        a, b = args
+        prey, pred = u
+        return jnp.stack([a * prey - prey * pred, b * prey * pred - pred])
+
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(vector_field), diffrax.Tsit5(), t0=0.0, t1=4.0, dt0=0.05,
+                              y0=jnp.array([1.0, 0.5]), args=rates, saveat=diffrax.SaveAt(ts=jnp.asarray(LV_TIMES)))
+    return sol.ys
+
+
+def lotka_volterra_data(seed: int = 0) -> np.ndarray:
+    """Densities (9, 2) from rates (1.0, 0.8) with 10% log-normal noise."""
+    clean = np.log(np.asarray(lotka_volterra_solve((1.0, 0.8))))
+    return np.exp(clean + 0.1 * np.random.default_rng(seed).normal(size=clean.shape)).astype(np.float32)
+
+
+def lotka_volterra(y=None):
+    a = numpyro.sample("a", dist.LogNormal(0.0, 0.5))
+    b = numpyro.sample("b", dist.LogNormal(0.0, 0.5))
+    numpyro.sample("y", dist.LogNormal(jnp.log(lotka_volterra_solve((a, b))), 0.1).to_event(2), obs=y)
