@@ -92,7 +92,9 @@ class BoundGuide:
     loss, e.g. when drawing results); `step` the number of steps taken so far (None where no
     loop runs); `carried` the objective's running state after the previous step (`{}` at the
     first, None where the objective declares none) and `carried_out` where
-    `provi.running_average` leaves this step's."""
+    `provi.running_average` leaves this step's; `declared` the per-element terms the objective
+    declared (`provi.particle_mean(plate=...)`), which let `Enumerate` re-run it once per support
+    value instead of once per value and element (`provi.estimators.surrogate.localise`)."""
 
     program: AbstractGuide
     params: Any
@@ -106,6 +108,7 @@ class BoundGuide:
     step: Any = None  # the fit's step counter (a traced int32), where the loss knows it
     carried: Any = None
     carried_out: dict = dataclasses.field(default_factory=dict)
+    declared: list = dataclasses.field(default_factory=list)  # [(plate, values, terms (n, B))] of `particle_mean(plate=)`
 
     def current_params(self):
         return jax.lax.stop_gradient(self.params) if self.detached else self.params

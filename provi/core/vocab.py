@@ -256,6 +256,7 @@ def particle_mean(guide: BoundGuide, terms: jax.Array, *, values: dict | None = 
     rest = jnp.zeros(terms.shape[:1], terms.dtype) if rest is None else jnp.asarray(rest)
     whole = jnp.sum(terms, -1) + rest
     declared = jnp.mean(whole)
+    guide.declared[:] = [(plate, values, terms)]
     for i, term in enumerate(list(guide.ledger)):
         if jnp.shape(term.score) != whole.shape:
             continue
@@ -265,6 +266,11 @@ def particle_mean(guide: BoundGuide, terms: jax.Array, *, values: dict | None = 
         else:
             guide.ledger[i] = dataclasses.replace(term, signal=(whole, declared))
     return declared
+
+
+def in_plate(guide: BoundGuide, values: dict, name: str, plate: str) -> bool:
+    """Whether guide site `name` lies in plate `plate` (one log density term per element)."""
+    return _element_score(guide, values, name, plate) is not None
 
 
 def _element_score(guide: BoundGuide, values: dict, name: str, plate: str):

@@ -10,10 +10,11 @@ from provi.core.bound import BoundGuide, BoundModel, KeyStream
 from provi.core.local import LocalMoments
 from provi.core.objective import Objective
 from provi.core.plates import SUBSAMPLE_TAG, SharedSubsample
+from provi.core.vocab import in_plate
 from provi.core.program import AbstractGuide, AbstractModel
 from provi.engine.layout import join_data
 from provi.estimators.branch import BranchState
-from provi.estimators.surrogate import combine
+from provi.estimators.surrogate import combine, localise
 
 __all__ = ["make_loss"]
 
@@ -42,16 +43,19 @@ def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, 
         # one set of plate indices per step; LocalReparam sites' moments for the model's dense layers
         with SharedSubsample(key=jax.random.fold_in(keys.root, SUBSAMPLE_TAG)), LocalMoments(guide.local_moments(params["guide"], consts)):
             value = objective.value(bound_model, bound_guide)
-        return value, bound_guide.ledger, bound_guide.carried_out
+        return value, bound_guide
 
     def loss(params, consts, key, data, step=None):
         state = BranchState()
-        value, ledger, carried = run(params, consts, key, data, state, step)
+        value, bound = run(params, consts, key, data, state, step)
+        state.requests[:] = localise(state.requests, bound.declared, lambda site, plate, values: in_plate(bound, values, site, plate))
 
         def rerun(override):
-            return run(params, consts, key, data, BranchState(override=override, collect=False), step)[0]
+            v, b = run(params, consts, key, data, BranchState(override=override, collect=False), step)
+            return v, (b.declared[-1][2] if b.declared else None)
 
-        surr = combine(value, ledger, state, rerun, params.get("estimators", {}))
+        surr = combine(value, bound.ledger, state, rerun, params.get("estimators", {}))
+        carried = bound.carried_out
         return -surr, ((value, carried) if with_carried else value)
 
     return loss

@@ -40,8 +40,10 @@ class Override(NamedTuple):
 class Request(NamedTuple):
     """Branches to evaluate for one site of one `sim` call (leading axis B on array fields).
 
-    `kind` is "weights" (Enumerate, MVD: `weights` carry the gradient) or "loo" (a leave-one-out
-    baseline for the score term `term`)."""
+    `kind` is "weights" (Enumerate, MVD: `weights` carry the gradient), "loo" (a leave-one-out
+    baseline for the score term `term`) or "local" (Enumerate in a plate whose per-element terms
+    the objective declared: each branch sets every coordinate to one support value, and `weights`
+    (B, coordinates) meet the per-element terms, times `norm`). `size`: coordinates per particle."""
 
     call: int
     site: str
@@ -52,6 +54,8 @@ class Request(NamedTuple):
     values: Any
     weights: Any
     term: Any  # the ScoreTerm of a "loo" request
+    size: int = 0
+    norm: Any = 1.0
 
 
 @dataclasses.dataclass

@@ -11,6 +11,8 @@ requests in the `BranchState` (see `provi.estimators.branch`).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from numpyro.primitives import Messenger
@@ -39,13 +41,14 @@ def patch(value, particle, override, size: int = 1):
 class SiteHook(Messenger):
     """Rewrite each latent guide site's value by its estimator; record what objectives need."""
 
-    def __init__(self, estimators: dict, particle, override=None, branches: bool = True):
+    def __init__(self, estimators: dict, particle, override=None, branches: bool = True, sizes: dict | None = None):
         super().__init__()
         self.estimators = estimators
         self.particle = particle
         self.override = override
         self.want_branches = branches
         self.records: dict = {}
+        self.sizes = {} if sizes is None else sizes  # coordinates per draw of each branching site
 
     def postprocess_message(self, msg):
         name = msg["name"]
@@ -62,6 +65,8 @@ class SiteHook(Messenger):
         if est.score_function:
             score = site_log_prob(msg, value, scaled=False)
         branches = est.branches(msg["fn"], value, key) if est.branching and self.want_branches else None
+        if branches is not None:
+            self.sizes[name] = math.prod(jnp.shape(value)) // event_size(msg["fn"])
         needs = self.want_branches and est.baseline is not None and est.baseline.needs_features
         self.records[name] = (value, lq, score, branches, site_features(msg["fn"]) if needs else None)
         msg["value"] = value
@@ -73,9 +78,10 @@ def draw_sites(trace_fn, sites, estimators, key, n, ledger, state: BranchState |
     call = state.next_call() if state is not None else 0
     override = state.override if state is not None and state.override is not None and state.override.call == call else None
     collect = state is not None and state.collect
+    sizes: dict = {}
 
     def one(k, i):
-        hook = SiteHook(estimators, i, override, branches=collect)
+        hook = SiteHook(estimators, i, override, branches=collect, sizes=sizes)
         with hook:
             trace_fn(k)
         z, log_q, scores, branches, features = {}, 0.0, {}, {}, {}
@@ -104,6 +110,6 @@ def draw_sites(trace_fn, sites, estimators, key, n, ledger, state: BranchState |
         particle = jnp.repeat(jnp.arange(n), r)
         flat = lambda x: x.reshape((n * r,) + x.shape[2:])  # noqa: E731
         state.requests.append(
-            Request(call, name, estimators[name], "weights", particle, flat(coords), flat(values), flat(weights), None)
+            Request(call, name, estimators[name], "weights", particle, flat(coords), flat(values), flat(weights), None, sizes[name])
         )
     return z, log_q

@@ -14,10 +14,11 @@ import jax
 import jax.numpy as jnp
 
 from provi.core.program import AbstractGuide
-from provi.estimators.branch import BranchState, Override
+from provi.estimators.branch import BranchState, Override, Request
+from provi.estimators.enumerate import Enumerate
 from provi.estimators.score import Learned, LeaveOneOut, RunningAverage
 
-__all__ = ["surrogate", "combine", "init_states", "update_state"]
+__all__ = ["surrogate", "combine", "localise", "init_states", "update_state"]
 
 sg = jax.lax.stop_gradient
 
@@ -46,9 +47,39 @@ def surrogate(value: jax.Array, ledger: list, baselines: dict | None = None) -> 
     return out
 
 
+def localise(requests: list, declared: list, in_plate: Callable) -> list:
+    """`requests` with those of `Enumerate` sites in the plate of the objective's declared
+    per-element terms (`declared`: [(plate, values, terms (n, B))], `provi.particle_mean`) made
+    "local": K branches per particle, each setting all B coordinates to one support value, in
+    place of B x K that each set one. `in_plate(site, plate, values)` says whether a site lies in
+    the plate; a site with other than one coordinate per element keeps its requests.
+
+    Exact, not only in expectation: coordinate b's enumerated gradient is
+    sum_k grad q_b(k) F(c_b = k, c_-b), and with the plate's elements conditionally independent
+    (as `particle_mean(plate=)` assumes) F(c_b = k, c_-b) is element b's term at k plus terms that
+    do not depend on c_b, whose sum against sum_k grad q_b(k) = 0 vanishes."""
+    if not declared:
+        return requests
+    plate, values, terms = declared[-1]
+    n, b = terms.shape
+    out = []
+    for r in requests:
+        if r.kind != "weights" or not isinstance(r.estimator, Enumerate) or r.size != b or not in_plate(r.site, plate, values):
+            out.append(r)
+            continue
+        k = r.values.shape[0] // (n * b)  # branches are ordered (particle, coordinate, support value)
+        shape = r.values.shape[1:]
+        vals = r.values.reshape((n, b, k) + shape)[:, 0].reshape((n * k,) + shape)
+        weights = jnp.swapaxes(r.weights.reshape(n, b, k), 1, 2).reshape(n * k, b)
+        out.append(Request(r.call, r.site, r.estimator, "local", jnp.repeat(jnp.arange(n), k), jnp.full((n * k,), -1), vals,
+                           weights, None, b, 1.0 / n))
+    return out
+
+
 def combine(value, ledger: list, state: BranchState, rerun: Callable, est_params: dict) -> jax.Array:
     """The surrogate of one objective evaluation: `value` plus the score terms of `ledger`, the
-    requests' branch terms (`rerun(override) -> objective value`) and baseline regressions.
+    requests' branch terms (`rerun(override) -> (objective value, declared per-element terms or
+    None)`) and baseline regressions.
 
     A term with declared per-particle terms f (`provi.particle_mean`) gets the learning signal
     (value - declared) + (f_i - b_i) / n, b_i its baseline for f_i (leave-one-out: the other
@@ -59,7 +90,11 @@ def combine(value, ledger: list, state: BranchState, rerun: Callable, est_params
     for r in state.requests:
         if r.kind == "loo" and (id(r.term) not in position or r.term.signal is not None):
             continue  # claimed by the objective (e.g. VIMCO), or computed from the signals below
-        f = jax.vmap(lambda p, c, v, r=r: sg(rerun(Override(r.call, r.site, p, c, v))))(r.particle, r.coord, r.values)
+        if r.kind == "local":  # element b's term at each branch: (branches, B)
+            f = jax.vmap(lambda p, v, r=r: sg(rerun(Override(r.call, r.site, p, -1, v))[1][p]))(r.particle, r.values)
+            extra = extra + r.norm * jnp.sum((r.weights - sg(r.weights)) * f)
+            continue
+        f = jax.vmap(lambda p, c, v, r=r: sg(rerun(Override(r.call, r.site, p, c, v))[0]))(r.particle, r.coord, r.values)
         if r.kind == "weights":
             extra = extra + jnp.sum((r.weights - sg(r.weights)) * f)
         else:

@@ -19,7 +19,9 @@ def ELBO(model, guide, *args, num_particles: int = 1, analytic_kl: bool = False,
     element's draw against that element's terms (plus the terms outside the plate) instead of the
     whole particle's: the same value and expected gradient, with far less variance when the plate
     is large (as NumPyro's and Pyro's TraceGraph_ELBO do). Sites with a `RunningAverage` or
-    `Learned` baseline keep the particle's whole term.
+    `Learned` baseline keep the particle's whole term. `Enumerate` sites inside it (one coordinate
+    per element) re-run the objective once per support value instead of once per value and
+    element, with the same gradient (`provi.estimators.surrogate.localise`).
     """
     z, log_q = sim(guide, *args, n=num_particles)
     log_w = density(model, z, *args) - log_q
