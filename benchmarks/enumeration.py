@@ -60,32 +60,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import paired_ratio, steady_state, timed  # noqa: E402
 
 import provi  # noqa: E402
+from provi.examples.enumerated import annotation as annotate, mixture  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PYRO, PYRO_JIT = "pyro_TraceEnum_AutoNormal", "pyro_JitTraceEnum_AutoNormal"
 # the fixed parameters of the HMM's log-joint check
 CHECK_TRANS = (np.full((4, 4), 0.1 / 3) + (0.9 - 0.1 / 3) * np.eye(4)).astype(np.float32)
 CHECK_MEANS = np.arange(4.0, dtype=np.float32)
-
-
-def mixture(x):
-    w = numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
-    mu = numpyro.sample("mu", dist.Normal(jnp.array([-4.0, 0.0, 4.0]), 1.0).to_event(1))
-    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
-    with numpyro.plate("n", x.shape[0]):
-        z = numpyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
-        numpyro.sample("x", dist.Normal(mu[z], sigma), obs=x)
-
-
-def annotate(labels):
-    pi = numpyro.sample("pi", dist.Dirichlet(jnp.ones(3)))
-    with numpyro.plate("annotator", labels.shape[1], dim=-2):
-        with numpyro.plate("class", 3, dim=-1):
-            beta = numpyro.sample("beta", dist.Dirichlet(jnp.ones(3) + 4.0 * jnp.eye(3)))
-    with numpyro.plate("item", labels.shape[0], dim=-2):
-        c = numpyro.sample("c", dist.Categorical(pi), infer={"enumerate": "parallel"})
-        with numpyro.plate("position", labels.shape[1], dim=-1):
-            numpyro.sample("y", dist.Categorical(beta[jnp.arange(labels.shape[1]), c]), obs=labels)
 
 
 def hmm(obs):

@@ -1,7 +1,7 @@
 """Reference posterior moments of the models in provi/examples/hard.py (the horseshoe in its
 non-centred form and the HMM with its states summed out by a hand-written forward algorithm: the
 same posteriors; the Lotka-Volterra model needs diffrax), and of the enumerated mixture and
-Dawid-Skene models of tests/enumerated_models.py, by NUTS (4 chains of 5,000 draws after 2,000
+Dawid-Skene models of provi/examples/enumerated.py, by NUTS (4 chains of 5,000 draws after 2,000
 warm-up steps, target acceptance 0.99, float64), written as <name>_reference.json next to this
 script: `python tests/data/make_references.py [NAME ...]` (all of them by default)."""
 
@@ -16,8 +16,7 @@ import numpy as np  # noqa: E402
 from numpyro.diagnostics import summary  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from enumerated_models import annotation, annotation_data, mixture, mixture_data  # noqa: E402
+from provi.examples.enumerated import annotation, annotation_data, mixture, mixture_data  # noqa: E402
 from provi.examples.hard import (gp_data, gp_hyper, gp_poisson, gp_poisson_data, hmm_data, hmm_marginal, holt_winters,  # noqa: E402
                                  horseshoe_data, horseshoe_noncentered, lotka_volterra, lotka_volterra_data, series)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import provi
-from enumerated_models import annotation, annotation_data, mixture, mixture_data
+from provi.examples.enumerated import annotation, annotation_data, mixture, mixture_data
 
 DATA = Path(__file__).parents[1] / "data"
 

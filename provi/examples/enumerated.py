@@ -1,5 +1,8 @@
-"""Models with enumerated discrete sites and their data, shared by tests/integration/test_enumerated_fits.py
-and tests/data/make_references.py (which writes their NUTS reference moments)."""
+"""Models with discrete sites enumerated in the model, and their data: a 3-component Gaussian
+mixture and a Dawid-Skene annotation model. `tests/integration/test_enumerated_fits.py` holds
+provi's fits to NUTS reference moments (`tests/data/*_reference.json`, made by
+`python tests/data/make_references.py`); `benchmarks/enumeration.py` times them against NumPyro
+and Pyro."""
 
 import jax.numpy as jnp
 import numpy as np
