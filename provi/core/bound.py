@@ -108,7 +108,7 @@ class BoundGuide:
     step: Any = None  # the fit's step counter (a traced int32), where the loss knows it
     carried: Any = None
     carried_out: dict = dataclasses.field(default_factory=dict)
-    declared: list = dataclasses.field(default_factory=list)  # [(plate, values, terms (n, B))] of `particle_mean(plate=)`
+    declared: list = dataclasses.field(default_factory=list)  # [(plate, values, terms (n, B), mean)] of `particle_mean(plate=)`
 
     def current_params(self):
         return jax.lax.stop_gradient(self.params) if self.detached else self.params

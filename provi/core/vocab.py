@@ -256,7 +256,7 @@ def particle_mean(guide: BoundGuide, terms: jax.Array, *, values: dict | None = 
     rest = jnp.zeros(terms.shape[:1], terms.dtype) if rest is None else jnp.asarray(rest)
     whole = jnp.sum(terms, -1) + rest
     declared = jnp.mean(whole)
-    guide.declared[:] = [(plate, values, terms)]
+    guide.declared[:] = [(plate, values, terms, declared)]
     for i, term in enumerate(list(guide.ledger)):
         if jnp.shape(term.score) != whole.shape:
             continue

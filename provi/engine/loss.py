@@ -48,7 +48,9 @@ def make_loss(model: AbstractModel, guide: AbstractGuide, objective: Objective, 
     def loss(params, consts, key, data, step=None):
         state = BranchState()
         value, bound = run(params, consts, key, data, state, step)
-        state.requests[:] = localise(state.requests, bound.declared, lambda site, plate, values: in_plate(bound, values, site, plate))
+        # per-element terms count where the objective drew once and returned their declared mean (ELBO(plate=...))
+        declared = bound.declared if state.calls == 1 and bound.declared and bound.declared[-1][3] is value else []
+        state.requests[:] = localise(state.requests, declared, lambda site, plate, values: in_plate(bound, values, site, plate))
 
         def rerun(override):
             v, b = run(params, consts, key, data, BranchState(override=override, collect=False), step)

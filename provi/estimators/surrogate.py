@@ -49,7 +49,7 @@ def surrogate(value: jax.Array, ledger: list, baselines: dict | None = None) -> 
 
 def localise(requests: list, declared: list, in_plate: Callable) -> list:
     """`requests` with those of `Enumerate` sites in the plate of the objective's declared
-    per-element terms (`declared`: [(plate, values, terms (n, B))], `provi.particle_mean`) made
+    per-element terms (`declared`: [(plate, values, terms (n, B), mean)], `provi.particle_mean`) made
     "local": K branches per particle, each setting all B coordinates to one support value, in
     place of B x K that each set one. `in_plate(site, plate, values)` says whether a site lies in
     the plate; a site with other than one coordinate per element keeps its requests.
@@ -60,7 +60,7 @@ def localise(requests: list, declared: list, in_plate: Callable) -> list:
     do not depend on c_b, whose sum against sum_k grad q_b(k) = 0 vanishes."""
     if not declared:
         return requests
-    plate, values, terms = declared[-1]
+    plate, values, terms, _ = declared[-1]
     n, b = terms.shape
     out = []
     for r in requests:
