@@ -22,7 +22,7 @@ def model():
     numpyro.sample("x", dist.MultivariateNormal(jnp.array([3.0, -1.0]), jnp.asarray(COV)))
 
 
-def _programs(guide):
+def _programs(guide, model=model):
     info = inspect_model(model, (), {})
     data, layout = split_data((), {})
     mp = ModelProgram(model, info)
@@ -77,13 +77,9 @@ def _marked_model(likelihood):
 
 
 def _start(likelihood, guide):
-    model = lambda: _marked_model(likelihood)  # noqa: E731
-    info = inspect_model(model, (), {})
-    assert [s.start for s in info.latents] == [None, "standard"]
-    data, layout = split_data((), {})
-    gp = make_guide(guide, info, (), {}, jax.random.PRNGKey(0), None)
-    params, consts, _, notes = initialise_family(gp, ModelProgram(model, info), {}, data, layout, jax.random.PRNGKey(0), "map",
-                                                 optax.adam(1e-2))
+    mp, gp, data, layout = _programs(guide, lambda: _marked_model(likelihood))
+    assert [s.start for s in mp.info.latents] == [None, "standard"]
+    params, consts, _, notes = initialise_family(gp, mp, {}, data, layout, jax.random.PRNGKey(0), "map", optax.adam(1e-2))
     assert notes == []
     return gp.moments(params, consts)
 

@@ -225,8 +225,8 @@ def _plate_guide(x):
 def test_enumerate_in_a_declared_plate_runs_once_per_value_with_the_same_gradient(particles):
     """With ELBO(plate="data") the objective declares its per-element terms, and Enumerate re-runs
     it once per support value (every element set to it) instead of once per value and element: the
-    gradient is the same to float precision (the others' terms cancel exactly), and it is not
-    the plain gradient of the value (the sites' draws carry the score part)."""
+    gradient is the same to float precision (the others' terms cancel exactly), and the enumerated
+    gradient of c reaches the encoder's parameter `a`."""
     x = jnp.array([-2.1, 0.3, 1.8, -0.4, 2.5])
     grads = {}
     for name, objective in (("each", provi.ELBO(num_particles=particles)), ("local", provi.ELBO(num_particles=particles, plate="data"))):
