@@ -19,16 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import Predictive
 
-from provi.core.bound import KeyStream
 from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
 from provi.core.prior import GaussianPrior
 from provi.core.space import LatentSpace
-from provi.core.trace import OwnInfer, Unobserved, constrain_params, run
-from provi.defaults import DETERMINISTIC_BLOCK, DRAW_BLOCK, KHAT_DRAWS, LOG_WEIGHT_BLOCK, PSIS_MIN_DRAWS
+from provi.core.trace import OwnInfer, Unobserved, constrain_params
+from provi.defaults import DETERMINISTIC_BLOCK, DRAW_BLOCK, KHAT_DRAWS, PSIS_MIN_DRAWS
 from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, particle_diagnostics,
                                posterior_collapse, psis, weighted_moments)
-from provi.engine.layout import join_data
+from provi.engine import draws as compiled
 from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState
 from provi.errors import ModelError
@@ -40,12 +39,6 @@ __all__ = ["FitResult", "FORMAT"]
 # provi-fit/2: Gaussian scales are stored as logarithms (provi-fit/1 stored softplus inverses, which
 # would load into the same names with another meaning, so version 1 files are refused).
 FORMAT = "provi-fit/2"
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 6))
-def _draw(guide, params, consts, n, key, data, layout):
-    args, kwargs = join_data(data, layout)
-    return guide.sim(params, consts, key, n, args, kwargs, [])
 
 
 def _flat_names(name: str, shape: tuple) -> list[str]:
@@ -157,10 +150,10 @@ class FitResult:
 
     def _blocks(self, n: int, seed, each) -> tuple[dict, jax.Array]:
         n, key = int(n), self._key(seed)
-        draw = lambda i, size, k: each(i, *_draw(self.whole[1], self.params["guide"], self.consts, size, k, self.data, self.layout))  # noqa: E731
+        block = lambda i, size, k: each(i, *compiled.draw(self.whole[1], self.params["guide"], self.consts, size, k, self.data, self.layout))  # noqa: E731
         if n <= DRAW_BLOCK:
-            return draw(0, n, key)
-        parts = [draw(i, DRAW_BLOCK, key if i == 0 else jax.random.fold_in(key, i)) for i in range(-(-n // DRAW_BLOCK))]
+            return block(0, n, key)
+        parts = [block(i, DRAW_BLOCK, key if i == 0 else jax.random.fold_in(key, i)) for i in range(-(-n // DRAW_BLOCK))]
         return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parts)
 
     def sample(self, n: int = 1000, seed: int | None = None, correct: str | None = None) -> dict[str, np.ndarray]:
@@ -219,7 +212,7 @@ class FitResult:
             n = len(next(iter(z.values())))
             size = min(n, DETERMINISTIC_BLOCK)  # whole blocks of one shape (the last padded): one program for any n
             padded = {k: np.concatenate([v, v[:(-n) % size]]) for k, v in z.items()}
-            parts = [_deterministic(self.whole[0], names, self.model_params(), {k: v[i:i + size] for k, v in padded.items()},
+            parts = [compiled.deterministic(self.whole[0], names, self.model_params(), {k: v[i:i + size] for k, v in padded.items()},
                                     self.data, self.layout) for i in range(0, n, size)]
             out.update({k: np.concatenate([np.asarray(p[k]) for p in parts])[:n] for k in names})
         return out
@@ -310,7 +303,7 @@ class FitResult:
 
     def log_weights(self, z: dict, log_q) -> jax.Array:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
-        return _log_weights(self.whole[0], self.params["model"], z, log_q, self.data, self.layout)
+        return compiled.log_weights(self.whole[0], self.params["model"], z, log_q, self.data, self.layout)
 
     def diagnostics(self, n: int | None = None, seed: int | None = None) -> Diagnostics:
         """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence
@@ -418,31 +411,6 @@ class FitResult:
             return float("nan")
         k = max(1, len(self.losses) // 10)
         return float(np.mean(self.losses[-k:]))
-
-
-def _draws_per_block(n: int, data) -> int:
-    """Draws per block of a per-draw model evaluation: about `LOG_WEIGHT_BLOCK` data elements in all (S x N at once else)."""
-    size = sum(int(np.size(x)) for x in jax.tree.leaves(data))
-    return max(1, min(int(n), LOG_WEIGHT_BLOCK // max(size, 1)))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _log_weights(model, model_params, z, log_q, data, layout):
-    """log p(x, z) - log q(z), in blocks of draws (`_draws_per_block`)."""
-    args, kwargs = join_data(data, layout)
-    one = lambda v: model.log_density(model_params, v, args, kwargs, KeyStream(jax.random.PRNGKey(0)))  # noqa: E731
-    return jax.lax.map(one, z, batch_size=_draws_per_block(log_q.shape[0], data)) - log_q
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 5))
-def _deterministic(model, names, model_params, z, data, layout):
-    """The model's deterministic sites `names` at each draw of `z`, in blocks as `_log_weights`."""
-    args, kwargs = join_data(data, layout)
-
-    def one(v):  # one run of the model per draw, every site read off its trace
-        tr = run(model.model, jax.random.PRNGKey(0), args, kwargs, {**model_params, **v})
-        return {k: tr[k]["value"] for k in names}
-    return jax.lax.map(one, z, batch_size=_draws_per_block(len(next(iter(z.values()))), data))
 
 
 def _fitted_space(guide, info) -> LatentSpace:

@@ -60,7 +60,7 @@ def test_log_weights_in_blocks_match_the_density_draw_by_draw(monkeypatch):
     rng = np.random.default_rng(1)
     X, y = jnp.asarray(rng.normal(size=(50, 3)), jnp.float32), jnp.asarray(rng.normal(size=50), jnp.float32)
     res = provi.fit(regression, X, y, guide="fullrank", steps=200, progress=False)
-    monkeypatch.setattr(provi.result, "LOG_WEIGHT_BLOCK", 3 * 200)  # 3 draws per block: 7 = 3 + 3 + 1
+    monkeypatch.setattr(provi.engine.draws, "LOG_WEIGHT_BLOCK", 3 * 200)  # 3 draws per block: 7 = 3 + 3 + 1
     z, log_q = res.draws(7, seed=2)
     lw = np.asarray(dataclasses.replace(res).log_weights(z, log_q))
     exact = [float(log_density(regression, (X, y), {}, {"beta": b})[0]) for b in np.asarray(z["beta"])]
