@@ -71,6 +71,8 @@ def test_eight_schools_default_is_quick_and_accurate():
     res = provi.fit(noncentered, Y, SIGMA, progress=False)
     assert res.stop.reason in ("converged", "steps")
     assert np.isfinite(res.auto["khat"]) and res.auto["khat"] < 0.7
+    # usable, and its importance-weighted draws ask for no heavier tails: no Student-t fitted (provi.auto.tails)
+    assert isinstance(res.guide.family, FullRank) and "no Student-t fit" in res.auto["tried"][-1], res.auto["tried"]
     d = res.diagnostics()  # the draws auto judged: the report and the notes give the same k-hat
     assert d.khat == pytest.approx(res.auto["khat"], rel=1e-6)
     assert f"k-hat {res.auto['khat']:.2f}" in res.stop.notes[-1]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from provi.auto.modes import gaussian_u, several_modes
+from provi.auto.tails import radial_distances, tail_df
 from provi.core.reparam import decentrable_sites, decentre
 from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_FIRST_DRAWS, KHAT_GOOD, KHAT_OK
 from provi.diagnostics import khat_se, khat_usable, khat_verdict, psis
@@ -50,6 +51,12 @@ def fit_auto(fit_family, *, steps, seed, objective, optimizer):
         for make in (_fit_student, _fit_flow):
             if not _not_close(k_best):
                 break
+            if make is _fit_student and khat_usable(k_best, khat_se(k_best, best.auto["khat_draws"])):
+                df = tail_df(*radial_distances(gauss, gauss.auto["khat_draws"], seed), dim)
+                if df >= DF_START:  # usable, and the posterior's tails are no heavier than the Gaussian's: settle
+                    tried.append(f"a Student-t's tails on the Gaussian's importance-weighted draws (df {df:.0f} >= {DF_START:.0f}: "
+                                 "no heavier than the Gaussian's, so no Student-t fit)")
+                    break
             res, label = make(gauss, fit_family, objective, optimizer, steps, seed)
             if res is None:
                 continue
