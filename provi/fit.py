@@ -20,7 +20,6 @@ import optax
 from provi import defaults
 from provi.auto import fit_auto
 from provi.core.objective import Objective
-from provi.diagnostics import preload_arviz
 from provi.engine import checkpoint as ckpt_io
 from provi.engine.compile import cached, enable_compilation_cache
 from provi.engine.data import Feeder
@@ -97,8 +96,6 @@ def fit(
         objective = check_objective(objective, guide)
     elif objective is not None:
         check_objective(objective)
-    if auto:
-        preload_arviz()  # the PSIS check at the end needs ArviZ: import it while the fit compiles
     mesh = make_mesh(devices)
     feeder, n_batch = None, 0
     if batches is not None:

@@ -35,7 +35,8 @@ from provi.diagnostics import psis
 __all__ = ["radial_distances", "tail_df", "DF_GRID"]
 
 DF_GRID = np.geomspace(1.0, 1000.0, 31)  # the degrees of freedom `tail_df` compares (and infinity)
-SCALE_ITERATIONS = 60  # EM iterations for the Student-t's scale at each df
+SCALE_ITERATIONS = 60  # at most this many EM iterations for the Student-t's scale at each df
+SCALE_TOLERANCE = 1e-6  # EM stops when no scale changes by more than this fraction
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -67,7 +68,9 @@ def tail_df(r: np.ndarray, log_w: np.ndarray, dim: int) -> float:
     nu = DF_GRID[:, None]
     scale = np.full_like(nu, s)
     for _ in range(SCALE_ITERATIONS):  # EM for the Student-t's scale, every df at once
-        scale = (nu + d) / d * np.sum(w * r / (nu + r / scale), axis=1, keepdims=True)
+        scale, previous = (nu + d) / d * np.sum(w * r / (nu + r / scale), axis=1, keepdims=True), scale
+        if np.max(np.abs(scale / previous - 1.0)) < SCALE_TOLERANCE:
+            break
     ll = np.sum(w * (gammaln((nu + d) / 2) - gammaln(nu / 2) - 0.5 * d * np.log(nu * np.pi * scale)
                      - 0.5 * (nu + d) * np.log1p(r / (nu * scale))), axis=1)
     i = int(np.argmax(ll))

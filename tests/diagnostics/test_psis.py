@@ -1,5 +1,7 @@
 """PSIS-corrected answers: weighted moments against exact oracles, resampling, verdicts in words."""
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -124,3 +126,35 @@ def test_khat_standard_error_matches_its_spread_over_draw_sets():
     assert abs(np.mean(ks) - 0.6) < 3 * spread / np.sqrt(40) + 0.02, np.mean(ks)
     assert abs(khat_se(0.6, 20_000) / spread - 1) < 0.3, (khat_se(0.6, 20_000), spread)
     assert khat_usable(0.5, 0.08) and not khat_usable(0.65, 0.08) and not khat_usable(0.7, 0.0) and not khat_usable(np.nan)
+
+
+@pytest.mark.parametrize("size", [5, 100, 4_000, 20_000])
+@pytest.mark.parametrize("tail", ["pareto 0.6", "pareto 1.5", "normal", "bounded"])
+def test_psis_equals_arviz_psislw(size, tail):
+    """provi's PSIS (NumPy, so that a fit never waits for ArviZ's import) gives ArviZ's `psislw`
+    smoothed log weights and k-hat to 1e-10, zero weights (-inf) included."""
+    import arviz as az
+
+    rng = np.random.default_rng(size)
+    lw = {"pareto 0.6": lambda: np.log(rng.pareto(1 / 0.6, size) + 1.0), "pareto 1.5": lambda: np.log(rng.pareto(1 / 1.5, size) + 1.0),
+          "normal": lambda: 3.0 * rng.normal(size=size), "bounded": lambda: -rng.exponential(size=size)}[tail]()
+    lw[: size // 50] = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected, k_expected = az.psislw(lw.copy(), reff=1.0)
+    got, k = psis(lw)
+    expected = np.asarray(expected)
+    assert np.array_equal(np.isfinite(got), np.isfinite(expected))
+    np.testing.assert_allclose(got[np.isfinite(got)], expected[np.isfinite(expected)], rtol=0, atol=1e-10)
+    assert k == pytest.approx(float(k_expected), abs=1e-10) if np.isfinite(k) else not np.isfinite(float(k_expected))
+
+
+def test_psis_of_a_flat_tail_is_finite_and_silent():
+    """Tail weights equal to float precision (ArviZ's psislw gives NaN weights there): finite,
+    normalised weights, no warning."""
+    lw = np.r_[np.zeros(990), np.full(10, 1e-300)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, k = psis(lw)
+    assert np.all(np.isfinite(got)) and np.isfinite(k) and k < 0.5
+    assert np.logaddexp.reduce(got) == pytest.approx(0.0, abs=1e-12)
