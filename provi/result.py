@@ -148,13 +148,13 @@ class FitResult:
         params, consts, log_w = self._log_w_memo.get((int(n), self._seed(seed)), (None, None, None))
         return log_w if params is self.params and consts is self.consts else None
 
-    def _blocks(self, n: int, seed, each) -> tuple[dict, jax.Array]:
+    def _blocks(self, n: int, seed, each) -> tuple[dict, np.ndarray | jax.Array]:
         n, key = int(n), self._key(seed)
-        block = lambda i, size, k: each(i, *compiled.draw(self.whole[1], self.params["guide"], self.consts, size, k, self.data, self.layout))  # noqa: E731
+        block = lambda i, size: each(i, *compiled.draw(self.whole[1], self.params["guide"], self.consts, size, key, np.int32(i), self.data, self.layout))  # noqa: E731
         if n <= DRAW_BLOCK:
-            return block(0, n, key)
-        parts = [block(i, DRAW_BLOCK, key if i == 0 else jax.random.fold_in(key, i)) for i in range(-(-n // DRAW_BLOCK))]
-        return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *parts)
+            return block(0, n)
+        parts = [block(i, DRAW_BLOCK) for i in range(-(-n // DRAW_BLOCK))]
+        return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:n], *parts)  # on the host: no program per shape
 
     def sample(self, n: int = 1000, seed: int | None = None, correct: str | None = None) -> dict[str, np.ndarray]:
         """`n` posterior draws: {site: array (n, ...)} for latent and deterministic sites, constrained."""

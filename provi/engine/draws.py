@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from provi.core.bound import KeyStream
@@ -28,10 +29,13 @@ def draws_per_block(n: int, data) -> int:
     return max(1, min(int(n), LOG_WEIGHT_BLOCK // max(size, 1)))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 6), compiler_options=LOOP_COMPILER_OPTIONS)
-def draw(guide, params, consts, n, key, data, layout):
-    """`(z, log q(z))`: `n` draws of `guide` at `params` (`z` constrained, {site: (n, ...)})."""
+@functools.partial(jax.jit, static_argnums=(0, 3, 7), compiler_options=LOOP_COMPILER_OPTIONS)
+def draw(guide, params, consts, n, key, block, data, layout):
+    """`(z, log q(z))`: `n` draws of `guide` at `params` (`z` constrained, {site: (n, ...)}) with
+    the raw key `key` for `block` 0, `fold_in(key, block)` for another block of a larger set (in
+    the program: no separately compiled key derivation)."""
     args, kwargs = join_data(data, layout)
+    key = jnp.where(block == 0, key, jax.random.fold_in(key, block))
     return guide.sim(params, consts, key, n, args, kwargs, [])
 
 
