@@ -30,6 +30,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from provi.core.batching import vectorise
+from provi.defaults import ONCE_COMPILER_OPTIONS
 from provi.diagnostics import psis
 
 __all__ = ["radial_distances", "tail_df", "DF_GRID"]
@@ -39,7 +40,7 @@ SCALE_ITERATIONS = 60  # at most this many EM iterations for the Student-t's sca
 SCALE_TOLERANCE = 1e-6  # EM stops when no scale changes by more than this fraction
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0, compiler_options=ONCE_COMPILER_OPTIONS)  # runs once per fit
 def _radial(guide, z, params, consts):
     v = guide.to_v(consts, vectorise(guide.space.unconstrain, 1)(z))
     loc, L = guide.family.gaussian_params(params)
