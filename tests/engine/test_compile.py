@@ -13,7 +13,6 @@ monitoring.register_event_listener(lambda event, **kw: counts.__setitem__(names[
 import provi
 from provi.examples import eight_schools as es
 res = provi.fit(es.model, progress=False, **es.DATA)
-res.summary()
 print(json.dumps({**counts, "mean_mu": float(res.summary().loc["mu", "mean"])}))
 """
 
