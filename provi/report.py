@@ -7,6 +7,7 @@ import pathlib
 
 import numpy as np
 
+from provi.idata import write_netcdf
 from provi.result import FitResult
 
 __all__ = ["write_outputs", "plot_losses", "jsonable"]
@@ -50,7 +51,7 @@ def write_outputs(res: FitResult, out, title: str = "provi fit", draws: int = 40
     out.mkdir(parents=True, exist_ok=True)
     summary = res.summary(draws)
     summary.to_csv(out / "summary.csv", index_label="quantity")
-    res.to_arviz(draws).to_netcdf(str(out / "posterior.nc"))
+    write_netcdf(res.to_xarray(draws), out / "posterior.nc")  # ArviZ's file, without importing ArviZ
     plot_losses(np.asarray(res.losses), out / "loss.png")
     diag = res.diagnostics()
     (out / "diagnostics.json").write_text(json.dumps(jsonable(diag.to_dict()), indent=2))

@@ -30,6 +30,7 @@ from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_us
 from provi.engine import draws as compiled
 from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState
+from provi import idata
 from provi.errors import ModelError
 from provi.persist import atomic_write, flatten_tree
 from provi.programs import FamilyGuide
@@ -282,24 +283,25 @@ class FitResult:
 
     def to_arviz(self, n: int = 1000, seed: int | None = None):
         """ArviZ InferenceData: posterior (one chain of `n` guide draws), sample_stats (the loss trace
-        and each draw's log importance weight), observed_data."""
+        and each draw's log importance weight), observed_data; the groups of `to_xarray`."""
         import arviz as az  # heavy: imported when first needed
-        import xarray as xr
+
+        return az.InferenceData(**self.to_xarray(n, seed))
+
+    def to_xarray(self, n: int = 1000, seed: int | None = None) -> dict:
+        """The groups of `to_arviz` as `xarray.Dataset`s ({"posterior", "sample_stats",
+        "observed_data"}), in ArviZ's layout (`provi.idata`), without importing ArviZ."""
+        import xarray as xr  # heavy: imported when first needed
 
         z, log_w = self.weighted_draws(n, seed)
-        draws = self._with_deterministic(z)
-        posterior = {k: v[None] for k, v in draws.items()}
-        idata = az.from_dict(
-            posterior=posterior,
-            observed_data={k: np.asarray(v) for k, v in self.model.info.observed.items() if v is not None},
-        )
+        posterior = idata.dataset({k: v[None] for k, v in self._with_deterministic(z).items()})
         stats = xr.Dataset(
             {"loss": (("step",), np.asarray(self.losses))}
             | ({"log_weight": (("chain", "draw"), log_w[None])} if self.guide.has_density else {}),
             coords={"step": np.arange(len(self.losses)), "chain": [0], "draw": np.arange(n)},
         )
-        idata.add_groups(sample_stats=stats)
-        return idata
+        observed = idata.dataset({k: np.asarray(v) for k, v in self.model.info.observed.items() if v is not None}, draws=False)
+        return {"posterior": posterior, "sample_stats": stats, "observed_data": observed}
 
     def log_weights(self, z: dict, log_q) -> jax.Array:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
