@@ -28,6 +28,7 @@ from provi.defaults import DETERMINISTIC_BLOCK, DRAW_BLOCK, KHAT_DRAWS, PSIS_MIN
 from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, particle_diagnostics,
                                posterior_collapse, psis, weighted_moments)
 from provi.engine import draws as compiled
+from provi.engine.compile import cached
 from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState
 from provi import idata
@@ -114,6 +115,13 @@ class FitResult:
         plates = {**self.model.plates, **self.guide.plates}
         full = {name: jnp.arange(size) for name, (size, _) in plates.items()}
         return self.model.replaying(full), self.guide.replaying(full)
+
+    def _compiled_model(self):
+        """`whole`'s model program as the compiled result programs take it (a static argument, so
+        compared by identity): one per model function and data layout, as the training loop is
+        cached, so that auto's refits of one model trace and compile their importance weights once."""
+        model = self.whole[0]
+        return cached(("result model", model.model, self.layout), lambda: model)
 
     def draws(self, n: int, seed: int | None = None) -> tuple[dict, np.ndarray]:
         """`n` draws of the latent sites (constrained) from the guide, and log q of each (over the
@@ -213,7 +221,7 @@ class FitResult:
             n = len(next(iter(z.values())))
             size = min(n, DETERMINISTIC_BLOCK)  # whole blocks of one shape (the last padded): one program for any n
             padded = {k: np.concatenate([v, v[:(-n) % size]]) for k, v in z.items()}
-            parts = [compiled.deterministic(self.whole[0], names, self.model_params(), {k: v[i:i + size] for k, v in padded.items()},
+            parts = [compiled.deterministic(self._compiled_model(), names, self.model_params(), {k: v[i:i + size] for k, v in padded.items()},
                                     self.data, self.layout) for i in range(0, n, size)]
             out.update({k: np.concatenate([np.asarray(p[k]) for p in parts])[:n] for k in names})
         return out
@@ -305,7 +313,7 @@ class FitResult:
 
     def log_weights(self, z: dict, log_q) -> jax.Array:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
-        return compiled.log_weights(self.whole[0], self.params["model"], z, log_q, self.data, self.layout)
+        return compiled.log_weights(self._compiled_model(), self.params["model"], z, log_q, self.data, self.layout)
 
     def diagnostics(self, n: int | None = None, seed: int | None = None) -> Diagnostics:
         """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence
