@@ -36,8 +36,8 @@ from provi.diagnostics import psis
 __all__ = ["radial_distances", "tail_df", "DF_GRID"]
 
 DF_GRID = np.geomspace(1.0, 1000.0, 31)  # the degrees of freedom `tail_df` compares (and infinity)
-SCALE_ITERATIONS = 60  # at most this many EM iterations for the Student-t's scale at each df
-SCALE_TOLERANCE = 1e-6  # EM stops when no scale changes by more than this fraction
+SCALE_ITERATIONS = 50  # at most this many Newton steps for the Student-t's log scale at each df
+SCALE_TOLERANCE = 1e-8  # Newton stops when no log scale moves by more than this
 
 
 @functools.partial(jax.jit, static_argnums=0, compiler_options=ONCE_COMPILER_OPTIONS)  # runs once per fit
@@ -67,11 +67,17 @@ def tail_df(r: np.ndarray, log_w: np.ndarray, dim: int) -> float:
     s = np.sum(w * r) / d  # the Gaussian's own scale, and every df's first
     best_ll, best = np.sum(w * (-0.5 * d * np.log(2 * np.pi * s) - r / (2 * s))), np.inf
     nu = DF_GRID[:, None]
-    scale = np.full_like(nu, s)
-    for _ in range(SCALE_ITERATIONS):  # EM for the Student-t's scale, every df at once
-        scale, previous = (nu + d) / d * np.sum(w * r / (nu + r / scale), axis=1, keepdims=True), scale
-        if np.max(np.abs(scale / previous - 1.0)) < SCALE_TOLERANCE:
+    log_scale = np.full_like(nu, np.log(s))
+    for _ in range(SCALE_ITERATIONS):  # Newton's method in log scale, every df at once
+        u = r / (nu * np.exp(log_scale))
+        f = u / (1.0 + u)
+        grad = np.sum(w * (0.5 * (nu + d) * f - 0.5 * d), axis=1, keepdims=True)
+        curv = np.sum(w * (0.5 * (nu + d) * f / (1.0 + u)), axis=1, keepdims=True)  # minus the second derivative, > 0
+        step = np.clip(grad / curv, -1.0, 1.0)
+        log_scale = log_scale + step
+        if np.max(np.abs(step)) < SCALE_TOLERANCE:
             break
+    scale = np.exp(log_scale)
     ll = np.sum(w * (gammaln((nu + d) / 2) - gammaln(nu / 2) - 0.5 * d * np.log(nu * np.pi * scale)
                      - 0.5 * (nu + d) * np.log1p(r / (nu * scale))), axis=1)
     i = int(np.argmax(ll))
