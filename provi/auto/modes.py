@@ -32,6 +32,7 @@ from scipy.special import logsumexp
 
 from provi.core.mode import distinct_modes, whitening
 from provi.defaults import KHAT_GOOD, MODE_MASS_DRAWS, MODE_MAX, MODE_MAX_ITER, MODE_MIN_WEIGHT, MODE_STARTS, NEWTON_MAX_DIM
+from provi.engine.compile import cached, run_once
 from provi.engine.start import mode_search
 from provi.guides import FullRank, ModeMixture
 from provi.programs import FamilyGuide
@@ -155,7 +156,8 @@ def _fit_at(res, mode, j, fit_family, objective, optimizer, steps, seed):
     """A full-rank Gaussian fitted from the Laplace approximation at `mode`."""
     program = res.guide
     P, _ = whitening(mode.curvature, tril=True)
-    params = program.init_params(jax.random.PRNGKey(seed + 101 + j), np.ones((program.space.dim,)))
+    init = cached(("init params", program), lambda: run_once(program.init_params))  # one small program, not one per operation
+    params = init(jax.random.PRNGKey(seed + 101 + j), np.ones((program.space.dim,)))
     start = (program, params, program.consts(mode.u, P), res.params["model"])
     fit = fit_family(program.family, objective, optimizer, steps, start, model=res.model.model)
     fit.reparam = res.reparam
