@@ -46,6 +46,28 @@ def test_compiled_loop_is_reused_across_fits_and_data(es):
     assert cache_size() == n
 
 
+def test_importance_weights_are_compiled_once_per_model_and_layout(es):
+    """Two fits of one model on data of the same layout share the compiled importance weights (one
+    trace of the weight program), and each fit's weights are its own data's: log p(y, z) - log q(z)
+    computed here with NumPyro's log density."""
+    from numpyro.infer.util import log_density
+
+    from provi.engine import draws
+
+    model, data = es
+    a = provi.fit(model, *data, guide="meanfield", steps=300, progress=False)
+    a.importance_log_weights(500, seed=1)
+    traced = draws.log_weights._cache_size()
+    y2 = data[2] + 5.0
+    b = provi.fit(model, data[0], data[1], y2, guide="meanfield", steps=300, progress=False, seed=2)
+    z, log_w = b.weighted_draws(500, seed=1)
+    assert draws.log_weights._cache_size() == traced
+    _, log_q = b.draws(500, seed=1)
+    for i in (0, 123, 499):
+        lp, _ = log_density(model, (data[0], data[1], y2), {}, {k: v[i] for k, v in z.items() if k != "theta"})
+        np.testing.assert_allclose(log_w[i], float(lp) - float(log_q[i]), rtol=1e-4, atol=1e-3)
+
+
 def test_early_stopping_stops_before_the_budget(es):
     model, data = es
     res = provi.fit(model, *data, guide="fullrank", progress=False)
