@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import Predictive
 
+from provi import idata
 from provi.core.enum import draw_enumerated
 from provi.core.objective import Objective
 from provi.core.prior import GaussianPrior
@@ -31,7 +32,6 @@ from provi.engine import draws as compiled
 from provi.engine.compile import cached
 from provi.engine.schedule import StopInfo
 from provi.engine.step import Setup, VIState
-from provi import idata
 from provi.errors import ModelError
 from provi.persist import atomic_write, flatten_tree
 from provi.programs import FamilyGuide
