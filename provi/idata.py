@@ -22,14 +22,10 @@ __all__ = ["dataset", "write_netcdf"]
 
 def _attrs() -> dict:
     """What `arviz.from_dict` stamps on a group: when, and by which ArviZ."""
-    try:
-        version = importlib.metadata.version("arviz")
-    except importlib.metadata.PackageNotFoundError:
-        version = "not installed"
-    return {"created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "arviz_version": version}
+    return {"created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "arviz_version": importlib.metadata.version("arviz")}
 
 
-def dataset(values: dict, draws: bool = True, attrs: bool = True):
+def dataset(values: dict, draws: bool = True):
     """The group `arviz.from_dict` makes of `values` ({name: array}): with `draws`, each array's
     first two axes are `(chain, draw)`; every other axis k of variable `name` is `{name}_dim_{k}`.
 
@@ -49,7 +45,7 @@ def dataset(values: dict, draws: bool = True, attrs: bool = True):
         variables[name] = (dims, value)
         for dim, size in zip(dims, value.shape):
             coords.setdefault(dim, np.arange(size))
-    return xr.Dataset(variables, coords=coords, attrs=_attrs() if attrs else {})
+    return xr.Dataset(variables, coords=coords, attrs=_attrs())
 
 
 def write_netcdf(groups: dict, path) -> str:
