@@ -8,13 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.special import gammaln, i0e, i1e
+from jax.scipy.special import i0e, i1e
 
 import provi
 from provi.distributions import OneHotCategorical
 from provi.estimators import (
-    MVD, Enumerate, GumbelSoftmax, ImplicitReparam, LeaveOneOut, Learned, RejectionReparam, Reinforce, Reparam,
-    RunningAverage,
+    MVD, Enumerate, ImplicitReparam, RejectionReparam, Reinforce, Reparam,
 )
 
 

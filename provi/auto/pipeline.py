@@ -13,7 +13,7 @@ from provi.auto.modes import gaussian_u, several_modes
 from provi.auto.tails import radial_distances, tail_df
 from provi.core.reparam import decentrable_sites, decentre
 from provi.defaults import FLOW_LEARNING_RATE, FLOW_MAX_DIM, FLOW_MAX_STEPS, KHAT_DRAWS, KHAT_FIRST_DRAWS, KHAT_GOOD, KHAT_OK
-from provi.diagnostics import khat_se, khat_usable, khat_verdict, psis
+from provi.diagnostics import khat_se, khat_usable, psis
 from provi.engine.step import check_objective, default_optimizer
 from provi.errors import ObjectiveError
 from provi.guides import FullRank, RealNVP, StudentT

@@ -22,7 +22,6 @@ sum_q W[p, q] W[p', q] k_q(x, x'): W W^T is each latent's coregionalisation matr
 ((3, 2), (3, 2), 8)
 """
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 

@@ -5,7 +5,6 @@ oracle (a conjugate posterior, 1-d quadrature, a Kalman smoother) or NUTS refere
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro

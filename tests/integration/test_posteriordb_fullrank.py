@@ -8,7 +8,6 @@ test checks that provi reaches that optimum, and that the PSIS-corrected draws m
 correction is given (near k-hat 0.7 it may be refused, in words).
 """
 
-import numpy as np
 import pytest
 
 import provi
