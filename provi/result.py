@@ -25,18 +25,18 @@ from provi.core.objective import Objective
 from provi.core.prior import GaussianPrior
 from provi.core.space import LatentSpace
 from provi.core.trace import OwnInfer, Unobserved, constrain_params
-from provi.defaults import DETERMINISTIC_BLOCK, DRAW_BLOCK, KHAT_DRAWS, PSIS_MIN_DRAWS
+from provi.defaults import DETERMINISTIC_BLOCK, DRAW_BLOCK, KHAT_DRAWS, KHAT_FIRST_DRAWS, PSIS_MIN_DRAWS
 from provi.diagnostics import (Diagnostics, diagnose, evaluate, khat_se, khat_usable, khat_verdict, particle_diagnostics,
                                posterior_collapse, psis, weighted_moments)
 from provi.engine import draws as compiled
 from provi.engine.compile import cached
 from provi.engine.schedule import StopInfo
-from provi.engine.step import Setup, VIState
+from provi.engine.step import Setup, VIState, host_key
 from provi.errors import ModelError
 from provi.persist import atomic_write, flatten_tree
 from provi.programs import FamilyGuide
 
-__all__ = ["FitResult", "FORMAT"]
+__all__ = ["FitResult", "FORMAT", "prepare_khat"]
 
 # provi-fit/2: Gaussian scales are stored as logarithms (provi-fit/1 stored softplus inverses, which
 # would load into the same names with another meaning, so version 1 files are refused).
@@ -92,7 +92,7 @@ class FitResult:
         return self.seed + 1 if seed is None else int(seed)
 
     def _key(self, seed):
-        return jax.random.PRNGKey(self._seed(seed))
+        return host_key(self._seed(seed))
 
     @classmethod
     def from_state(cls, alg: Setup, state: VIState, losses=None, seed: int = 0, stop: StopInfo | None = None) -> "FitResult":
@@ -120,8 +120,7 @@ class FitResult:
         """`whole`'s model program as the compiled result programs take it (a static argument, so
         compared by identity): one per model function and data layout, as the training loop is
         cached, so that auto's refits of one model trace and compile their importance weights once."""
-        model = self.whole[0]
-        return cached(("result model", model.model, self.layout), lambda: model)
+        return _result_model(self.whole[0], self.layout)
 
     def draws(self, n: int, seed: int | None = None) -> tuple[dict, np.ndarray]:
         """`n` draws of the latent sites (constrained) from the guide, and log q of each (over the
@@ -159,7 +158,7 @@ class FitResult:
 
     def _blocks(self, n: int, seed, each) -> tuple[dict, np.ndarray | jax.Array]:
         n, key = int(n), self._key(seed)
-        block = lambda i, size: each(i, *compiled.draw(self.whole[1], self.params["guide"], self.consts, size, key, np.int32(i), self.data, self.layout))  # noqa: E731
+        block = lambda i, size: each(i, *compiled.run_draw(self.whole[1], self.params["guide"], self.consts, size, key, np.int32(i), self.data, self.layout))  # noqa: E731
         if n <= DRAW_BLOCK:
             return block(0, n)
         parts = [block(i, DRAW_BLOCK) for i in range(-(-n // DRAW_BLOCK))]
@@ -313,7 +312,7 @@ class FitResult:
 
     def log_weights(self, z: dict, log_q) -> jax.Array:
         """log p(x, z) - log q(z) for guide draws `z` with leading axis."""
-        return compiled.log_weights(self._compiled_model(), self.params["model"], z, log_q, self.data, self.layout)
+        return compiled.run_log_weights(self._compiled_model(), self.params["model"], z, log_q, self.data, self.layout)
 
     def diagnostics(self, n: int | None = None, seed: int | None = None) -> Diagnostics:
         """PSIS k-hat (from `n` guide draws: the k-hat estimate is unreliable with few draws), convergence
@@ -421,6 +420,19 @@ class FitResult:
             return float("nan")
         k = max(1, len(self.losses) // 10)
         return float(np.mean(self.losses[-k:]))
+
+
+def _result_model(model, layout):
+    return cached(("result model", model.model, layout), lambda: model)
+
+
+def prepare_khat(model, guide, params, consts, data, layout) -> None:
+    """Compile the programs of auto's first k-hat (`KHAT_FIRST_DRAWS` draws of `guide` and their
+    importance weights, `provi.engine.draws.prepare`) for a fit of these shapes on the compiler
+    thread, while its training loop is traced. Models with subsampled plates, whose results
+    replay them whole, compile theirs when first drawn."""
+    if not model.plates and not guide.plates:
+        compiled.prepare(guide, _result_model(model, layout), params, consts, KHAT_FIRST_DRAWS, data, layout)
 
 
 def _fitted_space(guide, info) -> LatentSpace:

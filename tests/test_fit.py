@@ -1,6 +1,5 @@
 """provi.fit end to end: reproducibility, model features, results, bad input, and failures."""
 
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +65,27 @@ def test_importance_weights_are_compiled_once_per_model_and_layout(es):
     for i in (0, 123, 499):
         lp, _ = log_density(model, (data[0], data[1], y2), {}, {k: v[i] for k, v in z.items() if k != "theta"})
         np.testing.assert_allclose(log_w[i], float(lp) - float(log_q[i]), rtol=1e-4, atol=1e-3)
+
+
+def test_auto_compiles_its_first_khat_programs_while_the_loop_is_traced():
+    """guide="auto" compiles its first k-hat's draw and importance-weight programs ahead (from
+    shapes, on the compiler thread): the jitted programs never trace them, and the weights the fit
+    judged are those the jitted programs compute."""
+    from provi.engine import draws
+
+    def model(y=None):  # a model of its own (nothing compiled for it yet), conjugate: auto keeps its first fit
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        numpyro.sample("y", dist.Normal(mu, 1.0).to_event(1), obs=y)
+
+    y = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    traced = draws.draw._cache_size(), draws.log_weights._cache_size()
+    res = provi.fit(model, y, progress=False, seed=3)
+    assert len(res.auto["tried"]) == 1 and (draws.draw._cache_size(), draws.log_weights._cache_size()) == traced
+    judged = res.importance_log_weights(DRAW_BLOCK, seed=3)  # the k-hat's draws (memoised by the pipeline)
+    assert res.auto["khat_draws"] == DRAW_BLOCK and judged.shape == (DRAW_BLOCK,)
+    z, log_q = draws.draw(res.whole[1], res.params["guide"], res.consts, DRAW_BLOCK, jax.random.PRNGKey(3), np.int32(0), res.data, res.layout)
+    again = draws.log_weights(res._compiled_model(), res.params["model"], z, log_q, res.data, res.layout)
+    np.testing.assert_allclose(judged, np.asarray(again), rtol=1e-6, atol=1e-6)
 
 
 def test_early_stopping_stops_before_the_budget(es):

@@ -34,6 +34,7 @@ from provi.core.mode import distinct_modes, whitening
 from provi.defaults import KHAT_GOOD, MODE_MASS_DRAWS, MODE_MAX, MODE_MAX_ITER, MODE_MIN_WEIGHT, MODE_STARTS, NEWTON_MAX_DIM
 from provi.engine.compile import cached, run_once
 from provi.engine.start import mode_search
+from provi.engine.step import host_key
 from provi.guides import FullRank, ModeMixture
 from provi.programs import FamilyGuide
 
@@ -157,7 +158,7 @@ def _fit_at(res, mode, j, fit_family, objective, optimizer, steps, seed):
     program = res.guide
     P, _ = whitening(mode.curvature, tril=True)
     init = cached(("init params", program), lambda: run_once(program.init_params))  # one small program, not one per operation
-    params = init(jax.random.PRNGKey(seed + 101 + j), np.ones((program.space.dim,)))
+    params = init(host_key(seed + 101 + j), np.ones((program.space.dim,)))
     start = (program, params, program.consts(mode.u, P), res.params["model"])
     fit = fit_family(program.family, objective, optimizer, steps, start, model=res.model.model)
     fit.reparam = res.reparam

@@ -218,7 +218,7 @@ def sum_log_prob(trace: dict, sites=None) -> jax.Array:
 
 def as_jax(tree):
     """NumPy arrays in `tree` as JAX arrays (so that a model may index them with traced indices)."""
-    return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, tree)
+    return jax.tree.map(lambda x: jax.device_put(x) if isinstance(x, np.ndarray) else x, tree)  # no compiled copy, as jnp.asarray's
 
 
 def constrain_params(unconstrained: dict, spec: dict) -> dict:

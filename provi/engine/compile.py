@@ -23,7 +23,7 @@ import jax
 from provi.defaults import COMPILED_CACHE_SIZE, ONCE_COMPILER_OPTIONS, PERSISTENT_CACHE_MIN_SECONDS
 from provi.engine.layout import signature
 
-__all__ = ["cached", "cache_size", "cache_entries", "clear_cache", "run_once", "compiler", "enable_compilation_cache"]
+__all__ = ["cached", "lookup", "cache_size", "cache_entries", "clear_cache", "run_once", "compiler", "enable_compilation_cache"]
 
 _CACHE: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
 _LOCK = threading.Lock()
@@ -46,6 +46,19 @@ def cached(key, build: Callable[[], Any]) -> Any:
         if len(_CACHE) > COMPILED_CACHE_SIZE:
             _CACHE.popitem(last=False)
     return value
+
+
+def lookup(key) -> Any:
+    """The object cached under `key`, or None (nothing is built)."""
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    return None
 
 
 def cache_size() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Constant", "split_data", "join_data", "signature"]
@@ -36,7 +35,7 @@ def split_data(args: tuple, kwargs: dict, constant: bool = False):
     """
     leaves, treedef = jax.tree.flatten((args, kwargs))
     is_array = tuple(isinstance(x, (jax.Array, np.ndarray, np.generic)) and not constant for x in leaves)
-    dynamic = [jnp.asarray(x) for x, a in zip(leaves, is_array) if a]
+    dynamic = [jax.device_put(x) for x, a in zip(leaves, is_array) if a]  # (jnp.asarray would compile a copy per shape)
     wrap = lambda x: Constant(x) if isinstance(x, (jax.Array, np.ndarray, np.generic)) else x  # noqa: E731
     static = tuple(wrap(x) for x, a in zip(leaves, is_array) if not a)
     shapes = tuple((x.shape, str(x.dtype)) for x in dynamic)

@@ -44,7 +44,7 @@ from provi.objectives import ELBO, STL, SVGD
 from provi.programs import FamilyGuide, ModelProgram, make_guide
 
 __all__ = ["VIState", "StepInfo", "Setup", "setup", "make_update", "step_key", "loop_keys", "seed_keys",
-           "default_optimizer", "check_objective", "check_optimizer"]
+           "host_key", "default_optimizer", "check_objective", "check_optimizer"]
 
 
 class VIState(NamedTuple):
@@ -137,6 +137,19 @@ def seed_keys(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ss[:2], np.uint32), np.asarray(ss[2:], np.uint32)
 
 
+def host_key(seed: int) -> np.ndarray:
+    """`jax.random.PRNGKey(seed)`'s raw key data, made on the host (no compiled program): the key
+    of a result's draws.
+
+    >>> import jax
+    >>> bool((host_key(2**32 + 5) == jax.random.PRNGKey(2**32 + 5)).all())
+    True
+    """
+    seed = int(seed)
+    high = (seed >> 32) & 0xFFFFFFFF if jax.config.jax_enable_x64 else 0  # without x64, JAX keeps the low 32 bits
+    return np.asarray([high, seed & 0xFFFFFFFF], np.uint32)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Setup:
     """A model, a guide, an objective and an optimiser, ready to step (see `setup`)."""
@@ -190,7 +203,7 @@ class Setup:
         if self.objective.keeps_state:  # its running averages, zero (no steps yet): shapes from one trace
             params["objective"] = self.carried_zeros(params, consts, key)
             opt_state = self.optimizer.init(params)
-        return VIState(params, opt_state, consts, jnp.zeros((), jnp.int32)), notes
+        return VIState(params, opt_state, consts, np.zeros((), np.int32)), notes  # (on the host: no compiled program)
 
     def carried_zeros(self, params, consts, key) -> dict:
         """Zeros shaped as the running averages the objective leaves at `params` (`provi.running_average`)."""
@@ -242,7 +255,7 @@ def setup(model: Callable, *args, guide: Any = "auto", objective: Objective | No
 def raw_key(key):
     """`key` as raw uint32 key data: new-style typed keys (`jax.random.key`) and old-style ones
     (`jax.random.PRNGKey`) are both accepted by the step API."""
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    key = key if isinstance(key, (jax.Array, np.ndarray)) else jnp.asarray(key)  # NumPy keys as they are: no compiled copy
     return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 

@@ -1,7 +1,6 @@
 """The public step API: `provi.setup` -> pure `init` and `step`, and its agreement with `provi.fit`."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -114,3 +113,13 @@ def test_bad_options_are_named(es):
         provi.fit(model, *data, seed=-1, progress=False)
     with pytest.raises(TypeError, match="optax GradientTransformation"):
         provi.fit(model, *data, guide="meanfield", optimizer="adam", progress=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 101, 2**31 - 1, 2**31, 2**32 - 1, 2**32 + 5, 2**40 + 3])
+def test_host_key_is_the_key_prngkey_makes(seed):
+    """A result's draws take their key from `host_key`, made without a compiled program: the
+    same key data as `jax.random.PRNGKey(seed)`, so draws are as they were."""
+    from provi.engine.step import host_key
+
+    np.testing.assert_array_equal(host_key(seed), np.asarray(jax.random.PRNGKey(seed)))
+    assert host_key(seed).dtype == np.uint32
