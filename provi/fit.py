@@ -167,8 +167,8 @@ def _fit_one(model, args, kwargs, *, guide, objective, optimizer, steps, seed, p
 
 def _start(alg: Setup, runner: Runner, k_init, k_loop, start, ahead_data, khat=False):
     """`(params, opt_state, consts, notes)`: where the fit starts. With `ahead_data`, a family's
-    loop is compiled on a worker thread while its start (mode search) runs, and with `khat` first
-    the programs of auto's k-hat (compiled while the loop is traced)."""
+    loop is compiled on a worker thread while its start (mode search) runs, and with `khat` the
+    programs of auto's first k-hat after it."""
     if start is not None:  # (program, guide params, consts[, the model's params to start from])
         guide_params, consts = start[1], start[2]
         params = {"model": start[3] if len(start) > 3 else alg.model.init_params(), "guide": guide_params}
@@ -179,12 +179,9 @@ def _start(alg: Setup, runner: Runner, k_init, k_loop, start, ahead_data, khat=F
         shapes = family_state_shapes(alg.guide, alg.model.init_params(), alg.optimizer)
         step = jax.ShapeDtypeStruct((), np.int32)
         try:  # only a head start: the fit's own path raises any error, in its order
-            if khat:  # first: they compile while the loop is traced (they take 0.3 s, the loop 0.7-1 s)
-                prepare_khat(alg.model, alg.guide, shapes[0], shapes[2], ahead_data, alg.layout)
-        except Exception:
-            pass
-        try:
             runner.prepare(FitState(shapes[0], shapes[1], jax.ShapeDtypeStruct(k_loop.shape, k_loop.dtype), step), shapes[2], ahead_data)
+            if khat:  # queued behind the loop on the compiler thread, which it never delays
+                prepare_khat(alg.model, alg.guide, shapes[0], shapes[2], ahead_data, alg.layout)
         except Exception:
             pass
     state, notes = alg.start(k_init)

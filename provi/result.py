@@ -429,8 +429,8 @@ def _result_model(model, layout):
 def prepare_khat(model, guide, params, consts, data, layout) -> None:
     """Compile the programs of auto's first k-hat (`KHAT_FIRST_DRAWS` draws of `guide` and their
     importance weights, `provi.engine.draws.prepare`) for a fit of these shapes on the compiler
-    thread, while its training loop is traced. Models with subsampled plates, whose results
-    replay them whole, compile theirs when first drawn."""
+    thread after its training loop, while the fit's start runs. Models with subsampled plates,
+    whose results replay them whole, compile theirs when first drawn."""
     if not model.plates and not guide.plates:
         compiled.prepare(guide, _result_model(model, layout), params, consts, KHAT_FIRST_DRAWS, data, layout)
 

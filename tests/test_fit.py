@@ -67,7 +67,7 @@ def test_importance_weights_are_compiled_once_per_model_and_layout(es):
         np.testing.assert_allclose(log_w[i], float(lp) - float(log_q[i]), rtol=1e-4, atol=1e-3)
 
 
-def test_auto_compiles_its_first_khat_programs_while_the_loop_is_traced():
+def test_auto_compiles_its_first_khat_programs_ahead():
     """guide="auto" compiles its first k-hat's draw and importance-weight programs ahead (from
     shapes, on the compiler thread): the jitted programs never trace them, and the weights the fit
     judged are those the jitted programs compute."""
