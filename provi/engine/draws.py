@@ -34,7 +34,10 @@ def draws_per_block(n: int, data) -> int:
     return max(1, min(int(n), LOG_WEIGHT_BLOCK // max(size, 1)))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 7), compiler_options=LOOP_COMPILER_OPTIONS)
+_DRAW_STATIC, _WEIGHTS_STATIC = (0, 3, 7), (0, 5)  # the static arguments of `draw` and `log_weights`
+
+
+@functools.partial(jax.jit, static_argnums=_DRAW_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
 def draw(guide, params, consts, n, key, block, data, layout):
     """`(z, log q(z))`: `n` draws of `guide` at `params` (`z` constrained, {site: (n, ...)}) with
     the raw key `key` for `block` 0, `fold_in(key, block)` for another block of a larger set (in
@@ -44,7 +47,7 @@ def draw(guide, params, consts, n, key, block, data, layout):
     return guide.sim(params, consts, key, n, args, kwargs, [])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5), compiler_options=LOOP_COMPILER_OPTIONS)
+@functools.partial(jax.jit, static_argnums=_WEIGHTS_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
 def log_weights(model, model_params, z, log_q, data, layout):
     """log p(x, z) - log q(z) at each draw of `z`, in blocks of draws (`draws_per_block`)."""
     args, kwargs = join_data(data, layout)
@@ -76,7 +79,7 @@ def run_log_weights(model, model_params, z, log_q, data, layout):
     return _run(log_weights, (model, model_params, z, log_q, data, layout))
 
 
-_STATIC = {draw: (0, 3, 7), log_weights: (0, 5)}
+_STATIC = {draw: _DRAW_STATIC, log_weights: _WEIGHTS_STATIC}
 
 
 def _ahead_key(fn, args) -> tuple:
