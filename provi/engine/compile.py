@@ -3,10 +3,12 @@ JAX's persistent (on-disk) compilation cache.
 
 A fit compiles a start program and a training loop. `cached` keeps them in the process, keyed by
 what they are specialised to, so fitting the same model again, even on new data of the same
-shapes, compiles nothing. With the persistent cache, a new process fitting the same model (the
-command line, a rerun of a script) loads them from disk: `$PROVI_CACHE_DIR`, else
-`~/.cache/provi/xla`; `PROVI_CACHE_DIR=off` disables it; a cache directory the user configured in
-JAX is left alone.
+shapes, compiles nothing. `ahead` lowers a program from the shapes of its arguments and compiles
+it on the compiler thread while the caller goes on (the training loop while the start runs, then
+auto's first k-hat programs); `call` runs it. With the persistent cache, a new process fitting
+the same model (the command line, a rerun of a script) loads them from disk: `$PROVI_CACHE_DIR`,
+else `~/.cache/provi/xla`; `PROVI_CACHE_DIR=off` disables it; a cache directory the user
+configured in JAX is left alone.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import jax
 from provi.defaults import COMPILED_CACHE_SIZE, ONCE_COMPILER_OPTIONS, PERSISTENT_CACHE_MIN_SECONDS
 from provi.engine.layout import signature
 
-__all__ = ["cached", "lookup", "cache_size", "cache_entries", "clear_cache", "run_once", "compiler", "enable_compilation_cache"]
+__all__ = ["cached", "lookup", "cache_size", "cache_entries", "clear_cache", "run_once", "compiler", "ahead", "ahead_future", "call",
+           "enable_compilation_cache"]
 
 _CACHE: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
 _LOCK = threading.Lock()
@@ -100,6 +103,41 @@ def compiler() -> concurrent.futures.ThreadPoolExecutor:
     if not _POOL:
         _POOL.append(concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="provi-compile"))
     return _POOL[0]
+
+
+def _ahead_key(jitted, args, static) -> tuple:
+    return ("ahead", jitted, tuple(args[i] for i in static), signature([a for i, a in enumerate(args) if i not in static]))
+
+
+def ahead(jitted, *args, static: tuple = ()) -> None:
+    """Compile `jitted` (a `jax.jit` of a function with static argument positions `static`) for
+    arguments of the shapes of `args` (arrays or `jax.ShapeDtypeStruct`s; the static ones as
+    given) on the compiler thread, unless that is under way or done. Tracing and lowering run here,
+    on the caller's thread: NumPyro's handler stack is global, so models are never traced on two
+    threads at once. The compiled program waits in the in-process cache for `call`."""
+    key = _ahead_key(jitted, args, static)
+    if lookup(key) is None:
+        lowered = jitted.lower(*args)
+        cached(key, lambda: compiler().submit(lowered.compile))
+
+
+def ahead_future(jitted, *args, static: tuple = ()):
+    """The future of the program `ahead` compiles for arguments like `args`, or None."""
+    return lookup(_ahead_key(jitted, args, static))
+
+
+def call(jitted, *args, static: tuple = ()):
+    """`jitted(*args)`, by the program `ahead` compiled for their shapes where there is one (it
+    waits for the compiler thread to finish it); else, or where the head start failed (the jitted
+    program then reports the error) or the arguments' types differ from those it was compiled for
+    (weakly typed scalars), by `jitted` itself."""
+    ready = ahead_future(jitted, *args, static=static)
+    if ready is not None and ready.exception() is None:
+        try:
+            return ready.result()(*[a for i, a in enumerate(args) if i not in static])
+        except TypeError:
+            pass
+    return jitted(*args)
 
 
 _ENABLED: list = []

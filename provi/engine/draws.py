@@ -22,8 +22,8 @@ import numpy as np
 from provi.core.bound import KeyStream
 from provi.core.trace import run
 from provi.defaults import LOG_WEIGHT_BLOCK, LOOP_COMPILER_OPTIONS
-from provi.engine.compile import cached, compiler, lookup
-from provi.engine.layout import join_data, signature
+from provi.engine.compile import ahead, call
+from provi.engine.layout import join_data
 
 __all__ = ["draw", "log_weights", "deterministic", "draws_per_block", "prepare", "run_draw", "run_log_weights"]
 
@@ -56,45 +56,23 @@ def log_weights(model, model_params, z, log_q, data, layout):
 
 
 def prepare(guide, model, params, consts, n: int, data, layout) -> None:
-    """Compile, on the compiler thread, `draw` of `n` draws (block 0, any raw key) and their
-    `log_weights`, for parameters `params` (`{"model", "guide"}`), `consts` and `data` of these
-    shapes (arrays or `jax.ShapeDtypeStruct`s). Tracing and lowering run here, on the caller's
-    thread (NumPyro's handler stack is global)."""
+    """Compile, on the compiler thread (`provi.engine.compile.ahead`), `draw` of `n` draws (block
+    0, any raw key) and their `log_weights`, for parameters `params` (`{"model", "guide"}`),
+    `consts` and `data` of these shapes (arrays or `jax.ShapeDtypeStruct`s)."""
     draw_args = (guide, params["guide"], consts, n, jax.ShapeDtypeStruct((2,), np.uint32), jax.ShapeDtypeStruct((), np.int32), data, layout)
-    lowered = draw.lower(*draw_args)
-    z, log_q = lowered.out_info
-    weights_args = (model, params["model"], z, log_q, data, layout)
-    weights = log_weights.lower(*weights_args)
-    cached(_ahead_key(draw, draw_args), lambda: compiler().submit(lowered.compile))
-    cached(_ahead_key(log_weights, weights_args), lambda: compiler().submit(weights.compile))
+    z, log_q = jax.eval_shape(draw, *draw_args)
+    ahead(draw, *draw_args, static=_DRAW_STATIC)
+    ahead(log_weights, model, params["model"], z, log_q, data, layout, static=_WEIGHTS_STATIC)
 
 
 def run_draw(guide, params, consts, n, key, block, data, layout):
     """`draw(...)`, by the program `prepare` compiled ahead where there is one."""
-    return _run(draw, (guide, params, consts, n, key, block, data, layout))
+    return call(draw, guide, params, consts, n, key, block, data, layout, static=_DRAW_STATIC)
 
 
 def run_log_weights(model, model_params, z, log_q, data, layout):
     """`log_weights(...)`, by the program `prepare` compiled ahead where there is one."""
-    return _run(log_weights, (model, model_params, z, log_q, data, layout))
-
-
-_STATIC = {draw: _DRAW_STATIC, log_weights: _WEIGHTS_STATIC}
-
-
-def _ahead_key(fn, args) -> tuple:
-    static = _STATIC[fn]
-    return ("ahead", fn, tuple(args[i] for i in static), signature([a for i, a in enumerate(args) if i not in static]))
-
-
-def _run(fn, args):
-    ready = lookup(_ahead_key(fn, args))
-    if ready is not None and ready.exception() is None:  # (a failed head start: the jitted program reports it)
-        try:
-            return ready.result()(*[a for i, a in enumerate(args) if i not in _STATIC[fn]])
-        except TypeError:  # arguments of other types than it was compiled for (e.g. weakly typed)
-            pass
-    return fn(*args)
+    return call(log_weights, model, model_params, z, log_q, data, layout, static=_WEIGHTS_STATIC)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 5))

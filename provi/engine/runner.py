@@ -22,8 +22,7 @@ import optax
 
 from provi.core.objective import Objective
 from provi.defaults import LOOP_COMPILER_OPTIONS
-from provi.engine.compile import compiler
-from provi.engine.layout import signature
+from provi.engine.compile import ahead, call
 from provi.engine.loss import make_loss
 from provi.engine.schedule import averaged
 from provi.engine.step import loop_keys, make_update
@@ -63,26 +62,15 @@ class Runner:
         self.update = make_update(self.model, self.guide, self.objective, self.optimizer, self.layout)
         self.jit = jax.jit(self._chunk, compiler_options=LOOP_COMPILER_OPTIONS)
         self.grad = jax.jit(jax.value_and_grad(make_loss(self.model, self.guide, self.objective, self.layout), has_aux=True))
-        self.ahead: dict = {}  # argument signature -> future of the chunk compiled ahead (`prepare`)
 
     def prepare(self, state: FitState, consts, data) -> None:
-        """Start compiling the chunk for arguments of these shapes (arrays or `jax.ShapeDtypeStruct`s).
-
-        Tracing and lowering run here: NumPyro's handler stack is global, so models are never
-        traced on two threads at once. XLA's compilation runs on a worker thread, which it shares
-        with the caller's next steps since the compiler releases the GIL.
-        """
-        args = (state, consts, data, np.int32(0))
-        sig = signature(args)
-        if sig not in self.ahead:
-            lowered = self.jit.lower(*args)
-            self.ahead[sig] = compiler().submit(lowered.compile)
+        """Start compiling the chunk, on the compiler thread, for arguments of these shapes (arrays
+        or `jax.ShapeDtypeStruct`s): `provi.engine.compile.ahead`."""
+        ahead(self.jit, state, consts, data, np.int32(0))
 
     def run(self, state: FitState, consts, data, n: int):
         """Run a chunk of up to `n` steps: `(state, losses, iterate_sum, steps_run, first_bad_step)`."""
-        args = (state, consts, data, np.int32(n))
-        ready = self.ahead.get(signature(args))
-        return ready.result()(*args) if ready is not None else self.jit(*args)
+        return call(self.jit, state, consts, data, np.int32(n))
 
     def _chunk(self, state: FitState, consts, data, n):
         keys = loop_keys(state.key, self.buffer, state.step)  # the chunk's keys, in one vectorised call
