@@ -1,4 +1,5 @@
-"""Shared fixtures: no persistent compilation cache, and small models with exact answers.
+"""Shared fixtures: no persistent compilation cache, no LLVM optimisation passes, and small models
+with exact answers.
 
 JAX 0.10.2's persistent-cache write (`compilation_cache.put_executable_and_time`) segfaulted the
 test process twice on this machine (2026-11-29/30), once in a serial run; the tests therefore run
@@ -11,6 +12,14 @@ distributions mix Python floats with int32 counters and fail under it.
 import os
 
 os.environ.setdefault("PROVI_CACHE_DIR", "off")
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    # The tests compile thousands of programs and run most of them for moments: LLVM's optimisation
+    # passes were most of their time (the slowest test: 129 s -> 41 s without them). The semantics do
+    # not change (no fast-math either way), and provi's own loops and draw programs keep the
+    # optimisation level they set themselves (`provi.defaults.LOOP_COMPILER_OPTIONS`).
+    # Subprocesses inherit it.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+                               " --xla_llvm_disable_expensive_passes=true").strip()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
