@@ -25,7 +25,7 @@ import jax
 from provi.defaults import COMPILED_CACHE_SIZE, ONCE_COMPILER_OPTIONS, PERSISTENT_CACHE_MIN_SECONDS
 from provi.engine.layout import signature
 
-__all__ = ["cached", "lookup", "cache_size", "cache_entries", "clear_cache", "run_once", "compiler", "ahead", "ahead_future", "call",
+__all__ = ["cached", "lookup", "cache_size", "cache_entries", "clear_cache", "run_once", "compiler", "ahead", "call",
            "enable_compilation_cache"]
 
 _CACHE: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
@@ -121,7 +121,7 @@ def ahead(jitted, *args, static: tuple = ()) -> None:
         cached(key, lambda: compiler().submit(lowered.compile))
 
 
-def ahead_future(jitted, *args, static: tuple = ()):
+def _ahead_future(jitted, *args, static: tuple = ()):
     """The future of the program `ahead` compiles for arguments like `args`, or None."""
     return lookup(_ahead_key(jitted, args, static))
 
@@ -131,7 +131,7 @@ def call(jitted, *args, static: tuple = ()):
     waits for the compiler thread to finish it); else, or where the head start failed (the jitted
     program then reports the error) or the arguments' types differ from those it was compiled for
     (weakly typed scalars), by `jitted` itself."""
-    ready = ahead_future(jitted, *args, static=static)
+    ready = _ahead_future(jitted, *args, static=static)
     if ready is not None and ready.exception() is None:
         try:
             return ready.result()(*[a for i, a in enumerate(args) if i not in static])
