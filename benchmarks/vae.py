@@ -182,8 +182,8 @@ def main():
 
 
     x, _, _, _ = load_digits(0)
-    steps = args.steps or (500 if args.quick else 2000)
-    repeats = args.repeats or (3 if args.quick else 5)
+    steps = args.steps or (200 if args.quick else 2000)  # --quick: a smoke run, its timing not to be quoted
+    repeats = args.repeats or (2 if args.quick else 5)
     out = {"batch": BATCH, "timed_steps": steps}
     impls = {"provi": time_provi, "hand": time_hand}
     if not args.quick:

@@ -1,5 +1,5 @@
-"""Shared fixtures: no persistent compilation cache, no LLVM optimisation passes, and small models
-with exact answers.
+"""Shared fixtures: no persistent compilation cache, no LLVM optimisation passes, XLA:CPU's
+fast-compiling kernel emitters, and small models with exact answers.
 
 JAX 0.10.2's persistent-cache write (`compilation_cache.put_executable_and_time`) segfaulted the
 test process twice on this machine (2026-11-29/30), once in a serial run; the tests therefore run
@@ -11,6 +11,8 @@ distributions mix Python floats with int32 counters and fail under it.
 
 import os
 
+import jaxlib.version
+
 os.environ.setdefault("PROVI_CACHE_DIR", "off")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     # The tests compile thousands of programs and run most of them for moments: LLVM's optimisation
@@ -20,6 +22,13 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     # Subprocesses inherit it.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
                                " --xla_llvm_disable_expensive_passes=true").strip()
+if jaxlib.version.__version__.startswith("0.10.") and "xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"]:
+    # XLA:CPU's older kernel emitters, for every program of the tests, provi's training loops
+    # included: most of what remained was the MLIR fusion emitters' compile time
+    # (tests/objectives/test_objectives.py 173 -> 109 s). Results differ from the default emitters'
+    # in the last bits (no fast-math either way). Only on the jaxlib measured: an unknown flag in
+    # XLA_FLAGS aborts the process (`provi.defaults.FAST_COMPILE_EMITTERS`).
+    os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
