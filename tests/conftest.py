@@ -11,7 +11,7 @@ distributions mix Python floats with int32 counters and fail under it.
 
 import os
 
-import jaxlib.version
+from provi.defaults import FAST_COMPILE_EMITTERS  # imports no JAX backend: XLA_FLAGS still apply
 
 os.environ.setdefault("PROVI_CACHE_DIR", "off")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -22,12 +22,12 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     # Subprocesses inherit it.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
                                " --xla_llvm_disable_expensive_passes=true").strip()
-if jaxlib.version.__version__.startswith("0.10.") and "xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"]:
+if FAST_COMPILE_EMITTERS and "xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"]:
     # XLA:CPU's older kernel emitters, for every program of the tests, provi's training loops
     # included: most of what remained was the MLIR fusion emitters' compile time
     # (tests/objectives/test_objectives.py 173 -> 109 s). Results differ from the default emitters'
-    # in the last bits (no fast-math either way). Only on the jaxlib measured: an unknown flag in
-    # XLA_FLAGS aborts the process (`provi.defaults.FAST_COMPILE_EMITTERS`).
+    # in the last bits (no fast-math either way). Only where provi sets the option itself (the
+    # jaxlib measured): an unknown flag in XLA_FLAGS aborts the process.
     os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 
 import jax  # noqa: E402
