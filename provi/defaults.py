@@ -72,7 +72,8 @@ LOOP_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 # XLA:CPU's MLIR fusion emitters take most of a small program's compile time: its older kernel
 # emitters compile the same program in about half the time (a jitted IWAE gradient 0.72 -> 0.31 s
 # at -O0; eight schools' cold default fit 4.1-4.5 -> 3.5-4.2 s with them in the programs that run
-# once), but their kernels run slower where it matters (training steps, CPU time, 16 alternating
+# once, in 4 pairs on a slow machine; 2.27 -> 2.19 s, ratio 1.00, in 4 pairs on a fast one:
+# benchmarks/RESULTS.md), but their kernels run slower where it matters (training steps, CPU time, 16 alternating
 # pairs: eight schools 1.07x, the VAE 1.5x, logistic regression 0.99x), so the loop and the draws
 # keep the default ones. jaxlib 0.10.2, 2-core CPU. An option jaxlib does not know is an error and
 # XLA is retiring the older emitters: set only on the jaxlib versions measured.
